@@ -1,0 +1,54 @@
+"""The single import point of the graph library: PyTensor by default, Aesara with SYMTRAIN_BACKEND=aesara.
+
+Every other module takes ``pt``, ``function``, ``shared`` and friends from here, so switching the backend
+is one environment variable and no module imports pytensor or aesara itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from symtrain.errors import ConfigError
+
+NAME = os.environ.get("SYMTRAIN_BACKEND", "pytensor").strip().lower() or "pytensor"
+
+if NAME == "pytensor":
+    # The pip wheels link no BLAS for the C backend; an explicit empty value silences the import-time
+    # warning (Numba, the default mode, does its own BLAS calls). A user's own setting wins.
+    _flags = os.environ.get("PYTENSOR_FLAGS", "")
+    if "blas__ldflags" not in _flags and "blas.ldflags" not in _flags:
+        os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in (_flags, "blas__ldflags=") if f)
+    import pytensor as graph
+    import pytensor.tensor as pt
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.ifelse import ifelse
+    from pytensor.scan import scan
+    from pytensor.tensor import special
+    from pytensor.tensor.random.utils import RandomStream
+    from pytensor.tensor.variable import TensorVariable
+elif NAME == "aesara":
+    import aesara as graph
+    import aesara.tensor as pt
+    from aesara.compile.sharedvalue import SharedVariable
+    from aesara.ifelse import ifelse
+    from aesara.scan import scan
+    from aesara.tensor import special
+    from aesara.tensor.random.utils import RandomStream
+    from aesara.tensor.var import TensorVariable
+else:
+    raise ConfigError(f"SYMTRAIN_BACKEND={NAME!r} is not supported: use 'pytensor' (default) or 'aesara'")
+
+function = graph.function
+shared = graph.shared
+config = graph.config
+grad = graph.grad
+In = graph.In
+Out = graph.Out
+Mode = graph.compile.mode.Mode
+get_mode = graph.compile.mode.get_mode
+VERSION = graph.__version__
+
+__all__ = [
+    "NAME", "VERSION", "graph", "pt", "special", "function", "shared", "config", "grad", "In", "Out",
+    "Mode", "get_mode", "SharedVariable", "TensorVariable", "ifelse", "scan", "RandomStream",
+]

@@ -1,0 +1,108 @@
+"""Reading and writing standard ``.npy`` headers, with every failure turned into a DatasetError.
+
+The writer reserves a fixed-size header so that the row count can be filled in once the last row is
+written; any numpy can still ``np.load(path, mmap_mode='r')`` the result.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib import format as npformat
+
+from symtrain.errors import DatasetError
+
+HEADER_ALIGN = 64  # numpy's own alignment for .npy data
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a .npy header says: dtype, full shape, and where the data starts."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def check_dtype(dtype: np.dtype, where: str | Path) -> np.dtype:
+    """Accept plain fixed-size dtypes only: objects cannot be memory-mapped, structured ones are not streamed."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0:
+        raise DatasetError(where, f"dtype {dtype} is not supported: use a numeric, bool or fixed-width type")
+    return dtype
+
+
+def read_header(path: str | Path) -> NpyHeader:
+    """Parse the header of a .npy file; a file that is not a well-formed .npy is a DatasetError naming it."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+            if head[:1] == b"P" and path.suffix == ".npz" or head[:2] == b"PK":
+                raise DatasetError(
+                    path, "is a .npz (zip) archive, which cannot be memory-mapped; convert it with "
+                    "`symtrain convert` or np.save each array to its own .npy")
+            if head != npformat.MAGIC_PREFIX:
+                raise DatasetError(path, "is not a .npy file (bad magic bytes)")
+            f.seek(0)
+            version = npformat.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = npformat.read_array_header_1_0(f, max_header_size=1 << 20)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = npformat.read_array_header_2_0(f, max_header_size=1 << 20)
+            else:
+                raise DatasetError(path, f"has unsupported .npy format version {version}")
+            offset = f.tell()
+    except FileNotFoundError:
+        raise DatasetError(path, "field file is missing") from None
+    except IsADirectoryError:
+        raise DatasetError(path, "is a directory, expected a .npy file") from None
+    except PermissionError:
+        raise DatasetError(path, "cannot be read: permission denied") from None
+    except DatasetError:
+        raise
+    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError, MemoryError) as exc:
+        raise DatasetError(path, f"has a corrupt .npy header ({exc})") from None
+    if fortran:
+        raise DatasetError(path, "is stored in Fortran order; rows must be C-contiguous (np.save a C array)")
+    dtype = check_dtype(dtype, path)
+    if not isinstance(shape, tuple) or any((not isinstance(d, int)) or d < 0 for d in shape):
+        raise DatasetError(path, f"has an invalid shape {shape!r} in its header")
+    return NpyHeader(dtype=dtype, shape=tuple(shape), offset=offset)
+
+
+def check_size(path: str | Path, header: NpyHeader) -> None:
+    """The file must hold exactly the bytes its header implies: shorter is truncation, longer is garbage."""
+    path = Path(path)
+    actual = os.stat(path).st_size
+    expected = header.offset + header.nbytes
+    if actual < expected:
+        raise DatasetError(
+            path, f"is truncated: header says shape {header.shape} {header.dtype} "
+            f"({expected} bytes with the header) but the file has {actual} bytes")
+    if actual > expected:
+        raise DatasetError(path, f"has {actual - expected} unexpected bytes after the data for shape {header.shape}")
+
+
+def header_bytes(dtype: np.dtype, shape: tuple[int, ...], total: int | None = None) -> bytes:
+    """A version-1.0 .npy header for ``shape``, padded with spaces to ``total`` bytes (a multiple of 64)."""
+    body = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (npformat.dtype_to_descr(dtype), tuple(shape))
+    raw = len(npformat.MAGIC_PREFIX) + 2 + 2 + len(body) + 1
+    if total is None:
+        total = -(-raw // HEADER_ALIGN) * HEADER_ALIGN
+    if raw > total or total - 10 > 0xFFFF:
+        raise ValueError(f"a .npy header for shape {shape} does not fit in {total} bytes")
+    body += " " * (total - raw) + "\n"
+    return npformat.MAGIC_PREFIX + bytes([1, 0]) + (len(body)).to_bytes(2, "little") + body.encode("latin1")
+
+
+def reserved_header_size(dtype: np.dtype, row_shape: tuple[int, ...]) -> int:
+    """Header size that fits any row count up to 10**18, so it can be rewritten in place at the end."""
+    return len(header_bytes(dtype, (10**18, *row_shape)))

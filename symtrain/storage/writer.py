@@ -1,0 +1,192 @@
+"""Incremental, bounded-memory, atomic dataset writing.
+
+``DatasetWriter`` takes batches of rows with ``append``, streams them to one ``.npy`` per field under a
+hidden temporary directory, and only on ``close()`` writes the final headers and manifest, fsyncs and
+renames the directory into place. An exception (or a killed process) leaves the target untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from symtrain.atomic import fsync_dir, partial_name, publish_dir
+from symtrain.errors import ConfigError, DatasetError, SchemaError
+from symtrain.storage.manifest import FieldSpec, Manifest, check_field_name, write_manifest
+from symtrain.storage.npyfile import check_dtype, header_bytes, reserved_header_size
+
+Schema = Mapping[str, tuple[Any, tuple[int, ...]]]
+
+
+def _schema_from(schema: Schema, where: Path) -> dict[str, FieldSpec]:
+    if not isinstance(schema, Mapping) or not schema:
+        raise ConfigError("schema must be a non-empty mapping of field name -> (dtype, row shape)")
+    out = {}
+    for name, value in schema.items():
+        try:
+            dtype, shape = value
+            dtype = np.dtype(dtype)
+            shape = tuple(int(d) for d in shape)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"schema entry for {name!r} must be (dtype, row_shape), got {value!r} ({exc})") from None
+        if any(d < 0 for d in shape):
+            raise ConfigError(f"schema entry for {name!r} has a negative dimension in {shape}")
+        out[name] = FieldSpec(check_field_name(name, where), check_dtype(dtype, where), shape)
+    return out
+
+
+class DatasetWriter:
+    """Write a dataset one batch of rows at a time; use as a context manager (commits unless an error)."""
+
+    def __init__(self, path: str | Path, schema: Schema | None = None, metadata: Mapping[str, Any] | None = None,
+                 overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise DatasetError(self.path, "already exists; pass overwrite=True (or --overwrite) to replace it")
+        if not self.path.parent.exists():
+            raise DatasetError(self.path.parent, "parent directory does not exist")
+        if not os.access(self.path.parent, os.W_OK):
+            raise DatasetError(self.path.parent, "is not writable")
+        self.overwrite = overwrite
+        self.metadata = dict(metadata or {})
+        self.rows = 0
+        self.fields: dict[str, FieldSpec] | None = None
+        self._files: dict[str, Any] = {}
+        self._hashes: dict[str, Any] = {}
+        self._offsets: dict[str, int] = {}
+        self._tmp: Path | None = None
+        self._done = False
+        if schema is not None:
+            self._start(_schema_from(schema, self.path))
+
+    def _start(self, fields: dict[str, FieldSpec]) -> None:
+        self.fields = fields
+        self._tmp = partial_name(self.path)
+        self._tmp.mkdir()
+        for name, spec in fields.items():
+            f = open(self._tmp / spec.file, "wb")
+            self._files[name] = f
+            size = reserved_header_size(spec.dtype, spec.shape)
+            f.write(header_bytes(spec.dtype, (0, *spec.shape), total=size))
+            self._offsets[name] = size
+            h = hashlib.blake2b(digest_size=16)
+            h.update(f"{name}|{spec.dtype.str}|{spec.shape}".encode())
+            self._hashes[name] = h
+
+    def append(self, batch: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
+        """Append rows: one array per field, all with the same number of rows; dtypes must match exactly."""
+        if self._done:
+            raise ConfigError(f"writer for {self.path} is already closed")
+        data = dict(batch or {}, **fields)
+        if self.fields is None:
+            if not data:
+                raise SchemaError("append() needs at least one field")
+            arrays = {k: np.asarray(v) for k, v in data.items()}
+            for k, a in arrays.items():
+                if a.ndim == 0:
+                    raise SchemaError(f"field {k!r}: expected an array of rows, got a scalar")
+            self._start(_schema_from({k: (a.dtype, a.shape[1:]) for k, a in arrays.items()}, self.path))
+        assert self.fields is not None
+        if set(data) != set(self.fields):
+            missing, extra = sorted(set(self.fields) - set(data)), sorted(set(data) - set(self.fields))
+            raise SchemaError(f"{self.path}: append() fields do not match the schema (missing {missing}, unexpected {extra})")
+        n = None
+        arrays = {}
+        for name, spec in self.fields.items():
+            a = np.asarray(data[name])
+            if a.dtype != spec.dtype:
+                raise SchemaError(
+                    f"{self.path}: field {name!r} has dtype {a.dtype}, the schema says {spec.dtype}; "
+                    f"cast it first (e.g. a.astype('{spec.dtype}'))")
+            if a.ndim == 0 or a.shape[1:] != spec.shape:
+                raise SchemaError(f"{self.path}: field {name!r} rows have shape {a.shape[1:] if a.ndim else ()}, "
+                                  f"the schema says {spec.shape}")
+            if n is None:
+                n = a.shape[0]
+            elif a.shape[0] != n:
+                raise SchemaError(f"{self.path}: fields have different row counts in one append ({name!r} has {a.shape[0]}, expected {n})")
+            arrays[name] = np.ascontiguousarray(a)
+        for name, a in arrays.items():
+            buf = memoryview(a).cast("B") if a.size else b""
+            self._files[name].write(buf)
+            self._hashes[name].update(buf)
+        self.rows += int(n or 0)
+
+    def close(self) -> Path:
+        """Finish: final headers, manifest, fsync, rename into place. Returns the dataset path."""
+        if self._done:
+            return self.path
+        if self.fields is None:
+            raise SchemaError(f"{self.path}: nothing was appended and no schema was given; cannot write an empty dataset without fields")
+        try:
+            assert self._tmp is not None
+            overall = hashlib.blake2b(digest_size=16)
+            for name, spec in self.fields.items():
+                f = self._files[name]
+                f.seek(0)
+                f.write(header_bytes(spec.dtype, (self.rows, *spec.shape), total=self._offsets[name]))
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                overall.update(name.encode() + b"=" + self._hashes[name].digest())
+            overall.update(str(self.rows).encode())
+            manifest = Manifest(
+                rows=self.rows, fields=self.fields, fingerprint=overall.hexdigest(), metadata=self.metadata,
+                created=datetime.now(UTC).isoformat(timespec="seconds"))
+            write_manifest(self._tmp, manifest)
+            fsync_dir(self._tmp)
+            publish_dir(self._tmp, self.path, overwrite=self.overwrite)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; the target is left as it was."""
+        for f in self._files.values():
+            if not f.closed:
+                f.close()
+        if self._tmp is not None and self._tmp.exists():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._done = True
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_dataset(path: str | Path, arrays: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+                  metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
+                  batch_rows: int = 65536) -> Path:
+    """Write in-memory arrays (a mapping of field -> array) or an iterable of such batches as a dataset."""
+    if isinstance(arrays, Mapping):
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        lengths = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise SchemaError(f"{path}: fields have different row counts: {lengths}")
+        n = next(iter(lengths.values()), 0) or 0
+        schema = {k: (a.dtype, a.shape[1:]) for k, a in arrays.items()}
+        for k, a in arrays.items():
+            if a.ndim == 0:
+                raise SchemaError(f"field {k!r}: expected an array of rows, got a scalar")
+        with DatasetWriter(path, schema, metadata, overwrite) as w:
+            for s in range(0, n, batch_rows):
+                w.append({k: a[s:s + batch_rows] for k, a in arrays.items()})
+        return Path(path)
+    with DatasetWriter(path, None, metadata, overwrite) as w:
+        for batch in arrays:
+            w.append(batch)
+    return Path(path)
