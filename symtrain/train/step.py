@@ -1,0 +1,329 @@
+"""Compile a training step (``compile_step``) or an evaluator (``compile_eval``) over a stream's batch index.
+
+One compiled call per minibatch, ``f(index)``: the minibatch is the stream's slice of its device buffers
+(``stream.batch(field)``, or ``givens=`` for graphs written against free symbolic inputs), the updates come
+from the optimizer, and the outputs are named scalar metrics. With ``accumulate=k`` the gradients of k
+consecutive calls are summed, weighted by each batch's valid rows, in named shared accumulators and applied
+once, by a second small compiled function, as the update of one step on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from symtrain.backend import SharedVariable, TensorVariable, config, function, get_mode, grad, pt, shared
+from symtrain.errors import ConfigError
+from symtrain.optim.clip import check_params
+from symtrain.optim.schedules import Schedule
+from symtrain.optim.updates import slot
+
+MODES = ("NUMBA", "CVM", "C", "FAST_COMPILE", "FAST_RUN", "JAX", "PYTORCH")
+
+
+def compile_cache_dirs() -> dict[str, str]:
+    """Where compiled code is cached: the C modules and the Numba cache, both under ``base_compiledir``.
+
+    Set ``PYTENSOR_FLAGS=base_compiledir=/path`` (before Python starts, or before the first import of
+    symtrain's backend) to move them; the Numba cache path is fixed when PyTensor's Numba backend loads.
+    """
+    base = str(config.base_compiledir)
+    return {"base_compiledir": base, "compiledir": str(config.compiledir), "numba": f"{base}/numba"}
+
+
+def resolve_mode(mode: Any) -> tuple[Any, str]:
+    """``(mode object, name)`` for ``mode`` (None = the configured default, a name, or a Mode instance)."""
+    if mode is None or isinstance(mode, str):
+        label = str(config.mode if mode is None else mode)
+        try:
+            resolved = get_mode(label)
+        except Exception as exc:
+            raise ConfigError(f"mode={mode!r} is not a known mode; use one of {', '.join(MODES)}") from exc
+        return resolved, label
+    if hasattr(mode, "linker"):
+        return mode, type(mode.linker).__name__
+    raise ConfigError(f"mode must be None, a mode name ({', '.join(MODES)}) or a Mode, got {type(mode).__name__}")
+
+
+def _linker_name(mode: Any) -> str:
+    return type(getattr(mode, "linker", None)).__name__
+
+
+def _check_stream(stream: Any) -> None:
+    missing = [a for a in ("index", "batch", "givens", "batch_valid", "batch_mask") if not hasattr(stream, a)]
+    if missing:
+        raise ConfigError(f"stream is a {type(stream).__name__} without {', '.join(missing)}: pass a ChunkStream")
+
+
+def _reduce(name: str, expr: Any, stream: Any) -> Any:
+    """A scalar metric stays as given (it must be the mean over valid rows); a per-row vector is averaged
+    over the valid rows of the batch using the stream's mask."""
+    if not isinstance(expr, TensorVariable):
+        raise ConfigError(f"outputs[{name!r}] must be a symbolic expression, got {type(expr).__name__}")
+    if expr.ndim == 0:
+        return expr
+    if expr.ndim == 1:
+        mask = stream.batch_mask()
+        valid = pt.maximum(stream.batch_valid(), 1).astype(expr.dtype if "float" in expr.dtype else config.floatX)
+        return pt.sum(expr * mask.astype(valid.dtype)) / valid
+    raise ConfigError(f"outputs[{name!r}] has {expr.ndim} dims: give a scalar (batch mean) or a per-row vector")
+
+
+def _metrics(outputs: Mapping[str, Any] | None, stream: Any, reserved: Iterable[str] = ()) -> dict[str, Any]:
+    if outputs is None:
+        return {}
+    if not isinstance(outputs, Mapping):
+        raise ConfigError(f"outputs must be a dict name -> expression, got {type(outputs).__name__}")
+    reserved = set(reserved)
+    out = {}
+    for name, expr in outputs.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"output names must be non-empty strings, got {name!r}")
+        if name in reserved:
+            raise ConfigError(f"output name {name!r} is reserved (the step reports it itself)")
+        out[name] = _reduce(name, expr, stream)
+    return out
+
+
+def _compile(inputs: list, outputs: list, updates: Any, givens: Any, mode: Any, what: str) -> Any:
+    try:
+        return function(inputs, outputs, updates=updates, givens=givens, mode=mode)
+    except Exception as exc:
+        if type(exc).__name__ in ("MissingInputError", "UnusedInputError"):
+            raise ConfigError(
+                f"{what}: the graph needs an input the stream does not provide; build it from "
+                f"stream.batch(field) or pass givens={{var: 'field'}} ({str(exc).splitlines()[0]})") from exc
+        raise
+
+
+def _updated_shared(fns: Sequence[Any], prefix: str) -> list[Any]:
+    """Every shared variable a compiled function updates (explicit or default updates, e.g. RNGs)."""
+    found: list[Any] = []
+    for fn in fns:
+        for inp in fn.maker.inputs:
+            if getattr(inp, "update", None) is not None and isinstance(inp.variable, SharedVariable):
+                if all(inp.variable is not v for v in found):
+                    found.append(inp.variable)
+    for k, var in enumerate(v for v in found if not v.name):
+        var.name = f"{prefix}/state{k}"  # e.g. an RNG from RandomStream; stable for the same graph
+    return found
+
+
+def _by_name(variables: Iterable[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var in variables:
+        if var.name in out and out[var.name] is not var:
+            raise ConfigError(f"two different shared variables are both named {var.name!r}: state names must be "
+                              "unique (give optimizers or schedules distinct name=)")
+        out[var.name] = var
+    return out
+
+
+class Step:
+    """A compiled training step: ``step(i)`` runs minibatch ``i`` of the chunk in the buffers and returns
+    ``{"loss": float, **outputs}``; ``flush()`` applies a partial accumulation group."""
+
+    def __init__(self, *, name: str, names: list[str], fn: Any, apply_fn: Any | None, accumulate: int,
+                 count: Any | None, params: list, schedules: list[Schedule], mode: str, linker: str,
+                 compile_seconds: float):
+        self.name = name
+        self.names = names
+        self.accumulate = accumulate
+        self.params = params
+        self.schedules = schedules
+        self.mode = mode
+        self.linker = linker
+        self.compile_seconds = compile_seconds
+        self._fn = fn
+        self._apply = apply_fn
+        self._count = count
+        fns = [fn] if apply_fn is None else [fn, apply_fn]
+        extra = [s.variable for s in schedules]
+        self._state = _by_name([*params, *_updated_shared(fns, name), *extra])
+
+    def __call__(self, index: int | np.integer) -> dict[str, float]:
+        outs = self._fn(np.asarray(index, dtype=np.int64))
+        if self._apply is not None and self._count.get_value(borrow=True) >= self.accumulate:
+            self._apply()
+        return dict(zip(self.names, map(float, outs)))
+
+    @property
+    def pending(self) -> int:
+        """Micro-batches accumulated and not yet applied (always 0 when ``accumulate == 1``)."""
+        return 0 if self._count is None else int(self._count.get_value(borrow=True))
+
+    def flush(self) -> bool:
+        """Apply a partial accumulation group (mean over the rows it saw); True if an update was applied.
+
+        The trainer calls it at the end of every epoch, so the last ``steps_per_epoch % accumulate``
+        micro-batches are not dropped.
+        """
+        if self.pending == 0:
+            return False
+        self._apply()
+        return True
+
+    def advance_schedules(self, step: int, epoch: int) -> None:
+        """Call ``advance(step, epoch)`` on every schedule the step reads."""
+        for s in self.schedules:
+            s.advance(step, epoch)
+
+    def state_variables(self) -> dict[str, Any]:
+        """Every shared variable the step updates or reads as state, by unique name (for checkpoints):
+        parameters, optimizer state and counters, accumulators, schedule variables, RNG states."""
+        return dict(self._state)
+
+    def __repr__(self) -> str:
+        return (f"Step(name={self.name!r}, outputs={self.names}, accumulate={self.accumulate}, mode={self.mode!r}, "
+                f"state={len(self._state)} variables)")
+
+
+def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, outputs: Mapping | None = None,
+                 accumulate: int = 1, mode: Any = None, name: str = "train", *,
+                 givens: Mapping | None = None, schedules: Sequence[Schedule] = ()) -> Step:
+    """Compile ``cost`` (a scalar built from ``stream.batch(...)``) into a training step over ``stream.index``.
+
+    ``optimizer`` is any callable ``(loss_or_grads, params) -> {shared var: new value}``: an
+    ``st.optim.adam(1e-3)`` rule, a builder such as ``st.optim.adam`` itself, or your own function.
+    ``outputs`` adds named metrics (scalars = batch means, or per-row vectors averaged over valid rows).
+    ``accumulate=k`` applies the valid-row-weighted mean gradient of k calls once (see ``Step.flush``).
+    ``schedules`` lists schedules your own optimizer reads (an UpdateRule's are found automatically).
+    """
+    _check_stream(stream)
+    if not isinstance(cost, TensorVariable) or cost.ndim != 0:
+        raise ConfigError(f"cost must be a scalar expression, got {getattr(cost, 'type', type(cost).__name__)}")
+    params = check_params(params)
+    if not callable(optimizer):
+        raise ConfigError(f"optimizer must be callable as optimizer(loss_or_grads, params), got {optimizer!r}")
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int | np.integer) or accumulate < 1:
+        raise ConfigError(f"accumulate must be an integer >= 1, got {accumulate!r}")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty string, got {name!r}")
+    mode_obj, mode_name = resolve_mode(mode)
+    metrics = _metrics(outputs, stream, reserved=("loss",))
+    names = ["loss", *metrics]
+    outs = [cost, *metrics.values()]
+    all_schedules = _schedules(optimizer, schedules)
+    given = stream.givens(givens) if givens else None
+    t0 = time.perf_counter()
+    if accumulate == 1:
+        updates = _check_updates(optimizer(cost, params), "optimizer")
+        fn = _compile([stream.index], outs, updates, given, mode_obj, "compile_step")
+        apply_fn = count = None
+    else:
+        grads = grad(cost, params)
+        valid = stream.batch_valid()
+        sums = [slot(p, name, "grad_sum") for p in params]
+        rows = shared(np.asarray(0, dtype=np.int64), name=f"{name}/accum_rows")
+        count = shared(np.asarray(0, dtype=np.int64), name=f"{name}/accum_count")
+        acc_updates = [(s, s + g.astype(p.dtype) * valid.astype(p.dtype)) for s, g, p in zip(sums, grads, params)]
+        acc_updates += [(rows, rows + valid.astype("int64")), (count, count + 1)]
+        fn = _compile([stream.index], outs, acc_updates, given, mode_obj, "compile_step")
+        mean_grads = [s / pt.maximum(rows, 1).astype(p.dtype) for s, p in zip(sums, params)]
+        updates = _check_updates(optimizer(mean_grads, params), "optimizer")
+        clash = [v.name for v in updates if any(v is s for s in (*sums, rows, count))]
+        if clash:
+            raise ConfigError(f"optimizer updates the accumulators {clash}")
+        resets = [(s, pt.zeros_like(s)) for s in sums] + [(rows, pt.zeros_like(rows)), (count, pt.zeros_like(count))]
+        apply_fn = function([], [], updates=list(updates.items()) + resets, mode=mode_obj)
+        apply_fn.trust_input = True
+    fn.trust_input = True
+    return Step(name=name, names=names, fn=fn, apply_fn=apply_fn, accumulate=int(accumulate), count=count,
+                params=params, schedules=all_schedules, mode=mode_name, linker=_linker_name(mode_obj),
+                compile_seconds=time.perf_counter() - t0)
+
+
+def _schedules(optimizer: Any, extra: Sequence[Schedule]) -> list[Schedule]:
+    found = list(getattr(optimizer, "schedules", []) or [])
+    for s in extra:
+        if not isinstance(s, Schedule):
+            raise ConfigError(f"schedules must hold Schedule objects, got {type(s).__name__}")
+        if all(s is not f for f in found):
+            found.append(s)
+    _by_name(s.variable for s in found)
+    return found
+
+
+def _check_updates(updates: Any, what: str) -> dict:
+    if isinstance(updates, Mapping):
+        items = list(updates.items())
+    elif isinstance(updates, list | tuple):
+        items = list(updates)
+    else:
+        raise ConfigError(f"{what} must return a dict shared variable -> new value, got {type(updates).__name__}")
+    out: dict = {}
+    for var, new in items:
+        if not isinstance(var, SharedVariable):
+            raise ConfigError(f"{what} returned an update for {var!r}, which is not a shared variable")
+        if not var.name:
+            raise ConfigError(f"{what} updates an unnamed shared variable ({var.type}): name it so checkpoints "
+                              "can store it (st.optim.slot(param, owner, slot) makes named state)")
+        new = pt.as_tensor_variable(new)
+        if new.dtype != var.dtype:
+            raise ConfigError(f"{what}: the update of {var.name!r} has dtype {new.dtype}, the variable "
+                              f"{var.dtype}; cast it (an upcast would be silent otherwise)")
+        out[var] = new
+    return out
+
+
+class EpochMean:
+    """Running valid-row-weighted means of named metrics: ``add(metrics, rows)``, ``result()``."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.rows = 0
+
+    def add(self, metrics: Mapping[str, float], rows: int) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * rows
+        self.rows += int(rows)
+
+    def result(self) -> dict[str, float]:
+        return {k: s / self.rows for k, s in self.sums.items()} if self.rows else {}
+
+
+class Evaluator:
+    """A compiled evaluation function over a stream: ``ev(i)`` -> per-batch metrics (means over valid
+    rows), ``ev.run(epoch)`` -> the whole pass, each batch weighted by its valid rows."""
+
+    def __init__(self, fn: Any, names: list[str], stream: Any, mode: str, compile_seconds: float):
+        self._fn = fn
+        self.names = names
+        self.stream = stream
+        self.mode = mode
+        self.compile_seconds = compile_seconds
+
+    def batch(self, index: int | np.integer) -> tuple[dict[str, float], int]:
+        """Metrics of batch ``index`` and its number of valid rows."""
+        *outs, valid = self._fn(np.asarray(index, dtype=np.int64))
+        return dict(zip(self.names, map(float, outs))), int(valid)
+
+    def __call__(self, index: int | np.integer) -> dict[str, float]:
+        return self.batch(index)[0]
+
+    def run(self, epoch: int = 0) -> dict[str, float]:
+        """Evaluate every batch of ``stream.epoch(epoch)``; returns the row-weighted means and ``rows``."""
+        acc = EpochMean()
+        for chunk in self.stream.epoch(epoch):
+            for i in chunk.indices:
+                metrics, valid = self.batch(i)
+                acc.add(metrics, valid)
+        return {**acc.result(), "rows": float(acc.rows)}
+
+
+def compile_eval(outputs: Mapping[str, Any], stream: Any, mode: Any = None, *,
+                 givens: Mapping | None = None) -> Evaluator:
+    """Compile named metrics (scalars = means over valid rows, or per-row vectors) over ``stream.index``."""
+    _check_stream(stream)
+    metrics = _metrics(outputs, stream, reserved=("rows",))
+    if not metrics:
+        raise ConfigError("outputs must name at least one metric, e.g. {'loss': cost}")
+    mode_obj, mode_name = resolve_mode(mode)
+    t0 = time.perf_counter()
+    given = stream.givens(givens) if givens else None
+    fn = _compile([stream.index], [*metrics.values(), stream.batch_valid()], None, given, mode_obj, "compile_eval")
+    fn.trust_input = True
+    return Evaluator(fn, list(metrics), stream, mode_name, time.perf_counter() - t0)
