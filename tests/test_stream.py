@@ -85,10 +85,16 @@ def bits_equal(a, b):
     return a.dtype == b.dtype and np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-@pytest.mark.parametrize("mix", [1, 2])
-def test_shuffled_stream_equals_in_memory_training_to_the_bit(data, logreg, mix):
+HAVE_PROCESS_LOADER = importlib.util.find_spec("symtrain.stream.process_loader") is not None
+
+
+@pytest.mark.parametrize("mix, loader", [
+    (1, "thread"), (2, "thread"),
+    pytest.param(2, "process", marks=pytest.mark.skipif(not HAVE_PROCESS_LOADER, reason="no process loader")),
+])
+def test_shuffled_stream_equals_in_memory_training_to_the_bit(data, logreg, mix, loader):
     path, x, y = data
-    with ChunkStream(path, BS, 200, seed=11, mix=mix) as stream:
+    with ChunkStream(path, BS, 200, seed=11, mix=mix, loader=loader) as stream:
         assert stream.chunk_rows == 192 and stream.steps_per_epoch == ROWS // BS
         got = streamed_training(logreg, stream, epochs=2)
         orders = [stream.epoch_order(e) for e in range(2)]
@@ -298,7 +304,7 @@ def test_argument_errors(data, tmp_path):
     empty = write_dataset(tmp_path / "empty", {"x": np.zeros((0, 3), np.float32)})
     with pytest.raises(ConfigError, match="empty"):
         ChunkStream(empty, BS, 200)
-    if importlib.util.find_spec("symtrain.stream.process_loader") is None:
+    if not HAVE_PROCESS_LOADER:
         with pytest.raises(ConfigError, match="loader='process' is not available"):
             ChunkStream(path, BS, 200, loader="process")
 

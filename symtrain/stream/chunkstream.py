@@ -21,7 +21,7 @@ from symtrain.backend import TensorVariable
 from symtrain.errors import CheckpointError, ConfigError, StreamError
 from symtrain.storage import Dataset, open_dataset
 from symtrain.stream.buffers import DeviceBuffers
-from symtrain.stream.load import Load, sources_of
+from symtrain.stream.load import Load, ValidRows, sources_of
 from symtrain.stream.plan import EpochPlan, PlanSpec, epoch_loads, epoch_order, make_spec
 from symtrain.stream.prefetch import ThreadLoader
 
@@ -42,22 +42,6 @@ class Chunk:
     indices: range
     first_step: int
     n_valid: int
-
-
-class ValidRows:
-    """Adapts a user transform ``fn(arrays)`` to the loader's ``(arrays, n_valid)``: it sees valid rows only.
-
-    ``fn`` gets, per field, a view of the filled rows and changes them in place (picklable if ``fn`` is).
-    """
-
-    def __init__(self, fn: Callable[[dict[str, np.ndarray]], None]):
-        self.fn = fn
-
-    def __call__(self, arrays: dict[str, np.ndarray], n_valid: int) -> None:
-        result = self.fn({name: arr[:n_valid] for name, arr in arrays.items()})
-        if result is not None:
-            raise TypeError(f"transform {getattr(self.fn, '__name__', self.fn)!r} returned a value; it must "
-                            "modify the arrays it is given in place and return None")
 
 
 def loader_class(loader: str | Callable) -> Callable:

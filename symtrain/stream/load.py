@@ -9,7 +9,7 @@ arrays with ``np.take(..., mode='clip')`` (``mode='raise'`` goes through a tempo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -176,6 +176,22 @@ def fill(sources: Mapping[str, FieldSource], load: Load, out: Mapping[str, np.nd
             np.take(tmp, load.perm, axis=0, out=dst[:n], mode="clip")
         if dst.shape[0] > n:
             dst[n:] = 0  # no step may ever see rows of a previous chunk
+
+
+class ValidRows:
+    """Adapts a user transform ``fn(arrays)`` to the loader's ``(arrays, n_valid)``: it sees valid rows only.
+
+    ``fn`` gets, per field, a view of the filled rows and changes them in place (picklable if ``fn`` is).
+    """
+
+    def __init__(self, fn: Callable[[dict[str, np.ndarray]], None]):
+        self.fn = fn
+
+    def __call__(self, arrays: dict[str, np.ndarray], n_valid: int) -> None:
+        result = self.fn({name: arr[:n_valid] for name, arr in arrays.items()})
+        if result is not None:
+            raise TypeError(f"transform {getattr(self.fn, '__name__', self.fn)!r} returned a value; it must "
+                            "modify the arrays it is given in place and return None")
 
 
 class Loader(Protocol):
