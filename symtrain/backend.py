@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from symtrain.errors import ConfigError
 
 NAME = os.environ.get("SYMTRAIN_BACKEND", "pytensor").strip().lower() or "pytensor"
@@ -21,20 +23,43 @@ if NAME == "pytensor":
     import pytensor as graph
     import pytensor.tensor as pt
     from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.gradient import verify_grad
     from pytensor.ifelse import ifelse
     from pytensor.scan import scan
     from pytensor.tensor import special
     from pytensor.tensor.random.utils import RandomStream
     from pytensor.tensor.variable import TensorVariable
+
+    signal = pt.signal  # scipy-style convolve1d/convolve2d (PyTensor only)
+
+    def shared_rng(seed: int):
+        """A shared random Generator variable: draws go through ``rng_binomial`` and friends."""
+        return pt.random.shared_rng(seed=seed)
+
+    def rng_binomial(rng, n, p, size):
+        """Draw from ``rng``; returns ``(next_rng, draw)`` so callers put ``{rng: next_rng}`` in updates."""
+        return rng.binomial(n, p, size=size)
 elif NAME == "aesara":
     import aesara as graph
     import aesara.tensor as pt
     from aesara.compile.sharedvalue import SharedVariable
+    from aesara.gradient import verify_grad
     from aesara.ifelse import ifelse
     from aesara.scan import scan
     from aesara.tensor import special
     from aesara.tensor.random.utils import RandomStream
     from aesara.tensor.var import TensorVariable
+
+    signal = None  # Aesara 2.9 has no tensor.signal.convolve2d
+
+    def shared_rng(seed: int):
+        """A shared random Generator variable: draws go through ``rng_binomial`` and friends."""
+        return graph.shared(np.random.default_rng(seed))
+
+    def rng_binomial(rng, n, p, size):
+        """Draw from ``rng``; returns ``(next_rng, draw)`` so callers put ``{rng: next_rng}`` in updates."""
+        draw = pt.random.binomial(n, p, size=size, rng=rng)
+        return draw.owner.outputs[0], draw
 else:
     raise ConfigError(f"SYMTRAIN_BACKEND={NAME!r} is not supported: use 'pytensor' (default) or 'aesara'")
 
@@ -47,8 +72,13 @@ Out = graph.Out
 Mode = graph.compile.mode.Mode
 get_mode = graph.compile.mode.get_mode
 VERSION = graph.__version__
+# Moved out of tensor.nnet in both libraries; symtrain.nnet re-exports these very objects so identity
+# comparisons such as ``activation == T.nnet.sigmoid`` keep holding after migration.
+sigmoid = pt.sigmoid
+softplus = pt.softplus
 
 __all__ = [
     "NAME", "VERSION", "graph", "pt", "special", "function", "shared", "config", "grad", "In", "Out",
     "Mode", "get_mode", "SharedVariable", "TensorVariable", "ifelse", "scan", "RandomStream",
+    "verify_grad", "sigmoid", "softplus", "signal", "shared_rng", "rng_binomial",
 ]
