@@ -74,8 +74,13 @@ class Load:
             total += stop - start
         if total != self.n_valid:
             raise ConfigError(f"Load: n_valid={self.n_valid} but the ranges hold {total} rows")
-        if self.perm is not None and (self.perm.ndim != 1 or len(self.perm) != total):
-            raise ConfigError(f"Load: perm must be a vector of {total} indices, got shape {self.perm.shape}")
+        if self.perm is not None:
+            perm = self.perm
+            if perm.ndim != 1 or len(perm) != total or perm.dtype.kind not in "iu":
+                raise ConfigError(f"Load: perm must be an integer vector of {total} indices, got "
+                                  f"{perm.dtype} {perm.shape}")
+            if total and (perm.min() < 0 or perm.max() >= total):  # fill's mode='clip' would hide these
+                raise ConfigError(f"Load: perm indices must lie in 0..{total - 1}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Load):
