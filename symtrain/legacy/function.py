@@ -63,6 +63,8 @@ class Group:
 
     def __init__(self, variables: tuple[StreamedSharedVariable, ...]):
         self.vars = variables
+        for v in variables:
+            v._stream.member_of.append(self)
         self.cap = min(v.capacity for v in variables)
         self.sequential = any(isinstance(v._stream.source, ChunkSource) for v in variables)
         self.loader: Any = None
@@ -120,6 +122,11 @@ class Group:
         arrays = loader.wait()
         if self.sequential:
             target = (target[0], loader.got)
+            for v in self.vars:  # a generator's length is known once it is exhausted
+                st = v._stream
+                if st.rows is None and st.source.rows is not None:
+                    st.rows = st.source.rows
+                    st.rows_var.set_value(np.int64(st.rows))
         for i, v in enumerate(self.vars):
             v.install(arrays[f"v{i}"], target, self)
         self.loads += 1
@@ -131,6 +138,15 @@ class Group:
             return
         self._loader().submit(_load(target))
         self.pending = target
+
+    def reset(self) -> None:
+        """A member got new data (set_value): drop the loader (its sources changed) and re-check rows."""
+        self.close()
+        self.cap = min(v.capacity for v in self.vars)
+        rows = {v.name: v._stream.rows for v in self.vars}
+        if len(set(rows.values())) > 1:
+            raise ConfigError(f"set_value: streamed variables used together must keep the same number of rows, "
+                              f"now {rows}")
 
     def _names(self) -> str:
         return ", ".join(repr(v.name) for v in self.vars)
@@ -341,7 +357,8 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
             raise ConfigError(
                 f"symtrain.function: the streamed variable {v.name!r} ({rows} rows, chunks of {group.cap}) is used "
                 "whole, not through a row slice by an index input (e.g. in outputs or a givens value without "
-                "[index * batch_size:(index + 1) * batch_size]); only row slices can be streamed")
+                "[index * batch_size:(index + 1) * batch_size], or selected by fancy indexing, a transpose, a "
+                "reduction); only row slices can be streamed")
     replace, bounds = {}, []
     for k, sl in enumerate(slices):
         names = (f"__symtrain_rows{k}_start", f"__symtrain_rows{k}_stop")

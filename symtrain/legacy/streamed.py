@@ -171,11 +171,13 @@ class StreamState:
         self.data = data  # the read-only memmap (None for a generator)
         self.source = source
         self.rows = rows
-        self.chunk_rows = chunk_rows
+        self.requested_rows = chunk_rows  # chunk_rows as asked; the capacity never exceeds the data
+        self.chunk_rows = min(chunk_rows, rows) if rows else chunk_rows
         self.max_load_bytes = max_load_bytes
         self.window: tuple[int, int] | None = None  # (first global row, rows) currently in the buffer
         self.owner: object | None = None  # the loader whose staging array is installed
         self.rows_var = backend.shared(np.int64(rows if rows is not None else -1))
+        self.member_of: list = []  # the loading groups (symtrain.legacy.function.Group) using this variable
 
 
 class StreamedSharedVariable(_TensorSharedVariable):
@@ -247,10 +249,12 @@ class StreamedSharedVariable(_TensorSharedVariable):
         st.source = memmap_source(new_value, st.source.name)
         st.data = new_value
         st.rows = int(new_value.shape[0])
-        st.chunk_rows = max(1, min(st.chunk_rows, st.rows)) if st.rows else st.chunk_rows
+        st.chunk_rows = min(st.requested_rows, st.rows) if st.rows else st.requested_rows
         st.rows_var.set_value(np.int64(st.rows))
         st.window = None
         st.owner = None
+        for group in st.member_of:
+            group.reset()
 
     def install(self, arr: np.ndarray, window: tuple[int, int], owner: object) -> None:
         """Make ``arr`` (owned, C-contiguous) the buffer value; it holds rows ``window``."""
@@ -303,8 +307,6 @@ def shared(value: Any, chunk_rows: int | None = None, name: str | None = None, b
         rows = int(value.shape[0])
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     cap = _default_chunk_rows(row_bytes) if chunk_rows is None else _check_positive(chunk_rows, "chunk_rows")
-    if rows is not None and rows > 0:
-        cap = min(cap, rows)
     var_type = pt.TensorType(str(np.dtype(dtype)), shape=(None,) * (1 + len(row_shape)))
     empty = np.zeros((0, *row_shape), dtype=dtype)
     var = StreamedSharedVariable(type=var_type, value=empty, strict=False, name=name)
