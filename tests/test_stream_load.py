@@ -1,0 +1,90 @@
+"""load.fill: contiguous reads + permutation into staging arrays, for any field shape and dtype."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from symtrain.errors import ConfigError, DatasetError
+from symtrain.storage import open_dataset, write_dataset
+from symtrain.stream.load import Load, ValidRows, fill, sources_of
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {"img": rng.integers(0, 255, (300, 4, 5)).astype(np.uint8),
+              "flag": rng.random(300) < 0.5,
+              "empty": np.zeros((300, 0), np.float32),
+              "h": rng.standard_normal((300, 3)).astype(np.float16)}
+    return open_dataset(write_dataset(tmp_path / "ds", arrays)), arrays
+
+
+def test_fill_matches_fancy_indexing_for_every_field_kind(mixed):
+    ds, arrays = mixed
+    src = sources_of(ds)
+    out = {n: s.empty(64) for n, s in src.items()}
+    for arr in out.values():
+        arr[...] = 1  # stale contents must not survive
+    perm = np.random.default_rng(0).permutation(40)
+    load = Load(((10, 30), (200, 220)), perm, 40)
+    scratch: dict = {}
+    for _ in range(2):  # the second fill reuses the scratch arrays
+        fill(src, load, out, scratch)
+        rows = load.rows()
+        for name, a in arrays.items():
+            assert np.array_equal(out[name][:40], a[rows]) and not out[name][40:].any()
+    fill(src, Load(((0, 64),), None, 64), out, scratch)
+    assert all(np.array_equal(out[n], a[:64]) for n, a in arrays.items())
+
+
+def test_sources_are_picklable_and_address_file_rows_of_a_split(mixed):
+    ds, arrays = mixed
+    part = ds.split(100, 200)
+    src = pickle.loads(pickle.dumps(sources_of(part, ["h"])))
+    out = {"h": src["h"].empty(8)}
+    fill(src, Load(((part.start + 5, part.start + 13),), None, 8), out)
+    assert np.array_equal(out["h"], arrays["h"][105:113])
+
+
+def test_load_module_imports_no_graph_library():
+    import subprocess
+    code = "import sys, symtrain.stream.load; print(any(m.split('.')[0] in ('pytensor', 'aesara') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("args, match", [
+    ((((5, 5),), None, 0), "bad row range"),
+    ((((0, 10),), None, 9), "n_valid=9"),
+    ((((0, 10),), np.arange(9), 10), "vector of 10"),
+    ((((0, 10),), np.arange(10) + 1, 10), "0..9"),
+    ((((0, 10),), np.arange(10.0), 10), "integer"),
+])
+def test_bad_loads(args, match):
+    with pytest.raises(ConfigError, match=match):
+        Load(*args)
+
+
+def test_fill_rejects_wrong_staging_and_reports_short_reads(mixed, tmp_path):
+    ds, _ = mixed
+    src = sources_of(ds, ["h"])
+    with pytest.raises(ConfigError, match="float16"):
+        fill(src, Load(((0, 4),), None, 4), {"h": np.zeros((4, 3), np.float32)})
+    with pytest.raises(ConfigError, match="holds 2 rows"):
+        fill(src, Load(((0, 4),), None, 4), {"h": np.zeros((2, 3), np.float16)})
+    with pytest.raises(ConfigError, match="C-contiguous"):
+        fill(src, Load(((0, 4),), None, 4), {"h": np.zeros((3, 8), np.float16).T[:, :3]})
+    with pytest.raises(DatasetError, match="short read"):
+        fill(src, Load(((290, 310),), None, 20), {"h": np.zeros((20, 3), np.float16)})
+
+
+def test_valid_rows_transform_sees_only_valid_rows():
+    seen = []
+    t = ValidRows(lambda arrays: seen.append(arrays["a"].shape))
+    t({"a": np.zeros((8, 2))}, 5)
+    assert seen == [(5, 2)]
+    with pytest.raises(TypeError, match="in place"):
+        ValidRows(lambda arrays: arrays)({"a": np.zeros(3)}, 3)
