@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
 import importlib.util
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,8 +20,20 @@ from symtrain.stream.load import Load, sources_of
 ROWS, FEATURES, CLASSES, BS = 1000, 8, 3, 32
 
 
+_PREEXISTING: set[threading.Thread] = set()
+
+
 def loader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "symtrain-loader"]
+    """Loader threads alive now that were not alive when the current test started (other tests' leaks
+    in the same worker process are their business)."""
+    return [t for t in threading.enumerate() if t.name == "symtrain-loader" and t not in _PREEXISTING]
+
+
+@pytest.fixture(autouse=True)
+def _snapshot_threads():
+    _PREEXISTING.clear()
+    _PREEXISTING.update(threading.enumerate())
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +338,19 @@ def test_split_streams_only_its_rows_and_state_names_them(data):
         stream.check_state(state)
         with pytest.raises(Exception, match="seed"):
             stream.check_state({**state, "plan": {**state["plan"], "seed": 5}})
+
+
+def _slow(arrays):
+    time.sleep(0.3)
+
+
+def test_ctrl_c_while_waiting_for_a_fill_joins_the_loader(data):
+    path, _, _ = data
+    with ChunkStream(path, BS, 200, transform=_slow) as stream:
+        timer = threading.Timer(0.1, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in stream.epoch(0):
+                time.sleep(1)  # not reached before the interrupt: the first fill takes 0.3 s
+        timer.join()
+        assert not loader_threads()
