@@ -1,0 +1,58 @@
+"""``symtrain migrate PATH...``: show (``--diff``), apply (``--write``) or check (``--check``) the rewrite."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+
+from symtrain.atomic import write_file_atomic
+
+
+def register(subparsers) -> None:
+    """Add the ``migrate`` subcommand."""
+    p = subparsers.add_parser(
+        "migrate", help="rewrite Theano/Aesara sources to PyTensor",
+        description="Rewrite Theano and Aesara sources (Python 2 included) to PyTensor and symtrain. "
+                    "Prints a unified diff by default, then a report of what needs a human (file:line).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (searched for *.py)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--diff", action="store_const", dest="mode", const="diff",
+                      help="print a unified diff (the default)")
+    mode.add_argument("--write", action="store_const", dest="mode", const="write",
+                      help="rewrite the files in place (keeping FILE.bak unless --no-backup)")
+    mode.add_argument("--check", action="store_const", dest="mode", const="check",
+                      help="exit 1 if any file would change (for CI); print nothing else but the names")
+    p.add_argument("--no-backup", action="store_true", help="with --write: do not keep FILE.bak")
+    p.add_argument("--no-report", action="store_true", help="do not print the report")
+    p.set_defaults(run=run, mode="diff")
+
+
+def run(args: argparse.Namespace) -> int:
+    from symtrain.migrate import format_report, iter_python_files, migrate_file
+
+    findings = []
+    changed = 0
+    for path in iter_python_files(args.paths):
+        result = migrate_file(path)
+        findings += result.findings
+        if not result.changed:
+            continue
+        changed += 1
+        if args.mode == "diff":
+            sys.stdout.writelines(difflib.unified_diff(
+                result.old.splitlines(keepends=True), result.new.splitlines(keepends=True),
+                fromfile=f"a/{path}", tofile=f"b/{path}"))
+        elif args.mode == "write":
+            if not args.no_backup:
+                write_file_atomic(path.with_name(path.name + ".bak"), result.old.encode("utf-8"))
+            write_file_atomic(path, result.new.encode("utf-8"))
+            print(f"rewrote {path}", file=sys.stderr)
+        else:
+            print(f"would rewrite {path}")
+    if not args.no_report:
+        sys.stderr.write(format_report(findings))
+    if args.mode == "check":
+        print(f"{changed} file(s) need migration" if changed else "all files migrated", file=sys.stderr)
+        return 1 if changed else 0
+    return 0

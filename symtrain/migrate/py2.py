@@ -1,0 +1,166 @@
+"""Python 2 sources: detect them, convert them with 2to3 fixers (fissix), then fix integer division.
+
+libcst parses Python 3 only, and most Theano code is Python 2. A file counts as Python 2 when it does not
+parse as Python 3, or when it uses names only Python 2 has (``xrange``, ``cPickle``, ``iteritems``...).
+The conversion uses fissix (a maintained copy of lib2to3, which Python 3.13 removed) with the fixers
+that matter for research code: print statements, ``except X, e``, ``xrange``, ``cPickle`` and the other
+renamed modules, ``iteritems``/``itervalues``/``iterkeys``, and ``zip``/``map``/``filter`` wrapped in
+``list(...)`` wherever they are not consumed once by a loop (Python 3 iterators silently stop after one
+pass). ``/`` between integers is then rewritten to ``//`` where the operands are clearly integers
+(index and batch arithmetic); other ``/`` whose operands are not clearly floats are reported for review.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import tokenize
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from symtrain.errors import MigrationError
+from symtrain.migrate.report import Finding
+
+PY2_NAMES = frozenset({"xrange", "cPickle", "iteritems", "itervalues", "iterkeys", "has_key", "raw_input",
+                       "basestring", "unichr", "izip", "imap", "ifilter", "viewitems",
+                       "execfile", "cStringIO", "urllib2", "xreadlines"})
+
+FIXERS = ["apply", "basestring", "dict", "except", "exec", "execfile", "exitfunc", "filter", "funcattrs",
+          "getcwdu", "has_key", "imports", "imports2", "intern", "isinstance", "itertools",
+          "itertools_imports", "long", "map", "metaclass", "methodattrs", "ne", "next", "nonzero",
+          "numliterals", "operator", "paren", "print", "raise", "raw_input", "reduce", "renames", "repr",
+          "standarderror", "sys_exc", "throw", "tuple_params", "types", "unicode", "urllib", "xrange",
+          "xreadlines", "zip"]
+
+
+def parses_as_python3(source: str) -> bool:
+    """Whether libcst (Python 3 grammar) accepts the source."""
+    try:
+        cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return False
+    return True
+
+
+def looks_like_python2(source: str) -> bool:
+    """Python 2 markers in the tokens (not in comments or strings): names only Python 2 has."""
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.NAME and tok.string in PY2_NAMES:
+                return True
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return True
+    return False
+
+
+def convert(source: str, path: str, python3_syntax: bool) -> str:
+    """Run the 2to3 fixers on one file; ``python3_syntax`` keeps ``print(...)`` as the function."""
+    logging.getLogger("RefactoringTool").setLevel(logging.ERROR)
+    logging.disable(logging.INFO)  # fissix logs its one-time grammar cache build on the root logger
+    try:
+        from fissix import refactor
+
+        tool = refactor.RefactoringTool([f"fissix.fixes.fix_{name}" for name in FIXERS],
+                                        options={"print_function": python3_syntax})
+    finally:
+        logging.disable(logging.NOTSET)
+    text = source if source.endswith("\n") else source + "\n"
+    try:
+        tree = tool.refactor_string(text, path)
+    except Exception as exc:  # fissix raises its own ParseError and tokenizer errors
+        raise MigrationError(f"{path}: not valid Python 3, and not Python 2 either: {exc}") from exc
+    out = str(tree)
+    return out if source.endswith("\n") else out[:-1]
+
+
+_INT_NAME = re.compile(r"(^|_)(n|num|size|batch|batches|index|idx|count|len|length|patience|iter|epoch|"
+                       r"step|steps|rows|cols|dim|width|height|nb|number|total|chunk|frequency)(_|s?$)|^[ijkn]$",
+                       re.IGNORECASE)
+
+
+def _is_float(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.Float | cst.Imaginary):
+        return True
+    if isinstance(node, cst.Call):
+        func = cst.Module(body=[]).code_for_node(node.func)
+        return func in ("float", "numpy.float32", "numpy.float64", "np.float32", "np.float64") or \
+            func.split(".")[0] in ("numpy", "np", "T", "tt", "at", "pt", "theano", "math", "time")
+    if isinstance(node, cst.BinaryOperation):
+        return _is_float(node.left) or _is_float(node.right)
+    if isinstance(node, cst.UnaryOperation):
+        return _is_float(node.expression)
+    return False
+
+
+def _is_int(node: cst.BaseExpression, int_names: set[str]) -> bool:
+    if isinstance(node, cst.Integer):
+        return True
+    if isinstance(node, cst.Name):
+        return node.value in int_names or bool(_INT_NAME.search(node.value))
+    if isinstance(node, cst.Attribute):
+        return bool(_INT_NAME.search(node.attr.value))
+    if isinstance(node, cst.Subscript):
+        # x.shape[0], x.get_value(borrow=True).shape[0]
+        return isinstance(node.value, cst.Attribute) and node.value.attr.value == "shape"
+    if isinstance(node, cst.Call):
+        return isinstance(node.func, cst.Name) and node.func.value in ("len", "int")
+    if isinstance(node, cst.BinaryOperation) and isinstance(
+            node.operator, cst.Add | cst.Subtract | cst.Multiply | cst.FloorDivide | cst.Modulo):
+        return _is_int(node.left, int_names) and _is_int(node.right, int_names)
+    return False
+
+
+class _IntNames(cst.CSTVisitor):
+    """Names assigned an integer literal, ``len(...)`` or a ``.shape[i]`` anywhere in the file."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if _is_int(node.value, set()):
+            for t in node.targets:
+                if isinstance(t.target, cst.Name):
+                    self.names.add(t.target.value)
+
+
+class _Division(cst.CSTTransformer):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, path: str, int_names: set[str]):
+        super().__init__()
+        self.path = path
+        self.int_names = int_names
+        self.findings: list[Finding] = []
+
+    def leave_BinaryOperation(self, original_node: cst.BinaryOperation, updated_node: cst.BinaryOperation):
+        if not isinstance(original_node.operator, cst.Divide):
+            return updated_node
+        left, right = original_node.left, original_node.right
+        if _is_float(left) or _is_float(right):
+            return updated_node
+        line = self.get_metadata(PositionProvider, original_node).start.line
+        code = cst.Module(body=[]).code_for_node(original_node)
+        if _is_int(left, self.int_names) and _is_int(right, self.int_names):
+            self.findings.append(Finding(self.path, line, "review", f"`{code}`: integer division in Python 2, "
+                                         "rewritten to `//`"))
+            op = original_node.operator
+            return updated_node.with_changes(operator=cst.FloorDivide(
+                whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after))
+        self.findings.append(Finding(self.path, line, "review", f"`{code}`: `/` is true division in Python 3 "
+                                     "(it was integer division in Python 2 if both sides were ints); use `//` "
+                                     "if integers are meant"))
+        return updated_node
+
+
+def fix_division(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
+    """Rewrite integer ``/`` to ``//`` (see the module docstring); a no-op under ``from __future__ import division``."""
+    code = module.code
+    if re.search(r"^from __future__ import [^\n]*\bdivision\b", code, re.MULTILINE):
+        return module, []
+    names = _IntNames()
+    module.visit(names)
+    fixer = _Division(path, names.names)
+    new = MetadataWrapper(module).visit(fixer)
+    return new, fixer.findings

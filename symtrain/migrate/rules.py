@@ -1,0 +1,245 @@
+"""The mapping tables of ``symtrain migrate``: old Theano/Aesara dotted names -> PyTensor/symtrain targets.
+
+Targets are written ``"module:attr"`` (an object inside a module) or ``"module"`` (a module). Lookups use
+the longest matching prefix of the old dotted name, so ``theano.tensor.nnet.conv.conv2d`` first tries
+itself, then ``theano.tensor.nnet.conv``, ... down to ``theano`` (the generic rename). Aesara names are
+looked up with ``aesara`` read as ``theano`` first, then with their own table (``AESARA_ONLY``).
+"""
+
+from __future__ import annotations
+
+ROOTS = ("theano", "aesara")
+NNET = "symtrain.nnet"
+RUNTIME = "symtrain.migrate.runtime"
+
+# What symtrain.nnet provides (the contract with the nnet compatibility layer). ``sigmoid`` and
+# ``softplus`` there are the very PyTensor objects, so identity comparisons keep holding.
+NNET_NAMES = frozenset({
+    "sigmoid", "softplus", "relu", "elu", "hard_sigmoid", "softmax", "categorical_crossentropy",
+    "binary_crossentropy", "conv2d", "pool_2d", "max_pool_2d", "batch_normalization", "dropout", "round",
+})
+
+# Objects that moved: exact dotted name -> target. Checked before MODULES at every prefix length.
+OBJECTS: dict[str, str] = {
+    "theano.tensor.nnet.sigmoid": "pytensor.tensor:sigmoid",
+    "theano.tensor.nnet.softplus": "pytensor.tensor:softplus",
+    "theano.tensor.nnet.ultra_fast_sigmoid": "pytensor.tensor:sigmoid",
+    "theano.tensor.nnet.scalar_sigmoid": "pytensor.scalar:sigmoid",
+    "theano.tensor.nnet.logsoftmax": "pytensor.tensor.special:log_softmax",
+    "theano.tensor.nnet.log_softmax": "pytensor.tensor.special:log_softmax",
+    "theano.tensor.nnet.conv.conv2d": f"{NNET}:conv2d",
+    "theano.tensor.nnet.conv2d": f"{NNET}:conv2d",
+    "theano.tensor.nnet.bn.batch_normalization": f"{NNET}:batch_normalization",
+    "theano.tensor.signal.downsample.max_pool_2d": f"{NNET}:max_pool_2d",
+    "theano.tensor.signal.pool.pool_2d": f"{NNET}:pool_2d",
+    "theano.tensor.signal.pool.max_pool_2d": f"{NNET}:max_pool_2d",
+    "theano.tensor.xlogx.xlogy0": "pytensor.tensor.special:xlogy",
+    "theano.tensor.shared_randomstreams.RandomStreams": f"{RUNTIME}:RandomStreams",
+    "theano.sandbox.rng_mrg.MRG_RandomStreams": f"{RUNTIME}:MRG_RandomStreams",
+    "theano.sandbox.MRG_RandomStreams": f"{RUNTIME}:MRG_RandomStreams",
+    "theano.tensor.randomstreams.RandomStreams": f"{RUNTIME}:RandomStreams",
+    "theano.compile.pfunc.pfunc": "pytensor:function",
+    "theano.compile.pfunc": "pytensor:function",
+    "theano.pfunc": "pytensor:function",
+    "theano.Param": f"{RUNTIME}:Param",
+    "theano.compile.Param": f"{RUNTIME}:Param",
+    "theano.compile.io.Param": f"{RUNTIME}:Param",
+    "theano.pp": "pytensor.printing:pp",
+    "theano.gradient.consider_constant": "pytensor.gradient:zero_grad",
+    "theano.gof.local_optimizer": "pytensor.graph.rewriting.basic:node_rewriter",
+    "theano.gof.opt.local_optimizer": "pytensor.graph.rewriting.basic:node_rewriter",
+    "theano.gof.COp": "pytensor.link.c.op:COp",
+    "theano.compat.OrderedDict": "collections:OrderedDict",
+    "theano.compat.python2x.OrderedDict": "collections:OrderedDict",
+    "theano.compat.izip": "builtins:zip",
+    "theano.compat.imap": "builtins:map",
+    "theano.compat.ifilter": "builtins:filter",
+    "six.moves.cPickle": "pickle",
+    "six.moves.xrange": "builtins:range",
+    "six.moves.range": "builtins:range",
+    "six.moves.zip": "builtins:zip",
+    "six.moves.map": "builtins:map",
+    "six.moves.filter": "builtins:filter",
+    "six.moves.input": "builtins:input",
+    "six.moves.reduce": "functools:reduce",
+    "six.moves.urllib": "urllib.request",
+    "six.moves.urllib.request": "urllib.request",
+    "six.moves.urllib.parse": "urllib.parse",
+    "six.moves.queue": "queue",
+    "six.moves.configparser": "configparser",
+    "six.moves.builtins": "builtins",
+    "six.string_types": "builtins:str",
+    "six.text_type": "builtins:str",
+    "six.integer_types": "builtins:int",
+}
+
+# Modules that moved or were replaced: dotted prefix -> module target.
+MODULES: dict[str, str] = {
+    "theano.tensor.nnet": NNET,
+    "theano.tensor.nnet.nnet": NNET,
+    "theano.tensor.nnet.sigm": NNET,
+    "theano.tensor.nnet.conv": NNET,
+    "theano.tensor.nnet.abstract_conv": NNET,
+    "theano.tensor.nnet.bn": NNET,
+    "theano.tensor.signal.downsample": NNET,
+    "theano.tensor.signal.pool": NNET,
+    "theano.tensor.shared_randomstreams": RUNTIME,
+    "theano.sandbox.rng_mrg": RUNTIME,
+    "theano.gof.graph": "pytensor.graph.basic",
+    "theano.gof.opt": "pytensor.graph.rewriting.basic",
+    "theano.gof.toolbox": "pytensor.graph.features",
+    "theano.gof.fg": "pytensor.graph.fg",
+    "theano.gof.op": "pytensor.graph.op",
+    "theano.gof.type": "pytensor.graph.type",
+    "theano.gof.utils": "pytensor.graph.utils",
+    "theano.gof.cc": "pytensor.link.c.basic",
+    "theano.gof": "pytensor.graph",
+    "theano.tensor.opt": "pytensor.tensor.rewriting.basic",
+    "theano.tensor.opt_uncanonicalize": "pytensor.tensor.rewriting.uncanonicalize",
+    "theano.tensor.var": "pytensor.tensor.variable",
+    "theano.tensor.basic_opt": "pytensor.tensor.rewriting.basic",
+    "theano.scan_module": "pytensor.scan",
+    "theano.misc.pkl_utils": RUNTIME,
+    "theano": "pytensor",
+    "six.moves.cPickle": "pickle",
+}
+
+# Removed with no replacement: dotted prefix -> why, and what to do by hand.
+UNTRANSLATABLE: dict[str, str] = {
+    "theano.sandbox.cuda": "theano.sandbox.cuda (CUDA kernels, GPU ops, CudaNdarray) has no PyTensor "
+                           "equivalent: PyTensor has no GPU backend of its own; rewrite as CPU ops or use the "
+                           "JAX/PyTorch backends",
+    "theano.sandbox.gpuarray": "gpuarray (libgpuarray GPU backend) was removed; use the JAX/PyTorch backends",
+    "theano.gpuarray": "gpuarray (libgpuarray GPU backend) was removed; use the JAX/PyTorch backends",
+    "theano.misc.pycuda_utils": "pycuda integration was removed",
+    "theano.sandbox": "theano.sandbox was removed from PyTensor",
+    "theano.tensor.nnet.neighbours": "images2neibs/neibs2images were removed: write the patch extraction "
+                                     "with reshapes or pytensor.tensor.signal",
+    "theano.tensor.nnet.h_softmax": "h_softmax was removed: write the two-level softmax by hand",
+    "theano.tensor.nnet.conv3d2d": "3-d convolution was removed",
+    "theano.tensor.nnet.conv3d": "3-d convolution was removed",
+    "theano.tensor.nnet.ctc": "CTC (warp-ctc) was removed",
+    "theano.tensor.signal.conv": "signal.conv.conv2d (single image) was removed: use "
+                                 "pytensor.tensor.signal.convolve2d",
+    "theano.tensor.signal.downsample.DownsampleFactorMax": "the pooling Op classes were removed: use "
+                                                           "symtrain.nnet.pool_2d",
+    "theano.tensor.signal.pool.Pool": "the pooling Op classes were removed: use symtrain.nnet.pool_2d",
+    "theano.compat.python2x": "theano.compat.python2x was removed: use the standard library",
+    "theano.compat.six": "theano.compat.six was removed: use the standard library",
+    "theano.config.gpuarray": "GPU flags were removed",
+}
+
+# Aesara names whose Theano spelling differs or that moved after Aesara (checked with the real prefix).
+AESARA_ONLY: dict[str, str] = {
+    "aesara.tensor.nnet.sigmoid": "pytensor.tensor:sigmoid",
+    "aesara.tensor.var": "pytensor.tensor.variable",
+    "aesara.tensor.basic_opt": "pytensor.tensor.rewriting.basic",
+    "aesara.tensor.math_opt": "pytensor.tensor.rewriting.math",
+    "aesara.graph.opt": "pytensor.graph.rewriting.basic",
+    "aesara.graph.optdb": "pytensor.graph.rewriting.db",
+    "aesara.graph.opt_utils": "pytensor.graph.rewriting.utils",
+    "aesara.graph.toolbox": "pytensor.graph.features",
+    "aesara.graph.kanren": "pytensor.graph.rewriting.kanren",
+    "aesara.graph.unify": "pytensor.graph.rewriting.unify",
+    "aesara": "pytensor",
+}
+
+# Call rewrites keyed by the resolved old dotted name: keyword arguments added when absent.
+ADD_KWARGS: dict[str, dict[str, str]] = {
+    "theano.tensor.nnet.logsoftmax": {"axis": "-1"},
+    "theano.tensor.nnet.log_softmax": {"axis": "-1"},
+    # Theano 0.7 rounded halves away from zero; PyTensor rounds them to even.
+    "theano.tensor.round": {"mode": "'half_away_from_zero'"},
+    "theano.tensor.basic.round": {"mode": "'half_away_from_zero'"},
+}
+KWARG_RENAMES: dict[str, dict[str, str]] = {
+    "theano.tensor.flatten": {"outdim": "ndim"},
+    "theano.tensor.basic.flatten": {"outdim": "ndim"},
+}
+
+# Names whose use means a function with defaulted inputs (routed through the runtime's ``function``).
+DEFAULTED_INPUTS = {"theano.In": "value", "theano.compile.In": "value", "theano.compile.io.In": "value",
+                    "theano.Param": "default", "theano.compile.Param": "default",
+                    "theano.compile.io.Param": "default"}
+FUNCTION_NAMES = {"theano.function", "theano.compile.function", "theano.compile.function.function",
+                  "theano.compile.function_module.function"}
+
+# theano.config flags PyTensor no longer has. Assignments are deleted; reads of ``device`` become 'cpu'.
+REMOVED_CONFIG = ("device", "force_device", "init_gpu_device", "contexts", "gpuarray", "cuda", "lib",
+                  "nvcc", "dnn", "pycuda", "warn", "compute_test_value", "compute_test_value_opt",
+                  "print_test_value", "enable_initial_driver_test", "gpuelemwise", "magma", "ctc",
+                  "nocleanup_gpu", "experimental", "scan", "reoptimize_unpickled_function")
+CONFIG_READ_VALUES = {"device": "'cpu'", "force_device": "False", "init_gpu_device": "''"}
+# The same keys inside a THEANO_FLAGS string (dotted spellings).
+REMOVED_FLAG_KEYS = REMOVED_CONFIG
+
+FLAGS_VARIABLES = {"THEANO_FLAGS": "PYTENSOR_FLAGS", "AESARA_FLAGS": "PYTENSOR_FLAGS"}
+
+PICKLE_LOADS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "_pickle.load", "_pickle.loads"}
+PICKLE_FILE_ARG = {"pickle.load": 0, "pickle.dump": 1, "pickle.Unpickler": 0, "pickle.Pickler": 0}
+
+SIX_VALUES = {"six.PY2": "False", "six.PY3": "True"}
+SIX_DICT_METHODS = {"six.iteritems": "items", "six.itervalues": "values", "six.iterkeys": "keys"}
+
+
+def normalize(dotted: str) -> str:
+    """Read ``aesara.x`` as ``theano.x`` so one table serves both."""
+    if dotted == "aesara" or dotted.startswith("aesara."):
+        return "theano" + dotted[len("aesara"):]
+    return dotted
+
+
+def is_legacy(dotted: str) -> bool:
+    """Whether a dotted name belongs to Theano, Aesara or six (the namespaces this tool rewrites)."""
+    root = dotted.split(".", 1)[0]
+    return root in ROOTS or root == "six"
+
+
+def join(target: str) -> str:
+    """``'module:attr'`` -> ``'module.attr'``."""
+    return target.replace(":", ".")
+
+
+def lookup(dotted: str) -> tuple[str | None, str | None]:
+    """Map an old dotted name to ``(target, why_untranslatable)``; exactly one of the two is None.
+
+    ``target`` is the full new dotted name, written ``module:attr`` when it names an object inside a
+    module the tool may need to import (``symtrain.nnet:conv2d``).
+    """
+    parts = dotted.split(".")
+    aesara = parts[0] == "aesara"
+    norm = normalize(dotted).split(".")
+    for n in range(len(parts), 0, -1):
+        rest = parts[n:]
+        if aesara:
+            key = ".".join(parts[:n])
+            if key in AESARA_ONLY:
+                return _extend(AESARA_ONLY[key], rest), None
+        key = ".".join(norm[:n])
+        if key in UNTRANSLATABLE:
+            return None, UNTRANSLATABLE[key]
+        if key in OBJECTS:
+            return _extend(OBJECTS[key], rest), None
+        if key in MODULES:
+            target = MODULES[key]
+            if target == NNET:
+                if not rest:
+                    return target, None
+                if rest[0] not in NNET_NAMES:
+                    return None, (f"{'.'.join(parts[:n + 1])} was removed and symtrain.nnet has no "
+                                  f"replacement: write it with pytensor.tensor ops")
+            if target == RUNTIME and rest and rest[0] not in RUNTIME_NAMES:
+                return None, f"{'.'.join(parts[:n + 1])} was removed and has no replacement"
+            return _extend(target, rest), None
+    return None, None
+
+
+RUNTIME_NAMES = frozenset({"RandomStreams", "MRG_RandomStreams", "In", "Param", "function", "dump", "load"})
+
+
+def _extend(target: str, rest: list[str]) -> str:
+    if not rest:
+        return target
+    if ":" in target:
+        return target + "." + ".".join(rest)
+    return target + ":" + ".".join(rest)

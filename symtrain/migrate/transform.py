@@ -1,0 +1,660 @@
+"""The libcst rewriter: Theano/Aesara (and six) names, imports and call signatures -> PyTensor/symtrain.
+
+Two passes over one parsed module. ``_Analysis`` reads the imports (which local name means which dotted
+path before and after the rewrite) and marks the nodes that need context to rewrite (``open`` calls whose
+file is pickled, ``if W:`` tests on symbolic defaults, functions with defaulted inputs). ``_Rewriter`` then
+rewrites imports, every loaded name chain that resolves to an old API, call signatures, removed config
+flags and THEANO_FLAGS strings, and records what it could not translate. Comments and layout are kept
+(libcst is a concrete syntax tree).
+"""
+
+from __future__ import annotations
+
+import ast
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import (
+    ExpressionContext,
+    ExpressionContextProvider,
+    MetadataWrapper,
+    ParentNodeProvider,
+    PositionProvider,
+)
+
+from symtrain.migrate import rules
+from symtrain.migrate.report import Finding
+
+_EQUIVALENT = {"symtrain.nnet.sigmoid": "pytensor.tensor.sigmoid",
+               "symtrain.nnet.softplus": "pytensor.tensor.softplus"}
+
+
+def dotted_name(node: cst.BaseExpression) -> str | None:
+    """``a.b.c`` for a pure Name/Attribute chain, else None."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted_name(node.value)
+        return None if base is None else f"{base}.{node.attr.value}"
+    return None
+
+
+def _module_dotted(node: cst.BaseExpression) -> str:
+    return cst.Module(body=[]).code_for_node(node).replace(" ", "")
+
+
+def _string_value(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.SimpleString):
+        try:
+            value = ast.literal_eval(node.value)
+        except (ValueError, SyntaxError):
+            return None
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _requote(node: cst.SimpleString, text: str) -> cst.SimpleString:
+    quote = node.value[node.prefix_len if hasattr(node, "prefix_len") else 0:][:1]
+    prefix = node.value[: len(node.value) - len(node.value.lstrip("rRuUbBfF"))]
+    quote = node.value[len(prefix)]
+    triple = node.value[len(prefix):len(prefix) + 3] == quote * 3
+    q = quote * 3 if triple else quote
+    return node.with_changes(value=f"{prefix}{q}{text}{q}")
+
+
+def clean_flags(flags: str) -> tuple[str, list[str]]:
+    """Drop THEANO_FLAGS entries PyTensor no longer knows (``device=gpu``, ``lib.cnmem=...``)."""
+    kept, dropped = [], []
+    for entry in flags.split(","):
+        key = entry.split("=", 1)[0].strip()
+        head = key.replace("__", ".").split(".", 1)[0]
+        (dropped if key and head in rules.REMOVED_FLAG_KEYS else kept).append(entry)
+    return ",".join(kept), dropped
+
+
+class Imports:
+    """Local name -> dotted path, before (``old``) and after (``new``) the rewrite, plus imported modules."""
+
+    def __init__(self) -> None:
+        self.old: dict[str, str] = {}
+        self.new: dict[str, str] = {}
+        self.modules: set[str] = set()
+
+
+def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslated: list[tuple[str, str]]):
+    """Return the replacement statements for one import (None: unchanged) and update the bindings."""
+    if isinstance(node, cst.Import):
+        out: list[cst.BaseSmallStatement] = []
+        changed = False
+        for alias in node.names:
+            dotted = _module_dotted(alias.name)
+            asname = alias.asname.name.value if alias.asname else None
+            local = asname or dotted.split(".")[0]
+            imports.old[local] = dotted if asname else local
+            target, why = rules.lookup(dotted) if rules.is_legacy(dotted) else (None, None)
+            if why is not None:
+                untranslated.append((dotted, why))
+            if target is None:
+                imports.new[local] = imports.old[local]
+                imports.modules.add(dotted)
+                out.append(cst.Import(names=[alias.with_changes(comma=cst.MaybeSentinel.DEFAULT)]))
+                continue
+            changed = True
+            module, _, attr = target.partition(":")
+            if asname:
+                imports.new[asname] = rules.join(target)
+                imports.modules.add(rules.join(target))
+                out.append(cst.Import(names=[cst.ImportAlias(
+                    name=cst.parse_expression(rules.join(target)), asname=_as(asname))]))
+            else:
+                imports.new[module.split(".")[0]] = module.split(".")[0]
+                imports.modules.add(module)
+                out.append(cst.Import(names=[cst.ImportAlias(name=cst.parse_expression(module))]))
+        return out if changed else None
+    if node.relative or node.module is None:
+        return None
+    module = _module_dotted(node.module)
+    if not rules.is_legacy(module):
+        if not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                local = (alias.asname.name.value if alias.asname else alias.name.value)
+                imports.old[local] = imports.new[local] = f"{module}.{alias.name.value}"
+        return None
+    if isinstance(node.names, cst.ImportStar):
+        target, why = rules.lookup(module)
+        if why is not None or target is None:
+            untranslated.append((module, why or "unknown module"))
+            return None
+        return [cst.ImportFrom(module=cst.parse_expression(rules.join(target)), names=cst.ImportStar())]
+    groups: dict[str, list[tuple[str, str | None]]] = {}
+    kept: list[cst.ImportAlias] = []
+    for alias in node.names:
+        name = _module_dotted(alias.name)
+        local = alias.asname.name.value if alias.asname else name
+        full = f"{module}.{name}"
+        imports.old[local] = full
+        target, why = rules.lookup(full)
+        if target is None:
+            if why is not None:
+                untranslated.append((full, why))
+            imports.new[local] = full
+            kept.append(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT))
+            continue
+        if ":" in target:
+            new_module, _, attr = target.partition(":")
+            if "." in attr:
+                head, _, attr = attr.rpartition(".")
+                new_module = f"{new_module}.{head}"
+        else:
+            new_module, _, attr = target.rpartition(".")
+        imports.new[local] = f"{new_module}.{attr}"
+        if new_module == "builtins":
+            if local != attr:
+                groups.setdefault(new_module, []).append((attr, local))
+            continue
+        groups.setdefault(new_module, []).append((attr, local))
+    out = []
+    if kept:
+        out.append(cst.ImportFrom(module=node.module, names=kept))
+    for new_module, names in groups.items():
+        out.append(_import_from(new_module, names))
+    return out
+
+
+def _as(name: str | None) -> cst.AsName | None:
+    return cst.AsName(name=cst.Name(name)) if name else None
+
+
+def _import_from(module: str, names: list[tuple[str, str | None]]) -> cst.ImportFrom:
+    aliases = [cst.ImportAlias(name=cst.Name(attr), asname=_as(local if local != attr else None))
+               for attr, local in names]
+    return cst.ImportFrom(module=cst.parse_expression(module), names=aliases)
+
+
+class _Analysis(cst.CSTVisitor):
+    """First pass: bindings, defaulted inputs, pickle file handles, and ``if W:`` tests to rewrite."""
+
+    METADATA_DEPENDENCIES = (ParentNodeProvider,)
+
+    def __init__(self) -> None:
+        self.imports = Imports()
+        self.untranslated_imports: dict[cst.CSTNode, list[tuple[str, str]]] = {}
+        self.import_plans: dict[cst.CSTNode, list | None] = {}
+        self.uses_defaults = False
+        self.none_params: list[set[str]] = []
+        self.pending_ifs: list[tuple[cst.If, str]] = []
+
+    def visit_Import(self, node: cst.Import) -> None:
+        found: list[tuple[str, str]] = []
+        self.import_plans[node] = _plan_import(node, self.imports, found)
+        self.untranslated_imports[node] = found
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        found: list[tuple[str, str]] = []
+        self.import_plans[node] = _plan_import(node, self.imports, found)
+        self.untranslated_imports[node] = found
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        names = {p.name.value for p in (*node.params.params, *node.params.kwonly_params)
+                 if p.default is not None and m.matches(p.default, m.Name("None"))}
+        self.none_params.append(names)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.none_params.pop()
+
+    def visit_If(self, node: cst.If) -> None:
+        if not self.none_params:
+            return
+        test = node.test
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            test = test.expression
+        if isinstance(test, cst.Name) and test.value in self.none_params[-1]:
+            self.pending_ifs.append((node, test.value))
+
+
+class _Rewriter(m.MatcherDecoratableTransformer):
+    """Second pass: the rewrite itself (see the module docstring)."""
+
+    METADATA_DEPENDENCIES = (ParentNodeProvider, ExpressionContextProvider, PositionProvider)
+
+    def __init__(self, analysis: _Analysis, path: str, python2: bool):
+        super().__init__()
+        self.a = analysis
+        self.imports = analysis.imports
+        self.path = path
+        self.python2 = python2
+        self.findings: list[Finding] = []
+        self.needed_imports: list[str] = []
+        self.binary_open: dict[cst.Call, str] = {}
+        self.if_none: set[cst.If] = set()
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def line(self, node: cst.CSTNode) -> int:
+        try:
+            return self.get_metadata(PositionProvider, node).start.line
+        except KeyError:
+            return 0
+
+    def report(self, node: cst.CSTNode, kind: str, message: str) -> None:
+        self.findings.append(Finding(self.path, self.line(node), kind, message))
+
+    def old_name(self, node: cst.BaseExpression) -> str | None:
+        """The dotted name a chain meant under the original imports, if it is a legacy name."""
+        dotted = dotted_name(node)
+        if dotted is None:
+            return None
+        root, _, rest = dotted.partition(".")
+        base = self.imports.old.get(root)
+        if base is None:
+            return None
+        full = f"{base}.{rest}" if rest else base
+        return full if rules.is_legacy(full) else None
+
+    def new_name(self, node: cst.BaseExpression) -> str | None:
+        """The dotted name a chain means under the rewritten imports (non-legacy modules included)."""
+        dotted = dotted_name(node)
+        if dotted is None:
+            return None
+        root, _, rest = dotted.partition(".")
+        base = self.imports.new.get(root, root)
+        return f"{base}.{rest}" if rest else base
+
+    def express(self, target: str) -> str:
+        """Source text naming ``target`` with the rewritten imports, adding an import when needed."""
+        module, _, attr = target.partition(":")
+        full = rules.join(target)
+        if module == "builtins":
+            return attr
+        best = None
+        for local, path in self.imports.new.items():
+            if full != path and not full.startswith(path + "."):
+                continue
+            reachable = (path == module or path.startswith(module + ".") or module.startswith("pytensor")
+                         or module in self.imports.modules
+                         or any(mod.startswith(module + ".") for mod in self.imports.modules))
+            # prefer the longest path, then a local name that says what it is (nnet, not downsample)
+            key = (len(path), local == path.rsplit(".", 1)[-1])
+            if reachable and (best is None or key > best[2]):
+                best = (local, path, key)
+        if best is not None and not best[2][1] and module.startswith("symtrain"):
+            best = None
+        if best is not None:
+            return best[0] + full[len(best[1]):]
+        if module not in self.needed_imports:
+            self.needed_imports.append(module)
+        root = module.split(".")[0]
+        self.imports.new.setdefault(root, root)
+        self.imports.modules.add(module)
+        return full
+
+    def map_name(self, old: str) -> tuple[str | None, str | None]:
+        norm = rules.normalize(old)
+        if self.a.uses_defaults:
+            if norm in rules.FUNCTION_NAMES:
+                return f"{rules.RUNTIME}:function", None
+            if norm in rules.DEFAULTED_INPUTS:
+                return f"{rules.RUNTIME}:{norm.rsplit('.', 1)[1]}", None
+        return rules.lookup(old)
+
+    def is_load_chain(self, node: cst.BaseExpression) -> bool:
+        parent = self.get_metadata(ParentNodeProvider, node, None)
+        if isinstance(parent, cst.Attribute) and parent.value is node:
+            return False
+        if isinstance(parent, cst.Attribute) and parent.attr is node:
+            return False
+        ctx = self.get_metadata(ExpressionContextProvider, node, None)
+        return ctx is ExpressionContext.LOAD
+
+    # ---- name chains ---------------------------------------------------------------------------
+    def _chain(self, original: cst.BaseExpression, updated: cst.BaseExpression) -> cst.BaseExpression:
+        if not self.is_load_chain(original):
+            return updated
+        old = self.old_name(original)
+        if old is None:
+            return updated
+        if old in rules.SIX_VALUES:
+            return cst.parse_expression(rules.SIX_VALUES[old])
+        norm = rules.normalize(old)
+        if norm.startswith("theano.config."):
+            flag = norm.split(".")[2]
+            if flag in rules.REMOVED_CONFIG:
+                if flag in rules.CONFIG_READ_VALUES:
+                    value = rules.CONFIG_READ_VALUES[flag]
+                    self.report(original, "review", f"`{'.'.join(old.split('.')[:3])}` no longer exists "
+                                f"(no GPU backend): read as {value}")
+                    rest = norm.split(".")[3:]
+                    text = (f"({value})" if rest else value) + "".join(f".{r}" for r in rest)
+                    return cst.parse_expression(text)
+                self.report(original, "untranslated", f"`{old}` no longer exists in PyTensor's config")
+        target, why = self.map_name(old)
+        if why is not None:
+            self.report(original, "untranslated", f"`{dotted_name(original)}`: {why}")
+            return updated
+        if target is None:
+            return updated
+        full = rules.join(target)
+        dotted = dotted_name(original)
+        root, _, rest = dotted.partition(".")
+        if root in self.imports.new:
+            as_is = self.imports.new[root] + (f".{rest}" if rest else "")
+            if as_is == full or _EQUIVALENT.get(as_is) == full:
+                return updated
+        if target == "pickle" and dotted == "cPickle":
+            return updated
+        return cst.parse_expression(self.express(target)).with_changes(
+            lpar=getattr(updated, "lpar", ()), rpar=getattr(updated, "rpar", ()))
+
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
+        return self._chain(original_node, updated_node)
+
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.BaseExpression:
+        return self._chain(original_node, updated_node)
+
+    # ---- calls ---------------------------------------------------------------------------------
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        old = self.old_name(original_node.func)
+        call = updated_node
+        norm = rules.normalize(old) if old else None
+        if old in rules.SIX_DICT_METHODS and call.args:
+            obj = call.args[0].value
+            if not isinstance(obj, cst.Name | cst.Attribute | cst.Call | cst.Subscript):
+                obj = obj.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            return cst.Call(func=cst.Attribute(value=obj, attr=cst.Name(rules.SIX_DICT_METHODS[old])))
+        keywords = {a.keyword.value for a in call.args if a.keyword is not None}
+        positional = sum(1 for a in call.args if a.keyword is None and not a.star)
+        renames = rules.KWARG_RENAMES.get(norm or "", {})
+        if isinstance(original_node.func, cst.Attribute) and original_node.func.attr.value == "flatten":
+            renames = {"outdim": "ndim"}
+        if renames and keywords & set(renames):
+            call = call.with_changes(args=[
+                a.with_changes(keyword=cst.Name(renames[a.keyword.value]))
+                if a.keyword is not None and a.keyword.value in renames else a for a in call.args])
+        adds = rules.ADD_KWARGS.get(norm or "", {})
+        if adds and "round" in (norm or "") and not old.startswith("theano"):
+            adds = {}
+        if adds and not any(a.star for a in call.args):
+            if "mode" in adds and (positional >= 2 or "mode" in keywords):
+                adds = {}
+            new_args = [(k, v) for k, v in adds.items() if k not in keywords]
+            if new_args:
+                call = _add_kwargs(call, new_args)
+        new = self.new_name(original_node.func)
+        if new in rules.PICKLE_LOADS and "encoding" not in keywords and not any(a.star for a in call.args):
+            call = _add_kwargs(call, [("encoding", "'latin1'")])
+        if original_node in self.binary_open:
+            call = _binary_mode(call, self.binary_open[original_node])
+        if new in ("os.environ.setdefault", "os.putenv") and len(call.args) >= 2:
+            key = _string_value(call.args[0].value)
+            if key in rules.FLAGS_VARIABLES.values():
+                call = call.with_changes(args=[call.args[0], call.args[1].with_changes(
+                    value=self._clean_flag_string(original_node, call.args[1].value)), *call.args[2:]])
+        return call
+
+    def _clean_flag_string(self, where: cst.CSTNode, value: cst.BaseExpression) -> cst.BaseExpression:
+        text = _string_value(value)
+        if text is None:
+            return value
+        kept, dropped = clean_flags(text)
+        if not dropped:
+            return value
+        self.report(where, "removed", f"flags PyTensor no longer has: {', '.join(dropped)}")
+        return _requote(value, kept)
+
+    # ---- statements ----------------------------------------------------------------------------
+    def leave_SimpleString(self, original_node: cst.SimpleString, updated_node: cst.SimpleString):
+        text = _string_value(original_node)
+        if text in rules.FLAGS_VARIABLES:
+            return _requote(updated_node, rules.FLAGS_VARIABLES[text])
+        if text is not None and (".theanorc" in text or ".aesararc" in text):
+            self.report(original_node, "review", "PyTensor reads ~/.pytensorrc, not ~/.theanorc/.aesararc: "
+                        "move the settings there")
+        return updated_node
+
+    def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign):
+        if len(updated_node.targets) == 1:
+            target = updated_node.targets[0].target
+            if (isinstance(target, cst.Subscript) and self.new_name(target.value) == "os.environ"
+                    and len(target.slice) == 1 and isinstance(target.slice[0].slice, cst.Index)
+                    and _string_value(target.slice[0].slice.value) in rules.FLAGS_VARIABLES.values()):
+                return updated_node.with_changes(
+                    value=self._clean_flag_string(original_node, updated_node.value))
+        return updated_node
+
+    def _removed_config(self, stmt: cst.BaseSmallStatement) -> str | None:
+        targets = []
+        if isinstance(stmt, cst.Assign):
+            targets = [t.target for t in stmt.targets]
+        elif isinstance(stmt, cst.AugAssign | cst.AnnAssign):
+            targets = [stmt.target]
+        for target in targets:
+            old = self.old_name(target)
+            norm = rules.normalize(old) if old else ""
+            if norm.startswith("theano.config.") and norm.split(".")[2] in rules.REMOVED_CONFIG:
+                return old
+        return None
+
+    def leave_SimpleStatementLine(self, original_node: cst.SimpleStatementLine,
+                                  updated_node: cst.SimpleStatementLine):
+        body = []
+        changed = False
+        for orig, stmt in zip(original_node.body, updated_node.body, strict=True):
+            removed = self._removed_config(orig)
+            if removed:
+                self.report(original_node, "removed",
+                            f"assignment to `{removed}` deleted: PyTensor has no such flag (no GPU backend)")
+                changed = True
+                continue
+            if isinstance(orig, cst.Import | cst.ImportFrom):
+                for dotted, why in self.a.untranslated_imports.get(orig, []):
+                    self.report(original_node, "untranslated", f"import of `{dotted}`: {why}")
+                plan = self.a.import_plans.get(orig)
+                if plan is not None:
+                    changed = True
+                    body.extend(plan)
+                    continue
+            body.append(stmt)
+        if not changed:
+            return updated_node
+        if not body:
+            return cst.RemoveFromParent()
+        lines = [updated_node.with_changes(body=[body[0]])]
+        if len(original_node.body) == 1 or all(isinstance(s, cst.Import | cst.ImportFrom) for s in body):
+            lines += [cst.SimpleStatementLine(body=[s]) for s in body[1:]]
+            lines[0] = updated_node.with_changes(body=[body[0]])
+            if len(lines) == 1:
+                return lines[0]
+            return cst.FlattenSentinel(lines)
+        return updated_node.with_changes(body=body)
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock):
+        if not updated_node.body:
+            return updated_node.with_changes(body=[cst.SimpleStatementLine(body=[cst.Pass()])])
+        return updated_node
+
+    def leave_If(self, original_node: cst.If, updated_node: cst.If):
+        if original_node not in self.if_none:
+            return updated_node
+        test = updated_node.test
+        negated = isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
+        name = test.expression if negated else test
+        op = cst.Is() if negated else cst.IsNot()
+        return updated_node.with_changes(test=cst.Comparison(
+            left=name, comparisons=[cst.ComparisonTarget(operator=op, comparator=cst.Name("None"))]))
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        bases = [self.old_name(b.value) for b in node.bases]
+        legacy = [b for b in bases if b and rules.normalize(b).split(".")[-1] in ("Op", "COp", "GpuOp", "PureOp")]
+        if not legacy:
+            return
+        methods = {s.name.value for s in node.body.body if isinstance(s, cst.FunctionDef)}
+        c_methods = sorted(methods & {"c_code", "c_support_code", "c_code_cache_version", "c_headers",
+                                      "c_support_code_apply", "c_init_code"})
+        if c_methods:
+            self.report(node, "untranslated", f"class {node.name.value}({legacy[0]}) has a C implementation "
+                        f"({', '.join(c_methods)}): PyTensor's default Numba backend does not run it; "
+                        "subclass pytensor.link.c.op.COp (C backend) or give it a perform()/numba_funcify")
+        if "perform" not in methods and "make_thunk" not in methods:
+            self.report(node, "review", f"class {node.name.value} has no perform(): it cannot run on the "
+                        "Numba backend")
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        body = list(updated_node.body)
+        if self.needed_imports:
+            new_lines = [cst.SimpleStatementLine(body=[cst.Import(names=[cst.ImportAlias(
+                name=cst.parse_expression(mod))])]) for mod in self.needed_imports]
+            index = _import_insert_index(body)
+            body[index:index] = new_lines
+        if "six" in self.imports.old and not _uses_name(cst.Module(body=body), "six"):
+            body = [s for s in body if not _is_import_of(s, "six")]
+        return updated_node.with_changes(body=body)
+
+
+def _uses_name(module: cst.Module, name: str) -> bool:
+    for node in m.findall(module, m.Name(name)):
+        del node
+        return _name_loaded(module, name)
+    return False
+
+
+def _name_loaded(module: cst.Module, name: str) -> bool:
+    wrapper = MetadataWrapper(module)
+    ctx = wrapper.resolve(ExpressionContextProvider)
+    for node, kind in ctx.items():
+        if isinstance(node, cst.Name) and node.value == name and kind is ExpressionContext.LOAD:
+            return True
+    return False
+
+
+def _is_import_of(stmt: cst.CSTNode, name: str) -> bool:
+    return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+            and isinstance(stmt.body[0], cst.Import)
+            and all(_module_dotted(a.name) == name and a.asname is None for a in stmt.body[0].names))
+
+
+def _import_insert_index(body: list[cst.CSTNode]) -> int:
+    """After the last top-level import of the leading block (after docstring and __future__ imports)."""
+    index = 0
+    for i, stmt in enumerate(body):
+        if isinstance(stmt, cst.SimpleStatementLine):
+            first = stmt.body[0]
+            if isinstance(first, cst.Import | cst.ImportFrom):
+                index = i + 1
+                continue
+            if i == 0 and isinstance(first, cst.Expr) and isinstance(first.value, cst.SimpleString | cst.ConcatenatedString):
+                index = 1
+                continue
+        elif isinstance(stmt, cst.Try | cst.If) and index == i:
+            continue
+        break
+    return index
+
+
+def _add_kwargs(call: cst.Call, pairs: list[tuple[str, str]]) -> cst.Call:
+    args = list(call.args)
+    if args and args[-1].comma is cst.MaybeSentinel.DEFAULT:
+        args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    elif args and isinstance(args[-1].comma, cst.Comma):
+        pass
+    for i, (key, value) in enumerate(pairs):
+        last = i == len(pairs) - 1
+        args.append(cst.Arg(
+            keyword=cst.Name(key), value=cst.parse_expression(value),
+            equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
+                                  whitespace_after=cst.SimpleWhitespace("")),
+            comma=cst.MaybeSentinel.DEFAULT if last else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))))
+    return call.with_changes(args=args)
+
+
+def _binary_mode(call: cst.Call, direction: str) -> cst.Call:
+    """Give an ``open`` call used for pickling a binary mode ('r' -> 'rb', 'w' -> 'wb', none -> 'rb')."""
+    args = list(call.args)
+    for i, arg in enumerate(args):
+        if (arg.keyword is None and i == 1) or (arg.keyword is not None and arg.keyword.value == "mode"):
+            text = _string_value(arg.value)
+            if text is not None and "b" not in text:
+                args[i] = arg.with_changes(value=_requote(arg.value, text.replace("t", "") + "b"))
+            return call.with_changes(args=args)
+    if direction == "load" and len([a for a in args if a.keyword is None]) == 1:
+        return _add_kwargs(call, [("mode", "'rb'")]) if any(a.keyword for a in args) else \
+            call.with_changes(args=[args[0].with_changes(comma=cst.Comma(
+                whitespace_after=cst.SimpleWhitespace(" "))), cst.Arg(value=cst.SimpleString("'rb'")), *args[1:]])
+    return call
+
+
+class _PickleFiles(cst.CSTVisitor):
+    """Find ``open(...)`` calls whose file object is handed to pickle.load/dump (they need binary modes)."""
+
+    METADATA_DEPENDENCIES = (ParentNodeProvider,)
+
+    def __init__(self, rewriter: _Rewriter):
+        self.r = rewriter
+        self.file_names: dict[str, str] = {}
+        self.opens: list[tuple[cst.Call, str | None]] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        new = self.r.new_name(node.func)
+        if new in rules.PICKLE_FILE_ARG:
+            position = rules.PICKLE_FILE_ARG[new]
+            positional = [a for a in node.args if a.keyword is None]
+            if len(positional) > position:
+                value = positional[position].value
+                direction = "dump" if new in ("pickle.dump", "pickle.Pickler") else "load"
+                if isinstance(value, cst.Name):
+                    self.file_names.setdefault(value.value, direction)
+                elif isinstance(value, cst.Call) and self.r.new_name(value.func) in ("open", "io.open"):
+                    self.r.binary_open[value] = direction
+        if self.r.new_name(node.func) in ("open", "io.open"):
+            parent = self.metadata[ParentNodeProvider].get(node)
+            name = None
+            if isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(
+                    parent.targets[0].target, cst.Name):
+                name = parent.targets[0].target.value
+            elif isinstance(parent, cst.WithItem) and parent.asname and isinstance(parent.asname.name, cst.Name):
+                name = parent.asname.name.value
+            self.opens.append((node, name))
+
+    def finish(self) -> None:
+        for node, name in self.opens:
+            if name in self.file_names:
+                self.r.binary_open[node] = self.file_names[name]
+
+
+def _symbolic_default_ifs(analysis: _Analysis, rewriter: _Rewriter) -> set[cst.If]:
+    """``if not W:`` on a None-defaulted parameter whose body builds W with a Theano call."""
+    found = set()
+    for node, name in analysis.pending_ifs:
+        for assign in m.findall(node.body, m.Assign(targets=[m.AssignTarget(target=m.Name(name))])):
+            value = assign.value
+            if isinstance(value, cst.Call) and rewriter.old_name(value.func):
+                found.add(node)
+    return found
+
+
+def _defaulted_inputs(module: cst.Module, rewriter: _Rewriter) -> bool:
+    for call in m.findall(module, m.Call()):
+        old = rewriter.old_name(call.func)
+        if old is None:
+            continue
+        keyword = rules.DEFAULTED_INPUTS.get(rules.normalize(old))
+        if keyword is None:
+            continue
+        positional = [a for a in call.args if a.keyword is None]
+        if any(a.keyword is not None and a.keyword.value == keyword for a in call.args) or (
+                keyword == "default" and len(positional) >= 2) or (keyword == "value" and len(positional) >= 3):
+            return True
+    return False
+
+
+def rewrite_module(module: cst.Module, path: str, python2: bool = False) -> tuple[cst.Module, list[Finding]]:
+    """Rewrite one parsed module; return the new module and the findings."""
+    wrapper = MetadataWrapper(module)
+    analysis = _Analysis()
+    wrapper.visit(analysis)
+    rewriter = _Rewriter(analysis, path, python2)
+    analysis.uses_defaults = _defaulted_inputs(wrapper.module, rewriter)
+    pickles = _PickleFiles(rewriter)
+    wrapper.visit(pickles)
+    pickles.finish()
+    rewriter.if_none = _symbolic_default_ifs(analysis, rewriter)
+    new = wrapper.visit(rewriter)
+    return new, rewriter.findings
