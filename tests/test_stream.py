@@ -17,6 +17,8 @@ from symtrain.storage import open_dataset, write_dataset
 from symtrain.stream import ChunkStream, ThreadLoader
 from symtrain.stream.load import Load, sources_of
 
+pytestmark = pytest.mark.backend  # nothing PyTensor-specific: also passes under SYMTRAIN_BACKEND=aesara
+
 ROWS, FEATURES, CLASSES, BS = 1000, 8, 3, 32
 
 
