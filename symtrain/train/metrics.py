@@ -1,0 +1,143 @@
+"""The metrics log of a run directory: ``metrics.jsonl`` (one JSON object a line) and ``metrics.csv``.
+
+Records have a ``kind``: "train" (training metrics averaged over the last ``every`` steps), "epoch"
+(means over the epoch plus the epoch's validation), "valid" (one validation pass). Every record carries
+``epoch``, ``step`` (global steps done) and ``time`` (seconds since the run began, summed across
+resumes). The number of lines is checkpointed, so a resumed run first cuts the log back to the
+checkpoint and never shows a step twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from symtrain.errors import ConfigError
+from symtrain.train.callbacks import Callback
+
+JSONL = "metrics.jsonl"
+CSV = "metrics.csv"
+FIRST = ("kind", "epoch", "step", "time")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``run_dir/metrics.jsonl`` (a torn last line from a crash is ignored)."""
+    path = Path(run_dir) / JSONL
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def write_csv(records: list[dict], path: str | Path) -> None:
+    """All records as one CSV table (columns: kind, epoch, step, time, then every metric name)."""
+    keys = sorted({k for r in records for k in r} - set(FIRST))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*FIRST, *keys], restval="")
+        w.writeheader()
+        for r in records:
+            w.writerow(r)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep the log strictly valid
+    return v
+
+
+class MetricsLog(Callback):
+    """Writes the metrics log of ``run_dir`` (see the module doc); ``every``: steps per "train" record."""
+
+    state_key = "metrics_log"
+
+    def __init__(self, run_dir: str | Path, every: int = 50):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"log_every must be an integer >= 1, got {every!r}")
+        self.run_dir = Path(run_dir)
+        self.every = every
+        self.lines = 0
+        self.elapsed = 0.0
+        self._t0 = time.perf_counter()
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._file = None
+
+    def _open(self) -> None:
+        if self._file is None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path = self.run_dir / JSONL
+            if self.lines == 0:
+                self._file = open(path, "w")
+            else:  # resumed: keep exactly the lines the checkpoint saw
+                with open(path, "r+") as f:
+                    kept = [f.readline() for _ in range(self.lines)]
+                    if any(not line.endswith("\n") for line in kept):
+                        kept = [line for line in kept if line.endswith("\n")]
+                        self.lines = len(kept)
+                    f.seek(0)
+                    f.write("".join(kept))
+                    f.truncate()
+                self._file = open(path, "a")
+
+    def now(self) -> float:
+        return self.elapsed + (time.perf_counter() - self._t0)
+
+    def write(self, kind: str, epoch: int, step: int, metrics: Mapping[str, Any]) -> None:
+        self._open()
+        rec = {"kind": kind, "epoch": epoch, "step": step, "time": round(self.now(), 3),
+               **{k: _clean(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
+        self.lines += 1
+
+    def on_fit_begin(self, trainer: Any) -> None:
+        self._t0 = time.perf_counter()
+        self._open()
+
+    def on_step_end(self, trainer: Any, step: int, metrics: Mapping[str, float]) -> None:
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._count += 1
+        if trainer.global_step % self.every == 0:
+            self._flush_train(trainer)
+
+    def _flush_train(self, trainer: Any) -> None:
+        if self._count:
+            self.write("train", trainer.epoch, trainer.global_step,
+                       {k: v / self._count for k, v in self._sums.items()})
+            self._sums, self._count = {}, 0
+
+    def on_validation_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
+        self.write("valid", trainer.epoch, trainer.global_step, metrics)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+        self._flush_train(trainer)
+        self.write("epoch", epoch, trainer.global_step, metrics)
+        self.write_csv()
+
+    def write_csv(self) -> None:
+        if self._file is not None:
+            write_csv(read_metrics(self.run_dir), self.run_dir / CSV)
+
+    def on_fit_end(self, trainer: Any, history: Any) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.write_csv()
+
+    def state_dict(self) -> dict:
+        return {"lines": self.lines, "elapsed": self.now(), "sums": dict(self._sums), "count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lines = int(state["lines"])
+        self.elapsed = float(state["elapsed"])
+        self._sums, self._count = dict(state.get("sums", {})), int(state.get("count", 0))
