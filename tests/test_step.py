@@ -283,6 +283,14 @@ def test_eval_bad_arguments():
         compile_eval({"rows": pt.sum(stream.batch("x"))}, stream)
 
 
+@pytest.mark.skipif(bool(config.blas__ldflags), reason="a BLAS is configured: the C backend can compile dots")
+def test_c_mode_without_blas_is_a_clear_error():
+    stream = ArrayStream(X, Y, 8, name="cmode")
+    W = shared(np.ones((FEATURES, FEATURES), np.float32), name="cW")
+    with pytest.raises(ConfigError, match="BLAS"):
+        compile_eval({"s": pt.sum(stream.batch("x") @ W)}, stream, mode="C")
+
+
 def test_compile_cache_dirs():
     dirs = compile_cache_dirs()
     assert dirs["numba"].startswith(dirs["base_compiledir"])

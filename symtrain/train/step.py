@@ -91,6 +91,12 @@ def _metrics(outputs: Mapping[str, Any] | None, stream: Any, reserved: Iterable[
 def _compile(inputs: list, outputs: list, updates: Any, givens: Any, mode: Any, what: str) -> Any:
     try:
         return function(inputs, outputs, updates=updates, givens=givens, mode=mode)
+    except NotImplementedError as exc:
+        if _linker_name(mode) != "CLinker":
+            raise
+        raise ConfigError(f"{what}: mode='C' cannot compile this graph (an op has no C code here: the pip "
+                          "wheels link no BLAS for the C backend; set PYTENSOR_FLAGS=blas__ldflags=... or use "
+                          "mode='CVM' or 'NUMBA')") from exc
     except Exception as exc:
         if type(exc).__name__ in ("MissingInputError", "UnusedInputError"):
             raise ConfigError(
