@@ -22,7 +22,7 @@ from symtrain.legacy.streamed import ChunkSource, StreamedSharedVariable
 from symtrain.stream.load import Load, fill
 from symtrain.stream.prefetch import ThreadLoader
 
-_clone_replace = backend.graph.graph.replace.clone_replace
+_clone_replace = backend.graph.graph.clone_replace  # pytensor.graph and aesara.graph both export it
 
 
 def _is_streamed(v: Any) -> bool:

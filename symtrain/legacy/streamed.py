@@ -176,7 +176,7 @@ class StreamState:
         self.max_load_bytes = max_load_bytes
         self.window: tuple[int, int] | None = None  # (first global row, rows) currently in the buffer
         self.owner: object | None = None  # the loader whose staging array is installed
-        self.rows_var = backend.shared(np.int64(rows if rows is not None else -1))
+        self.rows_var = backend.shared(np.int64(rows if rows is not None else -1), name=f"{source.name}/rows")
         self.member_of: list = []  # the loading groups (symtrain.legacy.function.Group) using this variable
 
 
