@@ -40,6 +40,11 @@ if NAME == "pytensor":
         """Draw from ``rng``; returns ``(next_rng, draw)`` so callers put ``{rng: next_rng}`` in updates."""
         return rng.binomial(n, p, size=size)
 elif NAME == "aesara":
+    # Same reason as above: without a setting, Aesara probes numpy.distutils for a BLAS at import time
+    # (three UserWarnings) and then uses NumPy's C-API BLAS anyway.
+    _flags = os.environ.get("AESARA_FLAGS", "")
+    if "blas__ldflags" not in _flags and "blas.ldflags" not in _flags:
+        os.environ["AESARA_FLAGS"] = ",".join(f for f in (_flags, "blas__ldflags=") if f)
     import aesara as graph
     import aesara.tensor as pt
     from aesara.compile.sharedvalue import SharedVariable

@@ -6,6 +6,8 @@ identity tests such as ``activation == T.nnet.sigmoid`` keep holding after migra
 
 from __future__ import annotations
 
+import numpy as np
+
 from symtrain.backend import pt, sigmoid, softplus, special
 from symtrain.errors import ConfigError
 
@@ -19,10 +21,17 @@ __all__ = [
 ultra_fast_sigmoid = sigmoid
 
 
+def _c(value, like):
+    """A Python number as a constant of ``like``'s float dtype (not floatX: float64 graphs stay exact)."""
+    if isinstance(value, int | float) and like.dtype.startswith("float"):
+        return np.asarray(value, dtype=like.dtype)
+    return value
+
+
 def hard_sigmoid(x):
     """Theano's piecewise-linear sigmoid: ``clip(0.2 * x + 0.5, 0, 1)``."""
     x = pt.as_tensor_variable(x)
-    return pt.clip(x * 0.2 + 0.5, 0, 1)
+    return pt.clip(x * _c(0.2, x) + _c(0.5, x), 0, 1)
 
 
 def relu(x, alpha=0):
@@ -32,16 +41,16 @@ def relu(x, alpha=0):
     """
     x = pt.as_tensor_variable(x)
     if isinstance(alpha, int | float) and alpha == 0:
-        return 0.5 * (x + abs(x))
-    f1 = 0.5 * (1 + alpha)
-    f2 = 0.5 * (1 - alpha)
+        return _c(0.5, x) * (x + abs(x))
+    f1 = _c(0.5 * (1 + alpha), x)
+    f2 = _c(0.5 * (1 - alpha), x)
     return f1 * x + f2 * abs(x)
 
 
 def elu(x, alpha=1):
     """Exponential linear unit: ``x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``."""
     x = pt.as_tensor_variable(x)
-    return pt.switch(x > 0, x, alpha * pt.expm1(x))
+    return pt.switch(x > 0, x, _c(alpha, x) * pt.expm1(x))
 
 
 def _rowwise(x, name: str):

@@ -22,8 +22,8 @@ def _padding(border_mode: BorderMode, kernel: tuple[int, int], dilation: tuple[i
             return (0, 0)
         if border_mode == "full":
             return (extent[0], extent[1])
-        if border_mode == "half":
-            return (extent[0] // 2, extent[1] // 2)
+        if border_mode == "half":  # Theano: (dilated kernel size) // 2
+            return ((extent[0] + 1) // 2, (extent[1] + 1) // 2)
         raise ConfigError(
             f"conv2d: border_mode must be 'valid', 'full', 'half', an int or a pair of ints, got {border_mode!r}"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from symtrain.backend import pt
 from symtrain.errors import ConfigError
 
@@ -35,4 +37,5 @@ def binary_crossentropy(output, target):
     """Elementwise ``-(target * log(output) + (1 - target) * log(1 - output))`` (Theano's argument order)."""
     output = pt.as_tensor_variable(output)
     target = pt.as_tensor_variable(target)
-    return -(target * pt.log(output) + (1.0 - target) * pt.log(1.0 - output))
+    one = np.asarray(1, dtype=output.dtype) if output.dtype.startswith("float") else 1
+    return -(target * pt.log(output) + (one - target) * pt.log(one - output))
