@@ -294,3 +294,20 @@ def test_c_mode_without_blas_is_a_clear_error():
 def test_compile_cache_dirs():
     dirs = compile_cache_dirs()
     assert dirs["numba"].startswith(dirs["base_compiledir"])
+
+
+@pytest.mark.filterwarnings("ignore:RandomStream is deprecated:FutureWarning")
+def test_rng_state_with_default_update_is_checkpointable():
+    """Dropout through a RandomStream: its RNG shared variable is updated by the step and gets a stable name."""
+    from symtrain.backend import RandomStream
+
+    stream = ArrayStream(X, Y, 8, name="rng")
+    W = shared(W0.copy(), name="rng_W")
+    keep = RandomStream(seed=1).binomial(1, 0.5, size=(8, FEATURES)).astype(config.floatX)
+    cost = pt.mean(pt.sqr((stream.batch("x") * keep) @ W - stream.batch("y")))
+    step = compile_step(cost, [W], stream, sgd(0.1), name="drop")
+    state = step.state_variables()
+    assert set(state) == {"rng_W", "drop/state0"}
+    before = repr(state["drop/state0"].get_value())
+    step(0)
+    assert repr(state["drop/state0"].get_value()) != before
