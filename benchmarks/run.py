@@ -1,0 +1,49 @@
+"""``make bench``: run the benchmarks and rewrite benchmarks/RESULTS.md (machine, versions, date, command).
+
+    .venv/bin/python -m benchmarks.run                        # every benchmark, full size
+    .venv/bin/python -m benchmarks.run --quick                # smoke run (small data, few repetitions)
+    .venv/bin/python -m benchmarks.run --only stream_overhead # one benchmark; other RESULTS.md sections kept
+
+A benchmark is a module under benchmarks/ with ``run(quick: bool) -> list[common.Table]``; add it to
+BENCHMARKS. BLAS threads are pinned (default 1, ``--blas-threads N``) before numpy is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+import time
+
+from benchmarks import common
+
+BENCHMARKS = ["stream_overhead"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description="run the symtrain benchmarks and rewrite benchmarks/RESULTS.md")
+    ap.add_argument("--quick", action="store_true", help="small data and few repetitions (a smoke run)")
+    ap.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)")
+    ap.add_argument("--blas-threads", type=int, default=int(common.BLAS_THREADS),
+                    help="BLAS threads, pinned via the environment before numpy loads (default 1)")
+    ap.add_argument("--no-write", action="store_true", help="print the tables but leave RESULTS.md alone")
+    a = ap.parse_args(argv)
+    command = shlex.join(["python", "-m", "benchmarks.run", *argv])
+    info = common.machine()
+    print(f"{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    sections = {}
+    for name in a.only or BENCHMARKS:
+        t0 = time.perf_counter()
+        print(f"\n== {name} ==", flush=True)
+        sections[name] = importlib.import_module(f"benchmarks.{name}").run(quick=a.quick)
+        print(f"== {name}: {time.perf_counter() - t0:.0f} s ==", flush=True)
+    info["load average after"] = common.machine()["load average"]
+    if not a.no_write:
+        common.write_results(sections, command, info)
+        print(f"\nwrote {common.RESULTS.relative_to(common.ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
