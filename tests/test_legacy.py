@@ -278,3 +278,22 @@ def test_generator_rows_discovered_and_one_shot_generators(arrays):
     assert np.array_equal(got, x) and v.rows == 250  # discovered at the end; batch 25 is empty
     with pytest.raises(StreamError, match="one-shot generator and cannot go back"):
         f(0)
+
+
+def test_a_failed_read_is_a_stream_error_and_the_next_call_recovers(tmp_path):
+    from symtrain.errors import DatasetError
+    data = np.arange(200 * 2, dtype=np.float32).reshape(200, 2)
+    np.save(tmp_path / "d.npy", data)
+    v = symtrain.shared(np.load(tmp_path / "d.npy", mmap_mode="r"), chunk_rows=50, name="d")
+    i = pt.lscalar("i")
+    f = symtrain.function([i], v[i * 10:(i + 1) * 10])
+    assert np.array_equal(f(0), data[:10])
+    raw = (tmp_path / "d.npy").read_bytes()
+    (tmp_path / "d.npy").write_bytes(raw[:len(raw) - 600])  # the file shrinks under the mapping's feet
+    with pytest.raises(StreamError) as err:
+        for b in range(5, 20):
+            f(b)
+    assert isinstance(err.value.__cause__, DatasetError) and "short read" in str(err.value)
+    (tmp_path / "d.npy").write_bytes(raw)
+    assert np.array_equal(f(19), data[190:200]) and np.array_equal(f(3), data[30:40])
+    f.close()

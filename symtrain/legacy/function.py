@@ -113,13 +113,19 @@ class Group:
                               f"a chunk of {self.cap} rows; use a chunk_rows that is a multiple of the batch size")
         target = self.choose(s, e)
         loader = self._loader()
-        if self.pending is not None and self.pending != target:
-            loader.wait()  # a wrong guess: finish it (errors still surface) and load what is needed
+        try:
+            if self.pending is not None and self.pending != target:
+                loader.wait()  # a wrong guess: finish it (errors still surface) and load what is needed
+                self.pending = None
+            if self.pending is None:
+                loader.submit(_load(target))
             self.pending = None
-        if self.pending is None:
-            loader.submit(_load(target))
-        self.pending = None
-        arrays = loader.wait()
+            arrays = loader.wait()
+        except BaseException:
+            self.pending = None  # a failed or interrupted load: start the next call with a fresh loader
+            self.loader = None
+            loader.close()
+            raise
         if self.sequential:
             target = (target[0], loader.got)
             for v in self.vars:  # a generator's length is known once it is exhausted
