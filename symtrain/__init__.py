@@ -33,6 +33,8 @@ _LAZY = {
     "compile_eval": "symtrain.train.step",
     "fit": "symtrain.train.fit",
     "Callback": "symtrain.train.callbacks",
+    "EarlyStopping": "symtrain.train.early_stopping",
+    "History": "symtrain.train.history",
     "shared": "symtrain.legacy",
     "function": "symtrain.legacy",
 }
