@@ -7,11 +7,14 @@ object or the new complete object at the target name, never a half-written one.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 
 PARTIAL_MARK = ".partial-"
+OLD_MARK = ".old-"
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)(?P<mark>\.partial-|\.old-)(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 def fsync_dir(directory: str | Path) -> None:
@@ -24,6 +27,7 @@ def fsync_dir(directory: str | Path) -> None:
 
 
 def fsync_file(path: str | Path) -> None:
+    """Flush a file's data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -37,13 +41,66 @@ def partial_name(target: str | Path) -> Path:
     return target.parent / f".{target.name}{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _old_name(target: Path) -> Path:
+    return target.parent / f".{target.name}{OLD_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this machine (or we may not signal it)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_leftovers(target: str | Path) -> list[Path]:
+    """Hidden ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` siblings of ``target`` whose writer process is gone.
+
+    A killed writer leaves its partial directory behind (never at the target name). An ``.old-`` copy is
+    only reported when the target exists: if a crash hit between the two renames of ``publish_dir`` the
+    ``.old-`` directory is the last complete version and is left for the user to rename back.
+    """
+    target = Path(target)
+    out = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return out
+    for entry in entries:
+        m = _LEFTOVER.match(entry.name)
+        if not m or m["name"] != target.name or pid_alive(int(m["pid"])):
+            continue
+        if m["mark"] == OLD_MARK and not target.exists():
+            continue
+        out.append(entry)
+    return out
+
+
+def remove_stale_leftovers(target: str | Path) -> list[Path]:
+    """Delete what ``stale_leftovers`` finds (same machine only: pids of another host mean nothing here)."""
+    removed = []
+    for entry in stale_leftovers(target):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        if not entry.exists():
+            removed.append(entry)
+    return removed
+
+
 def publish_dir(tmp: Path, target: Path, overwrite: bool = False) -> None:
     """Rename a finished, fsynced directory into place; with ``overwrite`` the old one is removed after."""
     old = None
     if target.exists():
         if not overwrite:
             raise FileExistsError(target)
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        old = _old_name(target)
         os.rename(target, old)
     os.rename(tmp, target)
     fsync_dir(target.parent)

@@ -3,7 +3,9 @@ count, a content fingerprint and free-form user metadata. Versioned so newer for
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ class FieldSpec:
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     def to_json(self) -> dict[str, Any]:
         return {"dtype": self.dtype.str, "shape": list(self.shape), "file": self.file}
@@ -64,6 +66,22 @@ class Manifest:
         }
 
 
+def field_hasher(spec: FieldSpec) -> Any:
+    """The running hash of one field: its name, dtype and row shape, then its data bytes in row order."""
+    h = hashlib.sha256()
+    h.update(f"{spec.name}|{spec.dtype.str}|{spec.shape}".encode())
+    return h
+
+
+def combine_fingerprint(digests: dict[str, bytes], rows: int) -> str:
+    """The dataset fingerprint from each field's digest (manifest order) and the row count."""
+    h = hashlib.sha256()
+    for name, digest in digests.items():
+        h.update(name.encode() + b"=" + digest)
+    h.update(str(rows).encode())
+    return h.hexdigest()[:32]
+
+
 def check_field_name(name: object, where: str | Path) -> str:
     """Field names become file names: keep them to a safe character set."""
     if not isinstance(name, str) or not _FIELD_NAME.match(name) or name in (".", ".."):
@@ -74,15 +92,17 @@ def check_field_name(name: object, where: str | Path) -> str:
 def parse_field(name: str, raw: Any, where: Path) -> FieldSpec:
     if not isinstance(raw, dict):
         raise DatasetError(where, f"field {name!r} must be an object with 'dtype' and 'shape'")
+    if "dtype" not in raw:
+        raise DatasetError(where, f"field {name!r} has no 'dtype'")
+    if not isinstance(raw["dtype"], str):
+        raise DatasetError(where, f"field {name!r} has an invalid dtype {raw['dtype']!r}: expected a string like '<f4'")
     try:
         dtype = np.dtype(raw["dtype"])
-    except KeyError:
-        raise DatasetError(where, f"field {name!r} has no 'dtype'") from None
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(where, f"field {name!r} has an invalid dtype {raw.get('dtype')!r} ({exc})") from None
+    except Exception as exc:  # numpy raises TypeError, ValueError, SyntaxError... for odd strings
+        raise DatasetError(where, f"field {name!r} has an invalid dtype {raw['dtype']!r} ({exc})") from None
     check_dtype(dtype, where)
     shape = raw.get("shape")
-    if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape):
+    if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape) or len(shape) > 31:
         raise DatasetError(where, f"field {name!r} has an invalid shape {shape!r}: expected a list of ints >= 0")
     spec = FieldSpec(check_field_name(name, where), dtype, tuple(shape))
     if raw.get("file", spec.file) != spec.file:
@@ -111,8 +131,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise DatasetError(path, f"cannot be read ({exc})") from None
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(path, f"is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise DatasetError(path, f"is not valid JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(raw, dict):
         raise DatasetError(path, "must hold a JSON object")
     if raw.get("format") != FORMAT_NAME:

@@ -6,6 +6,7 @@ written; any numpy can still ``np.load(path, mmap_mode='r')`` the result.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from numpy.lib import format as npformat
 from symtrain.errors import DatasetError
 
 HEADER_ALIGN = 64  # numpy's own alignment for .npy data
+SUPPORTED_KINDS = "biufcSUVMm"  # bool, ints, floats, complex, fixed-width bytes/str/void, datetimes
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,14 @@ class NpyHeader:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def check_dtype(dtype: np.dtype, where: str | Path) -> np.dtype:
     """Accept plain fixed-size dtypes only: objects cannot be memory-mapped, structured ones are not streamed."""
     dtype = np.dtype(dtype)
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0:
+    if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0
+            or dtype.kind not in SUPPORTED_KINDS):
         raise DatasetError(where, f"dtype {dtype} is not supported: use a numeric, bool or fixed-width type")
     return dtype
 
@@ -68,8 +71,10 @@ def read_header(path: str | Path) -> NpyHeader:
         raise DatasetError(path, "cannot be read: permission denied") from None
     except DatasetError:
         raise
-    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError, MemoryError) as exc:
-        raise DatasetError(path, f"has a corrupt .npy header ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(path, f"cannot be read ({exc})") from None
+    except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, TypeError, KeyError...
+        raise DatasetError(path, f"has a corrupt .npy header ({exc.__class__.__name__}: {exc})") from None
     if fortran:
         raise DatasetError(path, "is stored in Fortran order; rows must be C-contiguous (np.save a C array)")
     dtype = check_dtype(dtype, path)
@@ -93,7 +98,8 @@ def check_size(path: str | Path, header: NpyHeader) -> None:
 
 def header_bytes(dtype: np.dtype, shape: tuple[int, ...], total: int | None = None) -> bytes:
     """A version-1.0 .npy header for ``shape``, padded with spaces to ``total`` bytes (a multiple of 64)."""
-    body = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (npformat.dtype_to_descr(dtype), tuple(shape))
+    descr = npformat.dtype_to_descr(dtype)
+    body = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
     raw = len(npformat.MAGIC_PREFIX) + 2 + 2 + len(body) + 1
     if total is None:
         total = -(-raw // HEADER_ALIGN) * HEADER_ALIGN

@@ -6,6 +6,7 @@ grow or corrupt the user's data.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +63,13 @@ class Dataset:
     """An opened dataset (or a row range of one): fields as read-only memmaps, plus manifest facts."""
 
     def __init__(self, path: Path, manifest: Manifest, fields: dict[str, Field], start: int = 0,
-                 stop: int | None = None):
+                 stop: int | None = None, maps: dict[str, np.ndarray] | None = None):
         self.path = path
         self.manifest = manifest
         self.fields = fields
         self.start = start
         self.stop = manifest.rows if stop is None else stop
-        self._maps: dict[str, np.ndarray] = {}
+        self._maps: dict[str, np.ndarray] = {} if maps is None else maps  # shared with splits
 
     @property
     def rows(self) -> int:
@@ -129,13 +130,18 @@ class Dataset:
     def split(self, start: int, stop: int | None = None) -> Dataset:
         """Rows ``[start, stop)`` of this dataset as a new Dataset sharing the same files (no copy)."""
         stop = self.rows if stop is None else stop
-        if type(start) not in (int, np.int64) or type(stop) not in (int, np.int64) or not 0 <= start <= stop <= self.rows:
-            raise ConfigError(f"{self.path}: split({start}, {stop}) is outside 0..{self.rows}")
-        return Dataset(self.path, self.manifest, self.fields, self.start + int(start), self.start + int(stop))
+        for arg, value in (("start", start), ("stop", stop)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{self.path}: split {arg} must be an integer row index, got {value!r}")
+        if not 0 <= start <= stop <= self.rows:
+            raise ConfigError(f"{self.path}: split({start}, {stop}) is outside 0 <= start <= stop <= {self.rows}")
+        return Dataset(self.path, self.manifest, self.fields, self.start + int(start), self.start + int(stop),
+                       self._maps)
 
     def select(self, names: Sequence[str]) -> Dataset:
         """The same rows with only the named fields."""
-        return Dataset(self.path, self.manifest, {n: self.field(n) for n in names}, self.start, self.stop)
+        return Dataset(self.path, self.manifest, {n: self.field(n) for n in names}, self.start, self.stop,
+                       self._maps)
 
     def close(self) -> None:
         """Drop the memmaps this object made (views handed out keep their own mapping alive)."""

@@ -7,7 +7,7 @@ renames the directory into place. An exception (or a killed process) leaves the 
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping
@@ -17,12 +17,38 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.atomic import fsync_dir, partial_name, publish_dir
+from symtrain.atomic import fsync_dir, partial_name, publish_dir, remove_stale_leftovers
 from symtrain.errors import ConfigError, DatasetError, SchemaError
-from symtrain.storage.manifest import FieldSpec, Manifest, check_field_name, write_manifest
+from symtrain.storage.manifest import (
+    FORMAT_NAME,
+    MANIFEST,
+    FieldSpec,
+    Manifest,
+    check_field_name,
+    combine_fingerprint,
+    field_hasher,
+    write_manifest,
+)
 from symtrain.storage.npyfile import check_dtype, header_bytes, reserved_header_size
 
 Schema = Mapping[str, tuple[Any, tuple[int, ...]]]
+
+
+def check_replaceable(path: Path) -> None:
+    """``overwrite`` replaces only a symtrain dataset or an empty directory, never arbitrary user files."""
+    if not path.exists():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise DatasetError(path, "exists and is not a dataset directory; refusing to replace it")
+    if not any(path.iterdir()):
+        return
+    try:
+        fmt = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    if fmt != FORMAT_NAME:
+        raise DatasetError(path, "exists and is not a symtrain dataset (no valid manifest.json); refusing to "
+                           "replace it even with overwrite")
 
 
 def _schema_from(schema: Schema, where: Path) -> dict[str, FieldSpec]:
@@ -48,12 +74,15 @@ class DatasetWriter:
     def __init__(self, path: str | Path, schema: Schema | None = None, metadata: Mapping[str, Any] | None = None,
                  overwrite: bool = False):
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise DatasetError(self.path, "already exists; pass overwrite=True (or --overwrite) to replace it")
-        if not self.path.parent.exists():
+        if self.path.exists() or self.path.is_symlink():
+            if not overwrite:
+                raise DatasetError(self.path, "already exists; pass overwrite=True (or --overwrite) to replace it")
+            check_replaceable(self.path)
+        if not self.path.parent.is_dir():
             raise DatasetError(self.path.parent, "parent directory does not exist")
         if not os.access(self.path.parent, os.W_OK):
             raise DatasetError(self.path.parent, "is not writable")
+        remove_stale_leftovers(self.path)
         self.overwrite = overwrite
         self.metadata = dict(metadata or {})
         self.rows = 0
@@ -76,9 +105,7 @@ class DatasetWriter:
             size = reserved_header_size(spec.dtype, spec.shape)
             f.write(header_bytes(spec.dtype, (0, *spec.shape), total=size))
             self._offsets[name] = size
-            h = hashlib.blake2b(digest_size=16)
-            h.update(f"{name}|{spec.dtype.str}|{spec.shape}".encode())
-            self._hashes[name] = h
+            self._hashes[name] = field_hasher(spec)
 
     def append(self, batch: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         """Append rows: one array per field, all with the same number of rows; dtypes must match exactly."""
@@ -127,7 +154,6 @@ class DatasetWriter:
             raise SchemaError(f"{self.path}: nothing was appended and no schema was given; cannot write an empty dataset without fields")
         try:
             assert self._tmp is not None
-            overall = hashlib.blake2b(digest_size=16)
             for name, spec in self.fields.items():
                 f = self._files[name]
                 f.seek(0)
@@ -135,14 +161,18 @@ class DatasetWriter:
                 f.flush()
                 os.fsync(f.fileno())
                 f.close()
-                overall.update(name.encode() + b"=" + self._hashes[name].digest())
-            overall.update(str(self.rows).encode())
+            fingerprint = combine_fingerprint({n: h.digest() for n, h in self._hashes.items()}, self.rows)
             manifest = Manifest(
-                rows=self.rows, fields=self.fields, fingerprint=overall.hexdigest(), metadata=self.metadata,
+                rows=self.rows, fields=self.fields, fingerprint=fingerprint, metadata=self.metadata,
                 created=datetime.now(UTC).isoformat(timespec="seconds"))
             write_manifest(self._tmp, manifest)
             fsync_dir(self._tmp)
-            publish_dir(self._tmp, self.path, overwrite=self.overwrite)
+            if self.overwrite:
+                check_replaceable(self.path)
+            try:
+                publish_dir(self._tmp, self.path, overwrite=self.overwrite)
+            except FileExistsError:
+                raise DatasetError(self.path, "appeared while writing (another writer?); not replaced") from None
         except BaseException:
             self.abort()
             raise
