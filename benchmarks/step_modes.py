@@ -101,8 +101,8 @@ def run_mode(mode: str, steps: int, data_dir: str, compiledir: str) -> dict:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-3:]
-        return {"mode": mode, "error": " | ".join(tail)[-400:], "wall_s": round(wall, 1)}
+        last = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:]   # the exception message
+        return {"mode": mode, "error": " ".join(last)[-400:], "wall_s": round(wall, 1)}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = round(wall, 1)
     return out
