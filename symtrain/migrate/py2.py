@@ -153,6 +153,21 @@ class _Division(cst.CSTTransformer):
                                      "if integers are meant"))
         return updated_node
 
+    def leave_AugAssign(self, original_node: cst.AugAssign, updated_node: cst.AugAssign):
+        if not isinstance(original_node.operator, cst.DivideAssign) or _is_float(original_node.value):
+            return updated_node
+        line = self.get_metadata(PositionProvider, original_node).start.line
+        code = cst.Module(body=[]).code_for_node(original_node).strip()
+        if _is_int(original_node.target, self.int_names) and _is_int(original_node.value, self.int_names):
+            self.findings.append(Finding(self.path, line, "review", f"`{code}`: integer division in Python 2, "
+                                         "rewritten to `//=`"))
+            op = original_node.operator
+            return updated_node.with_changes(operator=cst.FloorDivideAssign(
+                whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after))
+        self.findings.append(Finding(self.path, line, "review", f"`{code}`: `/=` is true division in Python 3; "
+                                     "use `//=` if integers are meant"))
+        return updated_node
+
 
 def fix_division(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
     """Rewrite integer ``/`` to ``//`` (see the module docstring); a no-op under ``from __future__ import division``."""

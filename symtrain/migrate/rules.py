@@ -17,16 +17,15 @@ RUNTIME = "symtrain.migrate.runtime"
 NNET_NAMES = frozenset({
     "sigmoid", "softplus", "relu", "elu", "hard_sigmoid", "softmax", "categorical_crossentropy",
     "binary_crossentropy", "conv2d", "pool_2d", "max_pool_2d", "batch_normalization", "dropout", "round",
+    "log_softmax", "ultra_fast_sigmoid", "batch_normalization_train", "batch_normalization_test",
 })
 
 # Objects that moved: exact dotted name -> target. Checked before MODULES at every prefix length.
 OBJECTS: dict[str, str] = {
     "theano.tensor.nnet.sigmoid": "pytensor.tensor:sigmoid",
     "theano.tensor.nnet.softplus": "pytensor.tensor:softplus",
-    "theano.tensor.nnet.ultra_fast_sigmoid": "pytensor.tensor:sigmoid",
     "theano.tensor.nnet.scalar_sigmoid": "pytensor.scalar:sigmoid",
-    "theano.tensor.nnet.logsoftmax": "pytensor.tensor.special:log_softmax",
-    "theano.tensor.nnet.log_softmax": "pytensor.tensor.special:log_softmax",
+    "theano.tensor.nnet.logsoftmax": f"{NNET}:log_softmax",
     "theano.tensor.nnet.conv.conv2d": f"{NNET}:conv2d",
     "theano.tensor.nnet.conv2d": f"{NNET}:conv2d",
     "theano.tensor.nnet.bn.batch_normalization": f"{NNET}:batch_normalization",
@@ -146,11 +145,21 @@ AESARA_ONLY: dict[str, str] = {
 
 # Call rewrites keyed by the resolved old dotted name: keyword arguments added when absent.
 ADD_KWARGS: dict[str, dict[str, str]] = {
-    "theano.tensor.nnet.logsoftmax": {"axis": "-1"},
-    "theano.tensor.nnet.log_softmax": {"axis": "-1"},
     # Theano 0.7 rounded halves away from zero; PyTensor rounds them to even.
     "theano.tensor.round": {"mode": "'half_away_from_zero'"},
     "theano.tensor.basic.round": {"mode": "'half_away_from_zero'"},
+}
+# Theano 0.7's conv.conv2d(input, filters, filter_shape, image_shape, border_mode, subsample): later
+# conv2d put input_shape third, so positional arguments become keywords.
+POSITIONAL_NAMES: dict[str, tuple[str, ...]] = {
+    "theano.tensor.nnet.conv.conv2d": ("input", "filters", "filter_shape", "image_shape", "border_mode",
+                                       "subsample"),
+}
+# Calls whose meaning is ambiguous between Theano versions: reported for review.
+AMBIGUOUS_POSITIONAL: dict[str, tuple[int, str]] = {
+    "theano.tensor.nnet.conv2d": (3, "the third positional argument of conv2d was filter_shape in Theano "
+                                     "0.7 and input_shape from 0.8 on (symtrain.nnet reads input_shape): "
+                                     "pass it by keyword"),
 }
 KWARG_RENAMES: dict[str, dict[str, str]] = {
     "theano.tensor.flatten": {"outdim": "ndim"},

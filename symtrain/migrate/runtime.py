@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +33,10 @@ class RandomStreams:
     """
 
     def __init__(self, seed: int | None = None, use_cuda: Any = None):
-        self._stream = RandomStream(None if seed is None else int(seed))
+        with warnings.catch_warnings():
+            # RandomStream is deprecated in PyTensor 3 (FutureWarning); it is what this shim is for
+            warnings.simplefilter("ignore", FutureWarning)
+            self._stream = RandomStream(None if seed is None else int(seed))
 
     def seed(self, seed: int | None = None) -> None:
         """Reseed every random variable created so far (Theano's ``seed``)."""

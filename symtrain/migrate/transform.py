@@ -227,6 +227,7 @@ class _Rewriter(m.MatcherDecoratableTransformer):
         self.needed_imports: list[str] = []
         self.binary_open: dict[cst.Call, str] = {}
         self.if_none: set[cst.If] = set()
+        self.missing: dict[tuple[int, str], list[str]] = {}
 
     # ---- helpers -------------------------------------------------------------------------------
     def line(self, node: cst.CSTNode) -> int:
@@ -237,6 +238,18 @@ class _Rewriter(m.MatcherDecoratableTransformer):
 
     def report(self, node: cst.CSTNode, kind: str, message: str) -> None:
         self.findings.append(Finding(self.path, self.line(node), kind, message))
+
+    def report_missing(self, node: cst.CSTNode, name: str, why: str) -> None:
+        """Untranslatable names: one finding per line and reason, naming each of them."""
+        names = self.missing.setdefault((self.line(node), why), [])
+        if name not in names:
+            names.append(name)
+
+    def flush_missing(self) -> None:
+        for (line, why), names in self.missing.items():
+            listed = ", ".join(f"`{n}`" for n in names)
+            self.findings.append(Finding(self.path, line, "untranslated", f"{listed}: {why}"))
+        self.missing.clear()
 
     def old_name(self, node: cst.BaseExpression) -> str | None:
         """The dotted name a chain meant under the original imports, if it is a legacy name."""
@@ -303,7 +316,13 @@ class _Rewriter(m.MatcherDecoratableTransformer):
         if isinstance(parent, cst.Attribute) and parent.attr is node:
             return False
         ctx = self.get_metadata(ExpressionContextProvider, node, None)
-        return ctx is ExpressionContext.LOAD
+        if ctx is not ExpressionContext.LOAD:
+            return False
+        while isinstance(parent, cst.Attribute | cst.ImportAlias | cst.ImportFrom | cst.Import):
+            if not isinstance(parent, cst.Attribute):
+                return False
+            parent = self.get_metadata(ParentNodeProvider, parent, None)
+        return True
 
     # ---- name chains ---------------------------------------------------------------------------
     def _chain(self, original: cst.BaseExpression, updated: cst.BaseExpression) -> cst.BaseExpression:
@@ -328,7 +347,7 @@ class _Rewriter(m.MatcherDecoratableTransformer):
                 self.report(original, "untranslated", f"`{old}` no longer exists in PyTensor's config")
         target, why = self.map_name(old)
         if why is not None:
-            self.report(original, "untranslated", f"`{dotted_name(original)}`: {why}")
+            self.report_missing(original, dotted_name(original), why)
             return updated
         if target is None:
             return updated
@@ -360,8 +379,23 @@ class _Rewriter(m.MatcherDecoratableTransformer):
             if not isinstance(obj, cst.Name | cst.Attribute | cst.Call | cst.Subscript):
                 obj = obj.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
             return cst.Call(func=cst.Attribute(value=obj, attr=cst.Name(rules.SIX_DICT_METHODS[old])))
+        names = rules.POSITIONAL_NAMES.get(norm or "")
+        if names and not any(a.star for a in call.args):
+            call = call.with_changes(args=[
+                a.with_changes(keyword=cst.Name(names[i]), equal=cst.AssignEqual(
+                    whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))
+                if a.keyword is None and 2 <= i < len(names) else a for i, a in enumerate(call.args)])
         keywords = {a.keyword.value for a in call.args if a.keyword is not None}
         positional = sum(1 for a in call.args if a.keyword is None and not a.star)
+        if norm in rules.AMBIGUOUS_POSITIONAL and positional >= rules.AMBIGUOUS_POSITIONAL[norm][0]:
+            self.report(original_node, "review", rules.AMBIGUOUS_POSITIONAL[norm][1])
+        if norm in ("theano.scan", "theano.scan_module.scan", "theano.scan.scan") and \
+                "return_updates" not in keywords:
+            self.report(original_node, "review", "scan returns (outputs, updates) with a DeprecationWarning in "
+                        "PyTensor 3; pass its updates on to function (random updates inside scan apply only "
+                        "then) and plan for return_updates=False")
+        if norm == "theano.tensor.nnet.softmax" and "axis" in keywords:
+            call = call.with_changes(func=cst.parse_expression(self.express("pytensor.tensor.special:softmax")))
         renames = rules.KWARG_RENAMES.get(norm or "", {})
         if isinstance(original_node.func, cst.Attribute) and original_node.func.attr.value == "flatten":
             renames = {"outdim": "ndim"}
@@ -441,12 +475,12 @@ class _Rewriter(m.MatcherDecoratableTransformer):
             removed = self._removed_config(orig)
             if removed:
                 self.report(original_node, "removed",
-                            f"assignment to `{removed}` deleted: PyTensor has no such flag (no GPU backend)")
+                            f"assignment to `{removed}` deleted: PyTensor has no such flag")
                 changed = True
                 continue
             if isinstance(orig, cst.Import | cst.ImportFrom):
                 for dotted, why in self.a.untranslated_imports.get(orig, []):
-                    self.report(original_node, "untranslated", f"import of `{dotted}`: {why}")
+                    self.report_missing(original_node, dotted, why)
                 plan = self.a.import_plans.get(orig)
                 if plan is not None:
                     changed = True
@@ -623,7 +657,8 @@ def _symbolic_default_ifs(analysis: _Analysis, rewriter: _Rewriter) -> set[cst.I
     """``if not W:`` on a None-defaulted parameter whose body builds W with a Theano call."""
     found = set()
     for node, name in analysis.pending_ifs:
-        for assign in m.findall(node.body, m.Assign(targets=[m.AssignTarget(target=m.Name(name))])):
+        target = m.Name(name) | m.Attribute(value=m.Name("self"), attr=m.Name(name))
+        for assign in m.findall(node.body, m.Assign(targets=[m.AssignTarget(target=target)])):
             value = assign.value
             if isinstance(value, cst.Call) and rewriter.old_name(value.func):
                 found.add(node)
@@ -657,4 +692,5 @@ def rewrite_module(module: cst.Module, path: str, python2: bool = False) -> tupl
     pickles.finish()
     rewriter.if_none = _symbolic_default_ifs(analysis, rewriter)
     new = wrapper.visit(rewriter)
+    rewriter.flush_missing()
     return new, rewriter.findings
