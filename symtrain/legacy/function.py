@@ -244,6 +244,8 @@ class StreamedFunction:
         self._used = [(pos, _input_variable(i)) for pos, i in enumerate(inputs) if id(_input_variable(i)) in used]
 
     def __getattr__(self, name: str) -> Any:
+        if name == "fn" or name.startswith("__"):
+            raise AttributeError(name)
         return getattr(self.fn, name)
 
     def _bind(self, args: tuple, kwargs: dict) -> dict:
