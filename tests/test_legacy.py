@@ -297,3 +297,23 @@ def test_a_failed_read_is_a_stream_error_and_the_next_call_recovers(tmp_path):
     (tmp_path / "d.npy").write_bytes(raw)
     assert np.array_equal(f(19), data[190:200]) and np.array_equal(f(3), data[30:40])
     f.close()
+
+
+def test_generator_batches_straddling_a_window_are_refused(arrays):
+    _, x, _ = arrays
+    v = symtrain.shared(chunks_of(x, 100), chunk_rows=45, name="g45", rows=250)
+    i = pt.lscalar("i")
+    f = symtrain.function([i], v[i * BS:(i + 1) * BS])
+    assert np.array_equal(f(3), x[30:40])
+    with pytest.raises(ConfigError, match=r"rows \[40, 50\) of generator-backed 'g45', which straddle"):
+        f(4)
+
+
+def test_unused_inputs_keep_the_backend_behaviour(two_chunks):
+    from symtrain.backend import graph
+    i, unused = pt.lscalar("i"), pt.lscalar("unused")
+    with pytest.raises(graph.compile.UnusedInputError):
+        symtrain.function([i, unused], two_chunks[i * 10:(i + 1) * 10].sum())
+    f = symtrain.function([i, unused], two_chunks[i * 10:(i + 1) * 10].sum(), on_unused_input="ignore")
+    assert np.isclose(f(1, 7), np.asarray(two_chunks.get_value(borrow=True))[10:20].sum())
+    f.close()
