@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -190,13 +191,14 @@ def rows_for(nbytes: int) -> int:
     return max(1, round(nbytes / ROW_BYTES))
 
 
-def dataset(rows: int, seed: int = 0, progress: bool = True) -> Path:
+def dataset(rows: int, seed: int = 0, progress: bool | None = None) -> Path:
     """A train dataset of ``rows`` rows (x float32[784], y int64) under benchmarks/data, reused when present.
 
     Built with ``symtrain.storage.digits.build_digits`` (real digits plus distorted copies); falls back to
     random rows written with ``write_dataset`` when that module is not available.
     """
     DATA_DIR.mkdir(parents=True, exist_ok=True)
+    progress = sys.stderr.isatty() if progress is None else progress
     try:
         from symtrain.storage.digits import build_digits, digits_is_current
     except ImportError:

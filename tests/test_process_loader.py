@@ -246,3 +246,33 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+MAIN_TRANSFORM_SCRIPT = """
+import sys
+import numpy as np
+from symtrain.storage import open_dataset
+from symtrain.stream.load import Load, ValidRows, sources_of
+from symtrain.stream.process_loader import ProcessLoader
+
+
+def negate(arrays):
+    arrays["x"] *= -1
+
+
+if __name__ == "__main__":
+    ds = open_dataset(sys.argv[1])
+    with ProcessLoader(sources_of(ds), 64, transform=ValidRows(negate)) as ld:
+        ld.submit(Load(((0, 10),), None, 10))
+        got = ld.wait()
+        assert np.array_equal(got["x"][:10], -np.asarray(ds["x"][:10])) and not got["x"][10:].any()
+    print("ok")
+"""
+
+
+def test_transform_defined_in_the_callers_script_works(dataset, tmp_path):
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent(MAIN_TRANSFORM_SCRIPT))
+    run = subprocess.run([sys.executable, str(script), str(dataset.path)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.stdout.strip() == "ok", run.stderr

@@ -143,11 +143,11 @@ def _worker(conn: Any, names: list[str], sources: dict[str, FieldSource], rows: 
 
 
 @contextlib.contextmanager
-def _without_main(transform: Any) -> Iterator[None]:
-    """Keep ``spawn`` from re-importing the caller's ``__main__`` in the worker (it would import the
-    graph library and whatever the script imports) unless the transform is defined there."""
+def _without_main(payload: bytes | None) -> Iterator[None]:
+    """Keep ``spawn`` from re-importing the caller's ``__main__`` in the worker (it would import the graph
+    library and whatever else the script imports) unless the pickled transform refers to it."""
     main = sys.modules.get("__main__")
-    if main is None or getattr(transform, "__module__", None) == "__main__":
+    if main is None or (payload is not None and b"__main__" in payload):
         yield
         return
     sys.modules["__main__"] = types.ModuleType("__main__")
@@ -230,12 +230,12 @@ class ProcessLoader:
         self._pending: tuple[int, Load] | None = None
         self._closed = False
         try:
-            self._start(payload, transform)
+            self._start(payload)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, payload: bytes | None, transform: Any) -> None:
+    def _start(self, payload: bytes | None) -> None:
         offsets, size = _layout(self.sources, self.chunk_rows)
         for _ in range(2):
             shm = shared_memory.SharedMemory(create=True, size=size)
@@ -251,7 +251,7 @@ class ProcessLoader:
         self._res.conn = parent
         proc = ctx.Process(target=_worker, name="symtrain-loader", daemon=True,
                            args=(child, [s.name for s in self._res.shms], self.sources, self.chunk_rows, payload))
-        with _without_main(transform):
+        with _without_main(payload):
             proc.start()
         self._res.proc = proc
         child.close()
