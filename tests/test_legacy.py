@@ -317,3 +317,22 @@ def test_unused_inputs_keep_the_backend_behaviour(two_chunks):
     f = symtrain.function([i, unused], two_chunks[i * 10:(i + 1) * 10].sum(), on_unused_input="ignore")
     assert np.isclose(f(1, 7), np.asarray(two_chunks.get_value(borrow=True))[10:20].sum())
     f.close()
+
+
+def test_process_loader(arrays):
+    root, x, y = arrays
+    xs = symtrain.shared(mm(root), chunk_rows=60, name="pxs")
+    ys = symtrain.shared(mm(root, "y"), chunk_rows=60, name="pys")
+    i = pt.lscalar("i")
+    f = symtrain.function([i], [xs[i * BS:(i + 1) * BS], ys[i * BS:(i + 1) * BS]], loader="process")
+    for b in [*range(25), 7, 0, 24, 13]:
+        bx, by = f(b)
+        assert np.array_equal(bx, x[b * BS:(b + 1) * BS]) and np.array_equal(by, y[b * BS:(b + 1) * BS])
+    with pytest.raises(ConfigError, match="already loaded by a process loader"):
+        symtrain.function([i], xs[i * BS:(i + 1) * BS].sum() + ys[i * BS].sum(), loader="thread")
+    f.close()  # releases the shared memory; the buffers were emptied first, the next call reloads
+    assert xs.container.value.shape[0] == 0
+    assert np.array_equal(f(3)[0], x[30:40])
+    f.close()
+    with pytest.raises(ConfigError, match="loader must be 'thread' or 'process'"):
+        symtrain.function([i], xs[i:i + 1].sum(), loader="fork")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from symtrain import backend
-from symtrain.errors import ConfigError
+from symtrain.errors import ConfigError, StreamError
 from symtrain.legacy import indexmap
 from symtrain.legacy.streamed import ChunkSource, StreamedSharedVariable
 from symtrain.stream.load import Load, fill
@@ -68,6 +68,7 @@ class Group:
         self.cap = min(v.capacity for v in variables)
         self.sequential = any(isinstance(v._stream.source, ChunkSource) for v in variables)
         self.loader: Any = None
+        self.kind = "thread"  # "thread" or "process": which stream loader fills the staging sets
         self.pending: tuple[int, int] | None = None
         self.loads = 0  # windows installed (hits cost nothing)
 
@@ -80,6 +81,10 @@ class Group:
             sources = {f"v{i}": v._stream.source for i, v in enumerate(self.vars)}
             if self.sequential:
                 self.loader = SyncLoader(sources, self.cap)
+            elif self.kind == "process":
+                from symtrain.stream.process_loader import ProcessLoader
+                self.loader = ProcessLoader(sources, self.cap)
+                weakref.finalize(self, self.loader.close)
             else:
                 self.loader = ThreadLoader(sources, self.cap)
                 weakref.finalize(self, self.loader.close)
@@ -123,8 +128,7 @@ class Group:
             arrays = loader.wait()
         except BaseException:
             self.pending = None  # a failed or interrupted load: start the next call with a fresh loader
-            self.loader = None
-            loader.close()
+            self.close()
             raise
         if self.sequential:
             target = (target[0], loader.got)
@@ -158,16 +162,22 @@ class Group:
         return ", ".join(repr(v.name) for v in self.vars)
 
     def close(self) -> None:
-        if self.loader is not None:
+        """Join the loader. Buffers holding its staging arrays are emptied first: a process loader's
+        arrays live in shared memory that closing releases."""
+        loader, self.loader = self.loader, None
+        if loader is None:
+            return
+        for v in self.vars:
+            if v._stream.owner is self:
+                v.install(v.container.value[:0].copy(), None, None)
+        try:
             if self.pending is not None:
-                try:
-                    self.loader.wait()
-                finally:
-                    self.pending = None
-                    self.loader.close()
-            else:
-                self.loader.close()
-            self.loader = None
+                self.pending = None
+                loader.wait()
+        except StreamError:
+            pass  # a prefetch nobody will use: its failure does not matter any more
+        finally:
+            loader.close()
 
 
 def _load(window: tuple[int, int]) -> Load:
@@ -340,8 +350,13 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
              **kwargs: Any) -> Any:
     """Drop-in for ``theano.function``: streams the row slices of ``symtrain.shared`` variables.
 
-    Returns ``backend.function(...)`` itself when no streamed variable is involved.
+    Returns ``backend.function(...)`` itself when no streamed variable is involved. ``loader="thread"``
+    (default) or ``"process"`` picks the stream loader that prefetches chunks (a process overlaps better
+    with a Numba-compiled step, which holds the GIL; see docs/streaming.md).
     """
+    loader = kwargs.pop("loader", None)
+    if loader not in (None, "thread", "process"):
+        raise ConfigError(f"loader must be 'thread' or 'process', got {loader!r}")
     inputs = list(inputs)
     flat_out, rebuild_out = _flatten_outputs(outputs)
     update_pairs = list(updates.items()) if isinstance(updates, dict) else list(updates or [])
@@ -359,6 +374,11 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
         if all(v is not w for w in variables):
             variables.append(v)
     group = group_for(variables)
+    if loader is not None and loader != group.kind:
+        if group.loader is not None:
+            raise ConfigError(f"loader={loader!r}: {group._names()} are already loaded by a {group.kind} loader "
+                              "for another function; pass the same loader= to every function using them")
+        group.kind = loader
     for v in whole:
         if v._stream.rows is None or v._stream.rows > group.cap:
             rows = "an unknown number of" if v._stream.rows is None else v._stream.rows

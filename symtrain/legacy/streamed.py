@@ -256,7 +256,7 @@ class StreamedSharedVariable(_TensorSharedVariable):
         for group in st.member_of:
             group.reset()
 
-    def install(self, arr: np.ndarray, window: tuple[int, int], owner: object) -> None:
+    def install(self, arr: np.ndarray, window: tuple[int, int] | None, owner: object | None) -> None:
         """Make ``arr`` (owned, C-contiguous) the buffer value; it holds rows ``window``."""
         self.container.value = arr
         self._stream.window = window
