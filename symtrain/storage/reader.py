@@ -7,6 +7,7 @@ grow or corrupt the user's data.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,8 @@ def open_dataset(path: str | Path, fields: Sequence[str] | None = None) -> Datas
     Raises DatasetError naming the file for a missing or corrupt manifest, a missing field file, a
     .npy header that disagrees with the manifest, truncation or trailing bytes, or mismatched row counts.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"path must be a dataset directory (str or Path), got {type(path).__name__} {path!r}")
     directory = Path(path)
     manifest = read_manifest(directory)
     names = list(manifest.fields) if fields is None else list(fields)

@@ -98,14 +98,23 @@ class DatasetWriter:
     def _start(self, fields: dict[str, FieldSpec]) -> None:
         self.fields = fields
         self._tmp = partial_name(self.path)
-        self._tmp.mkdir()
-        for name, spec in fields.items():
-            f = open(self._tmp / spec.file, "wb")
-            self._files[name] = f
-            size = reserved_header_size(spec.dtype, spec.shape)
-            f.write(header_bytes(spec.dtype, (0, *spec.shape), total=size))
-            self._offsets[name] = size
-            self._hashes[name] = field_hasher(spec)
+        try:
+            self._tmp.mkdir()
+            for name, spec in fields.items():
+                f = open(self._tmp / spec.file, "wb")
+                self._files[name] = f
+                size = reserved_header_size(spec.dtype, spec.shape)
+                f.write(header_bytes(spec.dtype, (0, *spec.shape), total=size))
+                self._offsets[name] = size
+                self._hashes[name] = field_hasher(spec)
+        except OSError as exc:
+            raise self._failed("creating the dataset files", exc) from exc
+
+    def _failed(self, doing: str, exc: OSError) -> DatasetError:
+        """Abort (drop the partial directory) and describe an I/O failure such as a full disk (ENOSPC/EFBIG)."""
+        self.abort()
+        return DatasetError(self.path, f"{doing} failed: {exc.strerror or exc}; nothing was written to the target "
+                            "(an existing dataset there is unchanged)")
 
     def append(self, batch: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         """Append rows: one array per field, all with the same number of rows; dtypes must match exactly."""
@@ -142,7 +151,10 @@ class DatasetWriter:
             arrays[name] = np.ascontiguousarray(a)
         for name, a in arrays.items():
             buf = memoryview(a).cast("B") if a.size else b""
-            self._files[name].write(buf)
+            try:
+                self._files[name].write(buf)
+            except OSError as exc:
+                raise self._failed(f"writing field {name!r}", exc) from exc
             self._hashes[name].update(buf)
         self.rows += int(n or 0)
 
@@ -173,6 +185,8 @@ class DatasetWriter:
                 publish_dir(self._tmp, self.path, overwrite=self.overwrite)
             except FileExistsError:
                 raise DatasetError(self.path, "appeared while writing (another writer?); not replaced") from None
+        except OSError as exc:
+            raise self._failed("finishing the dataset", exc) from exc
         except BaseException:
             self.abort()
             raise
@@ -216,6 +230,9 @@ def write_dataset(path: str | Path, arrays: Mapping[str, Any] | Iterable[Mapping
             for s in range(0, n, batch_rows):
                 w.append({k: a[s:s + batch_rows] for k, a in arrays.items()})
         return Path(path)
+    if not isinstance(arrays, Iterable) or isinstance(arrays, str | bytes):
+        raise ConfigError(f"arrays must be a mapping field -> array or an iterable of such batches, got "
+                          f"{type(arrays).__name__}")
     with DatasetWriter(path, None, metadata, overwrite) as w:
         for batch in arrays:
             w.append(batch)

@@ -25,6 +25,8 @@ class FieldSource:
     """What a loader needs to read a field without holding a memmap object (picklable).
 
     ``offset`` is the byte offset of row 0 of the *file* (a split's rows are addressed by absolute row).
+    ``identity`` (device, inode, size, mtime_ns) of the file when the stream was set up: a file replaced or
+    rewritten since is refused at the next read instead of silently streaming other rows (None: no check).
     """
 
     name: str
@@ -32,6 +34,7 @@ class FieldSource:
     offset: int
     dtype: str
     row_shape: tuple[int, ...]
+    identity: tuple[int, int, int, int] | None = None
 
     @property
     def row_bytes(self) -> int:
@@ -48,9 +51,18 @@ def sources_of(dataset: Any, fields: list[str] | None = None) -> dict[str, Field
     out = {}
     for name in names:
         f = dataset.field(name)
+        try:
+            identity = file_identity(os.stat(f.path))
+        except OSError as exc:
+            raise DatasetError(f.path, f"cannot be read: {exc.strerror or exc}") from exc
         out[name] = FieldSource(name=name, path=str(f.path), offset=int(f.offset), dtype=np.dtype(f.dtype).str,
-                                row_shape=tuple(int(s) for s in f.shape))
+                                row_shape=tuple(int(s) for s in f.shape), identity=identity)
     return out
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is replaced (device, inode) or rewritten in place (size, mtime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +137,8 @@ def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.
     except OSError as exc:
         raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
     try:
+        if src.identity is not None:
+            _check_identity(src, file_identity(os.fstat(fd)))
         pos = 0
         for start, stop in ranges:
             nbytes = (stop - start) * row_bytes
@@ -132,6 +146,18 @@ def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.
             pos += nbytes
     finally:
         os.close(fd)
+
+
+def _check_identity(src: FieldSource, now: tuple[int, int, int, int]) -> None:
+    """DatasetError if the file is no longer the one the stream was set up with."""
+    if now == src.identity:
+        return
+    was = src.identity[2]
+    if now[2] < was:
+        raise DatasetError(src.path, f"short read: the file shrank from {was} to {now[2]} bytes after the dataset "
+                           "was opened (truncated or replaced?)")
+    raise DatasetError(src.path, "was replaced or modified after the dataset was opened; its rows are no longer "
+                       "the ones the stream was set up with (reopen the dataset)")
 
 
 def _scratch_for(scratch: dict | None, src: FieldSource, rows: int) -> np.ndarray:
