@@ -9,6 +9,7 @@ source of the bad-input table in docs/reliability.md.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -338,12 +339,10 @@ def test_nan_in_data_is_written_and_found_by_inspect(env):
     """NaN/inf are valid float data for the writer; ``inspect --check`` finds them, chunk by chunk."""
     from symtrain.storage.inspect import check_finite
 
-    x = e_x = env.x.copy()
+    x = env.x.copy()
     x[7, 1], x[93, 0] = np.nan, np.inf
-    path = _write(env, "nan_ds", {"x": e_x, "y": env.y})
-    report = check_finite(st.open_dataset(path), chunk_bytes=64)
-    text = json.dumps(report, default=str)
-    assert "7" in text and "93" in text
+    path = _write(env, "nan_ds", {"x": x, "y": env.y})
+    assert check_finite(st.open_dataset(path), chunk_bytes=64) == {"x": {"rows": 2, "first_rows": [7, 93]}}
 
 
 def test_checkpoint_of_another_run_is_refused(env, step, tmp_path):
@@ -355,3 +354,115 @@ def test_checkpoint_of_another_run_is_refused(env, step, tmp_path):
             st.fit(step, other, 2, run_dir=tmp_path / "run", resume=True, progress=False)
     finally:
         other.close()
+
+
+# ----- the command line: exit status 2 and one "symtrain CMD: error: ..." line naming the file/argument ----
+
+def _tampered(env) -> Path:
+    """A copy of the good dataset with one byte of x.npy changed (same size: only --verify can tell)."""
+    out = env.root / "tampered"
+    if not out.exists():
+        shutil.copytree(env.good, out)
+        p = out / "x.npy"
+        data = bytearray(p.read_bytes())
+        data[-3] ^= 0x55
+        p.write_bytes(bytes(data))
+    return out
+
+
+def _nan_dataset(env) -> Path:
+    out = env.root / "cli_nan"
+    if not out.exists():
+        x = env.x.copy()
+        x[42, 3] = np.nan
+        st.write_dataset(out, {"x": x, "y": env.y})
+    return out
+
+
+def _npy(env) -> Path:
+    return env.root / "lone.npy"
+
+
+SCRIPT = """
+import symtrain as st
+from symtrain.backend import shared
+import numpy as np
+def build(train, valid):
+    W = shared(np.zeros((4, 1), "float32"), name="W")
+    return st.compile_step(((train.batch("x") @ W) ** 2).mean(), [W], train, st.optim.sgd(0.1))
+"""
+
+
+def _script(env) -> Path:
+    p = env.root / "script.py"
+    p.write_text(SCRIPT)
+    return p
+
+
+CLI = [
+    ("inspect:missing", lambda e: ["inspect", str(e.root / "nope")], 2, r"symtrain inspect: error: .*nope: does not exist"),
+    ("inspect:newer-format", lambda e: ["inspect", str(e.newer)], 2, r"error: .*version 99.*upgrade"),
+    ("inspect:truncated", lambda e: ["inspect", str(e.truncated)], 2, r"error: .*x.npy: is truncated"),
+    ("inspect:check-nan", lambda e: ["inspect", "--check", "--no-stats", str(_nan_dataset(e))], 1, r""),
+    ("inspect:verify-tampered", lambda e: ["inspect", "--verify", "--no-stats", str(_tampered(e))], 1, r""),
+    ("convert:missing-input", lambda e: ["convert", str(e.root / "nope.npy"), str(e.root / "c1")], 2,
+     r"symtrain convert: error: .*nope.npy"),
+    ("convert:exists", lambda e: ["convert", str(_npy(e)), str(e.good)], 2, r"error: .*good: already exists"),
+    ("convert:unwritable", lambda e: ["convert", str(_npy(e)), "/proc/symtrain_c"], 2, r"error: .*/proc"),
+    ("convert:under-file", lambda e: ["convert", str(_npy(e)), str(e.regular_file / "c")], 2, r"error: .*a_file"),
+    ("convert:bad-dtype", lambda e: ["convert", str(_npy(e)), str(e.root / "c2"), "--dtype", "floaty"], 2,
+     r"error: .*floaty"),
+    ("convert:not-data", lambda e: ["convert", str(e.regular_file), str(e.root / "c3")], 2, r"error: .*a_file"),
+    ("shuffle:missing", lambda e: ["shuffle", str(e.root / "nope"), str(e.root / "s1"), "--seed", "1"], 2,
+     r"symtrain shuffle: error: .*nope: does not exist"),
+    ("shuffle:same", lambda e: ["shuffle", str(e.good), str(e.good), "--seed", "1"], 2,
+     r"error: shuffle output must differ from its input"),
+    ("shuffle:exists", lambda e: ["shuffle", str(e.good), str(e.empty), "--seed", "1"], 2,
+     r"error: .*empty: already exists"),
+    ("shuffle:unwritable", lambda e: ["shuffle", str(e.good), "/proc/symtrain_s", "--seed", "1"], 2,
+     r"error: .*/proc"),
+    ("datasets:unwritable", lambda e: ["datasets", "digits", "/proc/symtrain_digits"], 2, r"error: .*/proc"),
+    ("train:missing-script", lambda e: ["train", str(e.root / "nope.py"), "--data", str(e.good), "--run-dir",
+                                        str(e.root / "r1")], 2, r"symtrain train: error: script .*nope.py.* does not exist"),
+    ("train:missing-data", lambda e: ["train", str(_script(e)), "--data", str(e.root / "nope"), "--run-dir",
+                                      str(e.root / "r2")], 2, r"error: .*nope: does not exist"),
+    ("train:batch-zero", lambda e: ["train", str(_script(e)), "--data", str(e.good), "--run-dir", str(e.root / "r3"),
+                                    "--batch-size", "0"], 2, r"error: batch_size must be >= 1"),
+    ("train:batch-gt-rows", lambda e: ["train", str(_script(e)), "--data", str(e.good), "--run-dir",
+                                       str(e.root / "r4"), "--batch-size", "500", "--chunk-rows", "1000"], 2,
+     r"error: batch_size=500 is larger than the dataset \(100 rows\)"),
+    ("train:empty-data", lambda e: ["train", str(_script(e)), "--data", str(e.empty), "--run-dir", str(e.root / "r5")],
+     2, r"error: .*empty.*0 rows"),
+    ("plot:missing", lambda e: ["plot", str(e.root / "nope")], 2, r"symtrain plot: error: .*nope: no metrics"),
+    ("migrate:missing", lambda e: ["migrate", str(e.root / "nope.py")], 2,
+     r"symtrain migrate: error: .*nope.py: no such file"),
+]
+
+
+@pytest.mark.parametrize("case", _params(CLI))
+def test_cli_bad_input(env, capsys, case):
+    from symtrain.cli import main
+
+    _, argv, status, pattern = case
+    code = main(["-q", *argv(env)])
+    err = capsys.readouterr().err
+    assert code == status, err
+    if status == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert re.search(pattern, lines[0]), lines[0]
+    leftovers = [p.name for p in env.root.iterdir() if ".partial-" in p.name]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("argv", [["shuffle", "a", "b", "--seed", "x"], ["shuffle", "a", "b", "--seed", "1",
+                                                                          "--memory", "lots"],
+                                  ["train", "s.py"], ["inspect"]])
+def test_cli_argument_errors_are_usage_errors(capsys, argv):
+    """Malformed arguments are argparse's: exit status 2 with the usage line, before anything runs."""
+    from symtrain.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "usage: symtrain" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from typing import Any
 
 from symtrain.atomic import fsync_dir, partial_name, publish_dir, remove_stale_leftovers, write_file_atomic
 from symtrain.errors import DatasetError
+from symtrain.validate import check_path_writable
 
 GROUP_FILE = "datasets.json"
 
@@ -27,8 +28,7 @@ def check_group_target(out: Path, overwrite: bool, marker: str = GROUP_FILE) -> 
         if not out.is_dir() or out.is_symlink() or (any(out.iterdir()) and not (out / marker).exists()):
             raise DatasetError(out, f"exists and is not a directory this command wrote (no {marker}); "
                                "refusing to replace it")
-    if not out.parent.is_dir():
-        raise DatasetError(out.parent, "parent directory does not exist")
+    check_path_writable(out)
 
 
 def build_group(out: str | Path, build: Callable[[Path], dict[str, Any]], overwrite: bool = False,

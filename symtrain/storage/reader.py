@@ -7,7 +7,6 @@ grow or corrupt the user's data.
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.manifest import FieldSpec, Manifest, read_manifest
 from symtrain.storage.npyfile import check_size, read_header
+from symtrain.validate import check_path_arg
 
 
 @dataclass(frozen=True)
@@ -166,9 +166,7 @@ def open_dataset(path: str | Path, fields: Sequence[str] | None = None) -> Datas
     Raises DatasetError naming the file for a missing or corrupt manifest, a missing field file, a
     .npy header that disagrees with the manifest, truncation or trailing bytes, or mismatched row counts.
     """
-    if not isinstance(path, str | os.PathLike):
-        raise ConfigError(f"path must be a dataset directory (str or Path), got {type(path).__name__} {path!r}")
-    directory = Path(path)
+    directory = check_path_arg("path", path)
     manifest = read_manifest(directory)
     names = list(manifest.fields) if fields is None else list(fields)
     for n in names:

@@ -20,6 +20,7 @@ from symtrain.atomic import partial_name, remove_stale_leftovers
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.reader import open_dataset
 from symtrain.storage.writer import DatasetWriter, check_replaceable
+from symtrain.validate import check_path_writable
 
 DEFAULT_MEMORY = 512 << 20
 MAX_OPEN_FILES = 256  # keep bucket files open while B * fields stays below this
@@ -89,6 +90,7 @@ def shuffle_dataset(src: str | Path, dst: str | Path, seed: int, *, memory_limit
     meta = dict(ds.metadata, shuffled={"from": str(Path(src)), "from_fingerprint": ds.fingerprint,
                                        "seed": seed, "buckets": buckets})
     schema = {n: (f.dtype, f.shape) for n, f in ds.fields.items()}
+    check_path_writable(dst)
     remove_stale_leftovers(dst)
     scratch = partial_name(dst)
     scratch.mkdir()

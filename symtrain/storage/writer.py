@@ -30,6 +30,7 @@ from symtrain.storage.manifest import (
     write_manifest,
 )
 from symtrain.storage.npyfile import check_dtype, header_bytes, reserved_header_size
+from symtrain.validate import check_path_writable
 
 Schema = Mapping[str, tuple[Any, tuple[int, ...]]]
 
@@ -78,10 +79,7 @@ class DatasetWriter:
             if not overwrite:
                 raise DatasetError(self.path, "already exists; pass overwrite=True (or --overwrite) to replace it")
             check_replaceable(self.path)
-        if not self.path.parent.is_dir():
-            raise DatasetError(self.path.parent, "parent directory does not exist")
-        if not os.access(self.path.parent, os.W_OK):
-            raise DatasetError(self.path.parent, "is not writable")
+        check_path_writable(self.path)
         remove_stale_leftovers(self.path)
         self.overwrite = overwrite
         self.metadata = dict(metadata or {})
