@@ -443,7 +443,11 @@ def convert_hdf5(path: str | Path, out: str | Path, *, keys: Sequence[str] | Non
                     raise DatasetError(path, f"has no dataset {k!r}")
                 found[k] = obj
         else:
-            h5.visititems(lambda name, obj: found.setdefault(name, obj) if isinstance(obj, h5py.Dataset) else None)
+            def visit(name: str, obj: Any) -> None:  # returning non-None would stop visititems
+                if isinstance(obj, h5py.Dataset):
+                    found[name] = obj
+
+            h5.visititems(visit)
         if not found:
             raise DatasetError(path, "holds no datasets")
         arrays = {k.strip("/").replace("/", "."): v for k, v in found.items()}

@@ -40,6 +40,7 @@ AUGMENT: dict[str, float] = {
     "noise": 0.04,        # additive uniform noise in [-0.04, 0.04], then clipped to [0, 1]
 }
 GRID = 4
+PARAM_BLOCK = 1024
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=True)
@@ -147,6 +148,18 @@ def distortion_params(rng: np.random.Generator, n: int, augment: dict[str, float
     return theta, grid, seeds
 
 
+def rows_params(start: int, stop: int, seed: int, augment: dict[str, float]) -> tuple[np.ndarray, ...]:
+    """Distortion parameters of absolute train rows [start, stop), drawn per fixed block of PARAM_BLOCK rows
+    so that the data depends on (seed, rows) only, not on how the rows are chunked."""
+    parts = []
+    for blk in range(start // PARAM_BLOCK, (stop - 1) // PARAM_BLOCK + 1):
+        b0 = blk * PARAM_BLOCK
+        p = distortion_params(np.random.default_rng([seed, 2, blk]), PARAM_BLOCK, augment)
+        lo, hi = max(start, b0) - b0, min(stop, b0 + PARAM_BLOCK) - b0
+        parts.append([a[lo:hi] for a in p])
+    return tuple(np.concatenate(cols) for cols in zip(*parts, strict=True))
+
+
 def train_sources(train_idx: np.ndarray, start: int, stop: int, seed: int) -> np.ndarray:
     """Original image ids of train rows [start, stop): pass p over the originals uses its own permutation."""
     n = len(train_idx)
@@ -162,8 +175,7 @@ def train_sources(train_idx: np.ndarray, start: int, stop: int, seed: int) -> np
 
 
 def render_train_chunk(images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, start: int, stop: int,
-                       seed: int, augment: dict[str, float], chunk_id: int,
-                       out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int, augment: dict[str, float], out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train rows [start, stop): the first pass is the real images as they are, later passes are distorted.
 
     ``out`` (at least stop-start rows) is reused when given: refilling touched memory is ~2x faster here
@@ -175,8 +187,7 @@ def render_train_chunk(images: np.ndarray, labels: np.ndarray, train_idx: np.nda
     if plain:
         x[:plain] = images[src[:plain]].reshape(plain, FEATURES)
     if plain < len(src):
-        rng = np.random.default_rng([seed, 2, chunk_id])
-        theta, grid, seeds = distortion_params(rng, len(src) - plain, augment)
+        theta, grid, seeds = rows_params(start + plain, stop, seed, augment)
         render_distorted(images, src[plain:], theta, grid, seeds, np.float64(augment["noise"]), x[plain:])
     return x, labels[src]
 
@@ -245,7 +256,7 @@ def _write_train(path: Path, images: np.ndarray, labels: np.ndarray, train_idx: 
     with DatasetWriter(path, schema, meta) as w, ThreadPoolExecutor(1) as pool, \
             tqdm(total=n_rows, unit="rows", unit_scale=True, desc="digits train", disable=not progress) as bar:
         def job(k: int):
-            return pool.submit(render_train_chunk, images, labels, train_idx, *bounds[k], seed, augment, k,
+            return pool.submit(render_train_chunk, images, labels, train_idx, *bounds[k], seed, augment,
                                buffers[k % 2])
 
         pending = job(0) if bounds else None
@@ -278,7 +289,7 @@ def _benchmark(rows: int, seed: int) -> None:
     """Time a build into a temporary directory (``python -m symtrain.storage.digits --rows N``)."""
     import tempfile
 
-    render_train_chunk(*load_originals(), np.arange(10), 0, 20, 0, AUGMENT, 1)
+    render_train_chunk(*load_originals(), np.arange(10), 0, 20, 0, AUGMENT)
     with tempfile.TemporaryDirectory(dir=".") as d:
         t = time.perf_counter()
         build_digits(Path(d) / "digits", rows=rows, seed=seed, progress=False)
