@@ -12,6 +12,7 @@ pass). ``/`` between integers is then rewritten to ``//`` where the operands are
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -55,17 +56,22 @@ def looks_like_python2(source: str) -> bool:
     return False
 
 
-def convert(source: str, path: str, python3_syntax: bool) -> str:
-    """Run the 2to3 fixers on one file; ``python3_syntax`` keeps ``print(...)`` as the function."""
+@functools.cache
+def _tool(print_function: bool):
     logging.getLogger("RefactoringTool").setLevel(logging.ERROR)
     logging.disable(logging.INFO)  # fissix logs its one-time grammar cache build on the root logger
     try:
         from fissix import refactor
 
-        tool = refactor.RefactoringTool([f"fissix.fixes.fix_{name}" for name in FIXERS],
-                                        options={"print_function": python3_syntax})
+        return refactor.RefactoringTool([f"fissix.fixes.fix_{name}" for name in FIXERS],
+                                        options={"print_function": print_function})
     finally:
         logging.disable(logging.NOTSET)
+
+
+def convert(source: str, path: str, python3_syntax: bool) -> str:
+    """Run the 2to3 fixers on one file; ``python3_syntax`` keeps ``print(...)`` as the function."""
+    tool = _tool(python3_syntax)
     text = source if source.endswith("\n") else source + "\n"
     try:
         tree = tool.refactor_string(text, path)

@@ -61,7 +61,7 @@ OBJECTS: dict[str, str] = {
     "six.moves.filter": "builtins:filter",
     "six.moves.input": "builtins:input",
     "six.moves.reduce": "functools:reduce",
-    "six.moves.urllib": "urllib.request",
+    "six.moves.urllib": "urllib",
     "six.moves.urllib.request": "urllib.request",
     "six.moves.urllib.parse": "urllib.parse",
     "six.moves.queue": "queue",
@@ -71,6 +71,9 @@ OBJECTS: dict[str, str] = {
     "six.text_type": "builtins:str",
     "six.integer_types": "builtins:int",
 }
+
+# Target modules whose attributes need a submodule import to be reachable.
+IMPORT_INSTEAD = {"urllib": "urllib.request"}
 
 # Modules that moved or were replaced: dotted prefix -> module target.
 MODULES: dict[str, str] = {

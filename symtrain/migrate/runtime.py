@@ -187,11 +187,17 @@ def load(f) -> Any:
     """Read a ``theano.misc.pkl_utils.dump`` zip (Python 2 ones too: strings are read as latin1)."""
     with zipfile.ZipFile(f, "r") as zf:
 
+        loaded: dict[str, np.ndarray] = {}
+
         class _Unpickler(pickle.Unpickler):
             def persistent_load(self, pid):
+                if isinstance(pid, bytes):
+                    pid = pid.decode("latin1")
                 name = pid.split(".", 1)[1] if pid.startswith("cuda_ndarray.") else pid
-                with zf.open(name) as member:
-                    return np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False)
+                if name not in loaded:  # one array shared by several references stays one object
+                    with zf.open(name) as member:
+                        loaded[name] = np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False)
+                return loaded[name]
 
         with zf.open("pkl") as member:
             return _Unpickler(io.BytesIO(member.read()), encoding="latin1").load()

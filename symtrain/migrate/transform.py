@@ -105,8 +105,10 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
                 imports.new[asname] = rules.join(target)
                 imports.modules.add(rules.join(target))
                 out.append(cst.Import(names=[cst.ImportAlias(
-                    name=cst.parse_expression(rules.join(target)), asname=_as(asname))]))
+                    name=cst.parse_expression(rules.join(target)),
+                    asname=_as(asname if asname != rules.join(target) else None))]))
             else:
+                module = rules.IMPORT_INSTEAD.get(module, module)
                 imports.new[module.split(".")[0]] = module.split(".")[0]
                 imports.modules.add(module)
                 out.append(cst.Import(names=[cst.ImportAlias(name=cst.parse_expression(module))]))
@@ -128,6 +130,7 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
         return [cst.ImportFrom(module=cst.parse_expression(rules.join(target)), names=cst.ImportStar())]
     groups: dict[str, list[tuple[str, str | None]]] = {}
     kept: list[cst.ImportAlias] = []
+    extra: list[cst.BaseSmallStatement] = []
     for alias in node.names:
         name = _module_dotted(alias.name)
         local = alias.asname.name.value if alias.asname else name
@@ -140,6 +143,15 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
             imports.new[local] = full
             kept.append(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT))
             continue
+        if ":" not in target and (target in rules.IMPORT_INSTEAD or "." not in target):
+            # a top-level module (six.moves.cPickle -> pickle): a plain import under the old local name
+            # (references are renamed: `cPickle.load` -> `pickle.load`, so no Python 2 name is left)
+            module_name = rules.IMPORT_INSTEAD.get(target, target)
+            root = target.split(".")[0]
+            imports.new[root] = root
+            imports.modules.add(module_name)
+            extra.append(cst.Import(names=[cst.ImportAlias(name=cst.parse_expression(module_name))]))
+            continue
         if ":" in target:
             new_module, _, attr = target.partition(":")
             if "." in attr:
@@ -149,13 +161,12 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
             new_module, _, attr = target.rpartition(".")
         imports.new[local] = f"{new_module}.{attr}"
         if new_module == "builtins":
-            if local != attr:
-                groups.setdefault(new_module, []).append((attr, local))
-            continue
+            continue  # references are renamed to the builtin itself
         groups.setdefault(new_module, []).append((attr, local))
     out = []
     if kept:
         out.append(cst.ImportFrom(module=node.module, names=kept))
+    out.extend(extra)
     for new_module, names in groups.items():
         out.append(_import_from(new_module, names))
     return out
@@ -212,7 +223,7 @@ class _Analysis(cst.CSTVisitor):
             self.pending_ifs.append((node, test.value))
 
 
-class _Rewriter(m.MatcherDecoratableTransformer):
+class _Rewriter(cst.CSTTransformer):
     """Second pass: the rewrite itself (see the module docstring)."""
 
     METADATA_DEPENDENCIES = (ParentNodeProvider, ExpressionContextProvider, PositionProvider)
@@ -293,6 +304,7 @@ class _Rewriter(m.MatcherDecoratableTransformer):
             best = None
         if best is not None:
             return best[0] + full[len(best[1]):]
+        module = rules.IMPORT_INSTEAD.get(module, module)
         if module not in self.needed_imports:
             self.needed_imports.append(module)
         root = module.split(".")[0]
@@ -316,7 +328,9 @@ class _Rewriter(m.MatcherDecoratableTransformer):
         if isinstance(parent, cst.Attribute) and parent.attr is node:
             return False
         ctx = self.get_metadata(ExpressionContextProvider, node, None)
-        if ctx is not ExpressionContext.LOAD:
+        # attribute stores (theano.config.floatX = ...) are rewritten too; bare name stores are rebinds
+        if ctx is not ExpressionContext.LOAD and not (ctx is ExpressionContext.STORE
+                                                       and isinstance(node, cst.Attribute)):
             return False
         while isinstance(parent, cst.Attribute | cst.ImportAlias | cst.ImportFrom | cst.Import):
             if not isinstance(parent, cst.Attribute):
@@ -337,6 +351,8 @@ class _Rewriter(m.MatcherDecoratableTransformer):
         if norm.startswith("theano.config."):
             flag = norm.split(".")[2]
             if flag in rules.REMOVED_CONFIG:
+                if self.get_metadata(ExpressionContextProvider, original, None) is ExpressionContext.STORE:
+                    return updated  # the whole assignment is deleted (and reported) by its statement
                 if flag in rules.CONFIG_READ_VALUES:
                     value = rules.CONFIG_READ_VALUES[flag]
                     self.report(original, "review", f"`{'.'.join(old.split('.')[:3])}` no longer exists "
@@ -353,13 +369,13 @@ class _Rewriter(m.MatcherDecoratableTransformer):
             return updated
         full = rules.join(target)
         dotted = dotted_name(original)
+        if target.startswith("builtins:"):
+            return updated if dotted == target[9:] else cst.Name(target[9:])
         root, _, rest = dotted.partition(".")
         if root in self.imports.new:
             as_is = self.imports.new[root] + (f".{rest}" if rest else "")
             if as_is == full or _EQUIVALENT.get(as_is) == full:
                 return updated
-        if target == "pickle" and dotted == "cPickle":
-            return updated
         return cst.parse_expression(self.express(target)).with_changes(
             lpar=getattr(updated, "lpar", ()), rpar=getattr(updated, "rpar", ()))
 
@@ -533,21 +549,18 @@ class _Rewriter(m.MatcherDecoratableTransformer):
 
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         body = list(updated_node.body)
+        code = cst.Module(body=body).code
+        self.needed_imports = [mod for mod in self.needed_imports if f"{mod}." in code]
         if self.needed_imports:
             new_lines = [cst.SimpleStatementLine(body=[cst.Import(names=[cst.ImportAlias(
                 name=cst.parse_expression(mod))])]) for mod in self.needed_imports]
             index = _import_insert_index(body)
             body[index:index] = new_lines
-        if "six" in self.imports.old and not _uses_name(cst.Module(body=body), "six"):
-            body = [s for s in body if not _is_import_of(s, "six")]
+        if "six" in self.imports.old:
+            without = [s for s in body if not _is_import_of(s, "six")]
+            if len(without) < len(body) and not _name_loaded(cst.Module(body=without), "six"):
+                body = without
         return updated_node.with_changes(body=body)
-
-
-def _uses_name(module: cst.Module, name: str) -> bool:
-    for node in m.findall(module, m.Name(name)):
-        del node
-        return _name_loaded(module, name)
-    return False
 
 
 def _name_loaded(module: cst.Module, name: str) -> bool:

@@ -74,9 +74,9 @@ class LeNetConvPoolLayer(object):
         self.input = input
 
 
-def evaluate_lenet5(learning_rate=0.1, n_epochs=200,
+def evaluate_lenet5(learning_rate=0.2, n_epochs=200,
                     dataset='mnist.pkl.gz',
-                    nkerns=[4, 8], batch_size=20):
+                    nkerns=[6, 12], batch_size=20):
     rng = numpy.random.RandomState(23455)
 
     datasets = load_data(dataset)
