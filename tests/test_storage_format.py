@@ -267,3 +267,20 @@ def test_zip_named_npy_is_rejected_even_without_pk_suffix(tmp_path):
     with zipfile.ZipFile(ds / "x.npy", "w") as z:
         z.writestr("x.npy", b"data")
     _raises_naming(ds, "npz", ds / "x.npy")
+
+
+def test_read_rows_copies_split_rows(ds_path):
+    ds = open_dataset(ds_path)
+    part = ds.split(5, 45)
+    got = part.read_rows("x", 3, 10)
+    np.testing.assert_array_equal(got, ds["x"][8:15])
+    assert got.flags.writeable and not isinstance(got, np.memmap)
+    buf = np.empty((16, 4), np.float32)
+    assert np.shares_memory(part.read_rows("x", 0, 16, out=buf), buf)
+    with pytest.raises(ConfigError, match="read_rows"):
+        part.read_rows("x", 30, 41)
+    with pytest.raises(ConfigError, match="out must be"):
+        part.read_rows("x", 0, 4, out=np.empty((4, 4), np.float64))
+    os.truncate(ds.fields["x"].path, ds.fields["x"].offset + 10)  # shrunk after opening
+    with pytest.raises(DatasetError, match="x.npy.*truncated while open"):
+        ds.read_rows("x", 0, 50)

@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import itertools
+import mmap
 import pickle
 import zipfile
 import zlib
@@ -25,7 +26,7 @@ from numpy.lib import format as npformat
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.group import build_group
 from symtrain.storage.manifest import check_field_name
-from symtrain.storage.npyfile import check_dtype
+from symtrain.storage.npyfile import check_dtype, read_into
 from symtrain.storage.writer import DatasetWriter
 
 CHUNK_BYTES = 64 << 20
@@ -139,8 +140,18 @@ def _aligned(arrays: Mapping[str, Any], where: str | Path) -> tuple[dict[str, An
 
 
 def _sliced(arrays: Mapping[str, Any], n: int, step: int) -> Batches:
+    """Row chunks; C-ordered .npy memmaps are read with pread (no mapped pages pile up in the process)."""
     for s in range(0, n, step):
-        yield {k: np.ascontiguousarray(a[s:s + step]) for k, a in arrays.items()}
+        e = min(s + step, n)
+        batch = {}
+        for k, a in arrays.items():
+            if (isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.flags.c_contiguous
+                    and a.filename and a.ndim):  # a whole-file memmap (a slice keeps the base's offset)
+                row = a.dtype.itemsize * int(np.prod(a.shape[1:]))
+                batch[k] = read_into(a.filename, a.offset + s * row, np.empty((e - s, *a.shape[1:]), a.dtype))
+            else:
+                batch[k] = np.ascontiguousarray(a[s:e])
+        yield batch
 
 
 # ------------------------------------------------------------------------------------------ array-likes

@@ -19,18 +19,18 @@ from symtrain.storage.manifest import MANIFEST, combine_fingerprint, field_hashe
 from symtrain.storage.npyfile import read_header
 from symtrain.storage.reader import Dataset, open_dataset
 
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 16 << 20  # statistics hold a few float64 copies of a chunk
 MAX_LABELS = 1000  # histogram only for integer columns with at most this many distinct values
 FIRST_ROWS = 5
 
 
 def _chunks(ds: Dataset, name: str, chunk_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, rows as a read-only memmap slice) in chunks of about ``chunk_bytes``."""
+    """(first row, rows) in chunks of about ``chunk_bytes``, read into one reused buffer (not mapped)."""
     f = ds.field(name)
-    step = max(1, chunk_bytes // max(1, f.row_bytes))
-    data = ds[name]
+    step = max(1, min(ds.rows, chunk_bytes // max(1, f.row_bytes)))
+    buf = np.empty((step, *f.shape), f.dtype)
     for s in range(0, ds.rows, step):
-        yield s, data[s:s + step]
+        yield s, ds.read_rows(name, s, min(s + step, ds.rows), out=buf)
 
 
 def _bar(total: int, desc: str, progress: bool):

@@ -112,3 +112,21 @@ def header_bytes(dtype: np.dtype, shape: tuple[int, ...], total: int | None = No
 def reserved_header_size(dtype: np.dtype, row_shape: tuple[int, ...]) -> int:
     """Header size that fits any row count up to 10**18, so it can be rewritten in place at the end."""
     return len(header_bytes(dtype, (10**18, *row_shape)))
+
+
+def read_into(path: str | Path, offset: int, out: np.ndarray) -> np.ndarray:
+    """Fill the C-contiguous ``out`` with the bytes of ``path`` from ``offset`` (pread, no mapping), so that
+    reading a file larger than RAM leaves no mapped pages counted against the process."""
+    view = memoryview(out).cast("B") if out.nbytes else memoryview(b"")
+    done = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got == 0:
+                raise DatasetError(path, f"ended after {offset + done} bytes, before the data its header declares "
+                                   "(truncated while open?)")
+            done += got
+    finally:
+        os.close(fd)
+    return out

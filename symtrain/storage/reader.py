@@ -16,7 +16,7 @@ import numpy as np
 
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.manifest import FieldSpec, Manifest, read_manifest
-from symtrain.storage.npyfile import check_size, read_header
+from symtrain.storage.npyfile import check_size, read_header, read_into
 from symtrain.validate import check_path_arg
 
 
@@ -121,6 +121,24 @@ class Dataset:
     def __getitem__(self, name: str) -> np.ndarray:
         """The rows of this dataset (or split) of field ``name``, as a read-only memmap view (no copy)."""
         return self.memmap(name)[self.start:self.stop]
+
+    def read_rows(self, name: str, start: int = 0, stop: int | None = None, out: np.ndarray | None = None
+                  ) -> np.ndarray:
+        """Copy rows [start, stop) of this split of field ``name`` into an owned C-contiguous array (``out``
+        reused when given) by reading the file: bounded memory, no file pages mapped into the process."""
+        f = self.field(name)
+        stop = self.rows if stop is None else stop
+        if not 0 <= start <= stop <= self.rows:
+            raise ConfigError(f"{self.path}: read_rows({start}, {stop}) is outside 0..{self.rows}")
+        n = stop - start
+        if out is None:
+            out = np.empty((n, *f.shape), f.dtype)
+        else:
+            if out.dtype != f.dtype or out.shape[1:] != f.shape or len(out) < n or not out.flags.c_contiguous:
+                raise ConfigError(f"read_rows: out must be C-contiguous {f.dtype} with rows of shape {f.shape} "
+                                  f"and at least {n} rows")
+            out = out[:n]
+        return read_into(f.path, f.offset + (self.start + start) * f.row_bytes, out)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.fields)

@@ -105,7 +105,7 @@ def shuffle_dataset(src: str | Path, dst: str | Path, seed: int, *, memory_limit
                 bounds = np.searchsorted(ids[order], np.arange(buckets + 1))
                 counts += np.diff(bounds)
                 for name in names:
-                    rows = np.take(ds[name][s:e], order, axis=0)
+                    rows = np.take(ds.read_rows(name, s, e), order, axis=0)
                     for b in np.flatnonzero(np.diff(bounds)):
                         store.write(int(b), name, rows[bounds[b]:bounds[b + 1]])
                     del rows
