@@ -114,6 +114,17 @@ def test_plain_wait_and_restore_best(env):
     assert np.array_equal(model.W.get_value(), seen["W"])  # the best state, not the last
 
 
+def test_resuming_an_early_stopped_run_stays_stopped(env, tmp_path):
+    _, _, model, _ = env
+    model.reset()
+    h = fit(model.step, model.stream, 5, validation=scripted([1.0, 2.0]), early_stopping=EarlyStopping(wait=1),
+            run_dir=tmp_path, progress=False)
+    assert h.stop_reason == "early_stopping" and h.global_step == 36
+    h = fit(model.step, model.stream, 5, validation=scripted([]), early_stopping=EarlyStopping(wait=1),
+            run_dir=tmp_path, resume=True, progress=False)
+    assert h.stop_reason == "early_stopping" and h.global_step == 36 and "before the resume" in h.message
+
+
 def test_early_stopping_config_errors():
     with pytest.raises(ConfigError, match="patience"):
         EarlyStopping()

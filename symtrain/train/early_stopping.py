@@ -92,6 +92,10 @@ class EarlyStopping(Callback):
         return f"patience exhausted ({self.patience} steps) without significant improvement of {self.monitor!r}"
 
     # as a callback ---------------------------------------------------------------------------------
+    def on_fit_begin(self, trainer: Any) -> None:
+        if self.stopped_at is not None:  # resumed from a run that had already stopped early: stay stopped
+            trainer.request_stop("early_stopping", f"{self.reason()} (at step {self.stopped_at + 1}, before the resume)")
+
     def on_validation_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
         if self.monitor not in metrics:
             raise ConfigError(f"EarlyStopping: monitor={self.monitor!r} is not among the validation metrics "
