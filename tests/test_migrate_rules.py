@@ -497,3 +497,41 @@ def test_cli_modes(tmp_path, capsys):
 def test_cli_missing_path(tmp_path, capsys):
     assert main(["migrate", str(tmp_path / "nope.py")]) == 2
     assert "nope.py" in capsys.readouterr().err
+
+
+def test_cli_out_of_core_after_the_rename(tmp_path, capsys):
+    script = tmp_path / "s.py"
+    script.write_text(textwrap.dedent('''\
+        import numpy
+        import theano
+        import theano.tensor as T
+
+
+        def shared_dataset(data_xy, borrow=True):
+            data_x, data_y = data_xy
+            shared_x = theano.shared(numpy.asarray(data_x, dtype=theano.config.floatX), borrow=borrow)
+            shared_y = theano.shared(numpy.asarray(data_y, dtype=theano.config.floatX), borrow=borrow)
+            return shared_x, T.cast(shared_y, "int32")
+
+
+        train_x, train_y = shared_dataset((numpy.load("x.npy", mmap_mode="r"), numpy.load("y.npy", mmap_mode="r")))
+        index = T.lscalar()
+        x = T.matrix("x")
+        f = theano.function([index], x.sum(), givens={x: train_x[index * 10:(index + 1) * 10]})
+        '''))
+    assert main(["migrate", "--write", "--no-backup", "--out-of-core", str(script)]) == 0
+    new = script.read_text()
+    assert "shared_x = symtrain.shared(numpy.asarray(data_x, dtype=pytensor.config.floatX)" in new
+    assert "f = symtrain.function([index]" in new
+    assert "import theano" not in new
+    assert "now streams" in capsys.readouterr().err
+
+
+def test_write_keeps_encoding_and_mode(tmp_path):
+    script = tmp_path / "old.py"
+    script.write_bytes("# -*- coding: latin-1 -*-\nimport theano\nname = 'r\xe9seau'\n".encode("latin-1"))
+    script.chmod(0o755)
+    assert main(["migrate", "--write", "--no-report", str(script)]) == 0
+    assert script.read_bytes() == "# -*- coding: latin-1 -*-\nimport pytensor\nname = 'r\xe9seau'\n".encode("latin-1")
+    assert script.stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "old.py.bak").read_bytes().startswith(b"# -*- coding: latin-1")

@@ -7,7 +7,9 @@ layer the rewritten code calls lives in ``symtrain.migrate.runtime`` and ``symtr
 
 from __future__ import annotations
 
+import io
 import os
+import tokenize
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +31,19 @@ class Result:
     new: str
     python2: bool = False
     findings: list[Finding] = field(default_factory=list)
+    encoding: str = "utf-8"
 
     @property
     def changed(self) -> bool:
         return self.old != self.new
 
 
-def migrate_source(source: str, path: str = "<string>") -> Result:
-    """Rewrite one module's source text; raise MigrationError if it is neither Python 3 nor Python 2."""
+def migrate_source(source: str, path: str = "<string>", out_of_core: bool = False) -> Result:
+    """Rewrite one module's source text; raise MigrationError if it is neither Python 3 nor Python 2.
+
+    ``out_of_core=True`` also applies the streaming rewrite of ``shared_dataset`` where it is safe
+    (``symtrain.migrate.out_of_core``, rules in docs/out-of-core-legacy.md).
+    """
     python3_syntax = py2.parses_as_python3(source)
     python2 = not python3_syntax or py2.looks_like_python2(source)
     text = py2.convert(source, path, python3_syntax) if python2 else source
@@ -50,6 +57,11 @@ def migrate_source(source: str, path: str = "<string>") -> Result:
         findings += found
     module, found = rewrite_module(module, path, python2)
     findings += found
+    if out_of_core:
+        from symtrain.migrate.out_of_core import rewrite_out_of_core
+
+        module, found = rewrite_out_of_core(module, path)
+        findings += found
     return Result(path, source, module.code, python2, findings)
 
 
@@ -67,18 +79,30 @@ def iter_python_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
             raise MigrationError(f"{path}: no such file or directory")
 
 
-def migrate_file(path: Path) -> Result:
-    """Read and rewrite one file (nothing is written)."""
+def read_source(path: Path) -> tuple[str, str]:
+    """A file's text and its encoding (the PEP 263 coding cookie, or UTF-8; latin-1 if it is not UTF-8)."""
+    data = path.read_bytes()
     try:
-        source = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        source = path.read_text(encoding="latin-1")
-    return migrate_source(source, str(path))
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError:
+        encoding = "utf-8"
+    try:
+        return data.decode(encoding), encoding
+    except (UnicodeDecodeError, LookupError):
+        return data.decode("latin-1"), "latin-1"
 
 
-def migrate_paths(paths: Iterable[str | os.PathLike]) -> list[Result]:
+def migrate_file(path: Path, out_of_core: bool = False) -> Result:
+    """Read and rewrite one file (nothing is written)."""
+    source, encoding = read_source(path)
+    result = migrate_source(source, str(path), out_of_core=out_of_core)
+    result.encoding = encoding
+    return result
+
+
+def migrate_paths(paths: Iterable[str | os.PathLike], out_of_core: bool = False) -> list[Result]:
     """Rewrite every Python file under ``paths`` in memory."""
-    return [migrate_file(p) for p in iter_python_files(paths)]
+    return [migrate_file(p, out_of_core) for p in iter_python_files(paths)]
 
 
 __all__ = ["Result", "Finding", "migrate_source", "migrate_file", "migrate_paths", "iter_python_files",

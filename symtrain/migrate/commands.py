@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 
 from symtrain.atomic import write_file_atomic
@@ -25,6 +26,9 @@ def register(subparsers) -> None:
                       help="exit 1 if any file would change (for CI); print nothing else but the names")
     p.add_argument("--no-backup", action="store_true", help="with --write: do not keep FILE.bak")
     p.add_argument("--no-report", action="store_true", help="do not print the report")
+    p.add_argument("--out-of-core", action="store_true",
+                   help="also stream tutorial-style shared_dataset variables through symtrain.shared where "
+                        "that is safe (see docs/out-of-core-legacy.md); reported otherwise")
     p.set_defaults(run=run, mode="diff")
 
 
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     findings = []
     changed = 0
     for path in iter_python_files(args.paths):
-        result = migrate_file(path)
+        result = migrate_file(path, out_of_core=args.out_of_core)
         findings += result.findings
         if not result.changed:
             continue
@@ -44,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
                 result.old.splitlines(keepends=True), result.new.splitlines(keepends=True),
                 fromfile=f"a/{path}", tofile=f"b/{path}"))
         elif args.mode == "write":
+            mode = path.stat().st_mode & 0o7777
             if not args.no_backup:
-                write_file_atomic(path.with_name(path.name + ".bak"), result.old.encode("utf-8"))
-            write_file_atomic(path, result.new.encode("utf-8"))
+                backup = path.with_name(path.name + ".bak")
+                write_file_atomic(backup, result.old.encode(result.encoding))
+                os.chmod(backup, mode)
+            write_file_atomic(path, result.new.encode(result.encoding))
+            os.chmod(path, mode)
             print(f"rewrote {path}", file=sys.stderr)
         else:
             print(f"would rewrite {path}")

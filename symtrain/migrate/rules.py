@@ -190,6 +190,15 @@ FLAGS_VARIABLES = {"THEANO_FLAGS": "PYTENSOR_FLAGS", "AESARA_FLAGS": "PYTENSOR_F
 PICKLE_LOADS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "_pickle.load", "_pickle.loads"}
 PICKLE_FILE_ARG = {"pickle.load": 0, "pickle.dump": 1, "pickle.Unpickler": 0, "pickle.Pickler": 0}
 
+# Names that still work in PyTensor 3.0.7 but warn and will go: reported for review, not rewritten.
+DEPRECATED = {
+    "aesara.tensor.random.utils.RandomStream": "RandomStream is deprecated in PyTensor 3 (FutureWarning): the "
+    "future-proof form is rng = pt.random.shared_rng(seed), next_rng, x = rng.normal(...), "
+    "updates={rng: next_rng}",
+    "aesara.tensor.random.RandomStream": "RandomStream is deprecated in PyTensor 3 (FutureWarning): the "
+    "future-proof form is rng = pt.random.shared_rng(seed) with explicit updates",
+}
+
 SIX_VALUES = {"six.PY2": "False", "six.PY3": "True"}
 SIX_DICT_METHODS = {"six.iteritems": "items", "six.itervalues": "values", "six.iterkeys": "keys"}
 

@@ -361,6 +361,8 @@ class _Rewriter(cst.CSTTransformer):
                     text = (f"({value})" if rest else value) + "".join(f".{r}" for r in rest)
                     return cst.parse_expression(text)
                 self.report(original, "untranslated", f"`{old}` no longer exists in PyTensor's config")
+        if old in rules.DEPRECATED:
+            self.report(original, "review", rules.DEPRECATED[old])
         target, why = self.map_name(old)
         if why is not None:
             self.report_missing(original, dotted_name(original), why)
