@@ -176,6 +176,8 @@ DISK_FULL = _CKPT_IMPORT + """
 import json, resource, signal, sys
 import numpy as np
 from symtrain.storage import write_dataset
+from symtrain.storage.convert import convert
+from symtrain.storage.shuffle import shuffle_dataset
 root = pathlib.Path(sys.argv[1])
 out = {}
 ck = root / "run" / "checkpoints"
@@ -186,6 +188,8 @@ big = {"x": np.ones((4096, 128), np.float32)}   # 2 MiB: over the limit
 for name, call in [
     ("dataset_new", lambda: write_dataset(root / "new", big)),
     ("dataset_overwrite", lambda: write_dataset(root / "existing", big, overwrite=True)),
+    ("shuffle", lambda: shuffle_dataset(root / "big", root / "shuffled", 1, progress=False)),
+    ("convert", lambda: convert(root / "big.npy", root / "converted", progress=False)),
     ("checkpoint", lambda: ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 10), {"w": np.ones(10**6)},
                                                  {"cursor": {"epoch": 0}})),
 ]:
@@ -203,6 +207,9 @@ def disk_full(tmp_path_factory):
     root = tmp_path_factory.mktemp("disk_full")
     existing = st.write_dataset(root / "existing", {"x": np.arange(300, dtype=np.float32).reshape(100, 3)})
     before = _tree_hash(existing)
+    big = np.ones((4096, 128), np.float32)  # 2 MiB, over the 256 KiB file size limit of the subprocess
+    st.write_dataset(root / "big", {"x": big})
+    np.save(root / "big.npy", big)
     res = _run(DISK_FULL, root)
     assert res.returncode == 0, res.stderr
     return root, before, json.loads(res.stdout.strip().splitlines()[-1])
@@ -224,6 +231,15 @@ def test_disk_full_while_overwriting_leaves_old_dataset_intact(disk_full):
     assert _tree_hash(root / "existing") == before
     ds = st.open_dataset(root / "existing")
     assert ds.rows == 100 and ds["x"][99, 2] == 299
+
+
+@pytest.mark.parametrize("command,target", [("shuffle", "shuffled"), ("convert", "converted")])
+def test_disk_full_in_shuffle_and_convert(disk_full, command, target):
+    root, _, out = disk_full
+    kind, msg, _ = out[command]
+    assert not (root / target).exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith(f".{target}.")] == []
+    assert kind == "DatasetError" and target in msg and "File too large" in msg, out[command]
 
 
 def test_disk_full_while_writing_checkpoint_keeps_previous(disk_full):

@@ -126,6 +126,9 @@ def shuffle_dataset(src: str | Path, dst: str | Path, seed: int, *, memory_limit
                     perm = rng.permutation(n)
                     w.append({k: np.take(v, perm, axis=0) for k, v in parts.items()})
                     bar.update(n)
+    except OSError as exc:  # a full disk (ENOSPC/EFBIG) while scattering into the temporary buckets
+        raise DatasetError(dst, f"shuffle failed writing its temporary buckets: {exc.strerror or exc}; "
+                           "nothing was written to the target (it needs the dataset's size free next to it)") from exc
     finally:
         store.close()
         shutil.rmtree(scratch, ignore_errors=True)
