@@ -351,6 +351,8 @@ CASES = {
         scale = numpy.sqrt(6. / (n_in + n_out))
         minutes = (end_time - start_time) / 60.
         ratio = errors / total_seen
+        width = 1.5
+        half = width / 2
         print 'done'
         """,
         """\
@@ -361,6 +363,8 @@ CASES = {
         scale = numpy.sqrt(6. / (n_in + n_out))
         minutes = (end_time - start_time) / 60.
         ratio = errors / total_seen
+        width = 1.5
+        half = width / 2
         print('done')
         """),
     "python2_future_division_untouched": (
@@ -397,6 +401,23 @@ CASES = {
         pairs = zip(a, b)
         n = len(x) / 2
         print("a", 1)
+        """),
+    "ifelse_scan_functions": (
+        """\
+        import theano
+        from theano import ifelse
+        from theano.sandbox.linalg import ops as linops
+        a = theano.ifelse.ifelse(c, x, y) + ifelse.ifelse(c, x, y)
+        out, upd = theano.scan_module.scan(fn, sequences=[x])
+        inv = linops.matrix_inverse(m)
+        """,
+        """\
+        import pytensor
+        from pytensor import ifelse
+        from pytensor.tensor import nlinalg as linops
+        a = ifelse(c, x, y) + ifelse(c, x, y)
+        out, upd = pytensor.scan(fn, sequences=[x])
+        inv = linops.matrix_inverse(m)
         """),
     "consider_constant_and_compat": (
         """\

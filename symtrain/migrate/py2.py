@@ -100,10 +100,12 @@ def _is_float(node: cst.BaseExpression) -> bool:
     return False
 
 
-def _is_int(node: cst.BaseExpression, int_names: set[str]) -> bool:
+def _is_int(node: cst.BaseExpression, int_names: set[str], floats: frozenset[str] = frozenset()) -> bool:
     if isinstance(node, cst.Integer):
         return True
     if isinstance(node, cst.Name):
+        if node.value in floats:
+            return False
         return node.value in int_names or bool(_INT_NAME.search(node.value))
     if isinstance(node, cst.Attribute):
         return bool(_INT_NAME.search(node.attr.value))
@@ -114,30 +116,38 @@ def _is_int(node: cst.BaseExpression, int_names: set[str]) -> bool:
         return isinstance(node.func, cst.Name) and node.func.value in ("len", "int")
     if isinstance(node, cst.BinaryOperation) and isinstance(
             node.operator, cst.Add | cst.Subtract | cst.Multiply | cst.FloorDivide | cst.Modulo):
-        return _is_int(node.left, int_names) and _is_int(node.right, int_names)
+        return _is_int(node.left, int_names, floats) and _is_int(node.right, int_names, floats)
     return False
 
 
 class _IntNames(cst.CSTVisitor):
-    """Names assigned an integer literal, ``len(...)`` or a ``.shape[i]`` anywhere in the file."""
+    """Names assigned an integer literal, ``len(...)`` or a ``.shape[i]`` anywhere in the file, and names
+    ever assigned a float (those are never taken for integers, whatever they are called)."""
 
     def __init__(self) -> None:
         self.names: set[str] = set()
+        self.floats: set[str] = set()
 
     def visit_Assign(self, node: cst.Assign) -> None:
-        if _is_int(node.value, set()):
+        kind = self.names if _is_int(node.value, set()) else self.floats if _is_float(node.value) else None
+        if kind is not None:
             for t in node.targets:
                 if isinstance(t.target, cst.Name):
-                    self.names.add(t.target.value)
+                    kind.add(t.target.value)
+
+    def visit_Param(self, node: cst.Param) -> None:
+        if node.default is not None and _is_float(node.default):
+            self.floats.add(node.name.value)
 
 
 class _Division(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, path: str, int_names: set[str]):
+    def __init__(self, path: str, int_names: set[str], floats: set[str]):
         super().__init__()
         self.path = path
-        self.int_names = int_names
+        self.int_names = int_names - floats
+        self.floats = frozenset(floats)
         self.findings: list[Finding] = []
 
     def leave_BinaryOperation(self, original_node: cst.BinaryOperation, updated_node: cst.BinaryOperation):
@@ -148,7 +158,7 @@ class _Division(cst.CSTTransformer):
             return updated_node
         line = self.get_metadata(PositionProvider, original_node).start.line
         code = cst.Module(body=[]).code_for_node(original_node)
-        if _is_int(left, self.int_names) and _is_int(right, self.int_names):
+        if _is_int(left, self.int_names, self.floats) and _is_int(right, self.int_names, self.floats):
             self.findings.append(Finding(self.path, line, "review", f"`{code}`: integer division in Python 2, "
                                          "rewritten to `//`"))
             op = original_node.operator
@@ -164,7 +174,8 @@ class _Division(cst.CSTTransformer):
             return updated_node
         line = self.get_metadata(PositionProvider, original_node).start.line
         code = cst.Module(body=[]).code_for_node(original_node).strip()
-        if _is_int(original_node.target, self.int_names) and _is_int(original_node.value, self.int_names):
+        if _is_int(original_node.target, self.int_names, self.floats) and \
+                _is_int(original_node.value, self.int_names, self.floats):
             self.findings.append(Finding(self.path, line, "review", f"`{code}`: integer division in Python 2, "
                                          "rewritten to `//=`"))
             op = original_node.operator
@@ -182,6 +193,6 @@ def fix_division(module: cst.Module, path: str) -> tuple[cst.Module, list[Findin
         return module, []
     names = _IntNames()
     module.visit(names)
-    fixer = _Division(path, names.names)
+    fixer = _Division(path, names.names, names.floats)
     new = MetadataWrapper(module).visit(fixer)
     return new, fixer.findings

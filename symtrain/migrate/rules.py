@@ -48,6 +48,17 @@ OBJECTS: dict[str, str] = {
     "theano.gof.local_optimizer": "pytensor.graph.rewriting.basic:node_rewriter",
     "theano.gof.opt.local_optimizer": "pytensor.graph.rewriting.basic:node_rewriter",
     "theano.gof.COp": "pytensor.link.c.op:COp",
+    # pytensor.ifelse and pytensor.scan are the functions (the modules are shadowed by them)
+    "theano.ifelse.ifelse": "pytensor:ifelse",
+    "theano.scan_module.scan": "pytensor:scan",
+    "theano.scan.scan": "pytensor:scan",
+    "theano.scan_module.until": "pytensor.scan.utils:until",
+    "theano.scan_module.scan_utils.until": "pytensor.scan.utils:until",
+    "theano.sandbox.linalg.matrix_inverse": "pytensor.tensor.nlinalg:matrix_inverse",
+    "theano.sandbox.linalg.ops.matrix_inverse": "pytensor.tensor.nlinalg:matrix_inverse",
+    "theano.sandbox.linalg.det": "pytensor.tensor.nlinalg:det",
+    "theano.sandbox.linalg.ops.det": "pytensor.tensor.nlinalg:det",
+    "theano.sandbox.linalg.psd": "pytensor.tensor.linalg:psd",
     "theano.compat.OrderedDict": "collections:OrderedDict",
     "theano.compat.python2x.OrderedDict": "collections:OrderedDict",
     "theano.compat.izip": "builtins:zip",
@@ -102,6 +113,8 @@ MODULES: dict[str, str] = {
     "theano.tensor.basic_opt": "pytensor.tensor.rewriting.basic",
     "theano.scan_module": "pytensor.scan",
     "theano.misc.pkl_utils": RUNTIME,
+    "theano.sandbox.linalg": "pytensor.tensor.nlinalg",
+    "theano.sandbox.linalg.ops": "pytensor.tensor.nlinalg",
     "theano": "pytensor",
     "six.moves.cPickle": "pickle",
 }
@@ -127,6 +140,10 @@ UNTRANSLATABLE: dict[str, str] = {
                                                            "symtrain.nnet.pool_2d",
     "theano.tensor.signal.pool.Pool": "the pooling Op classes were removed: use symtrain.nnet.pool_2d",
     "theano.compat.python2x": "theano.compat.python2x was removed: use the standard library",
+    "theano.tensor.raw_random": "raw_random was removed: use the distributions of pytensor.tensor.random "
+                                "(or symtrain.migrate.runtime.RandomStreams for the old signatures)",
+    "theano.compile.debugmode": "DebugMode was removed: use mode='FAST_COMPILE' and pytensor's "
+                                "config.compute_test_value alternatives (tag.test_value checks)",
     "theano.compat.six": "theano.compat.six was removed: use the standard library",
     "theano.config.gpuarray": "GPU flags were removed",
 }
