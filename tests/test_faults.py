@@ -96,14 +96,14 @@ def test_field_file_truncated_while_streaming(dataset, loader):
     assert set(_loader_threads()) <= before
 
 
-@pytest.mark.parametrize("how", ["shorter", "same-size"])
-def test_field_file_replaced_while_streaming(dataset, how):
+@pytest.mark.parametrize("how,loader", [("shorter", "thread"), ("same-size", "thread"), ("same-size", "process")])
+def test_field_file_replaced_while_streaming(dataset, how, loader):
     """Replacing a field file (another writer, a user's cp) is detected at the next fill, even when the new
     file has the same size and header (the rows would silently be other data)."""
     x = dataset / "x.npy"
     arr = np.load(x)
     replacement = arr[:100] if how == "shorter" else arr[::-1].copy()
-    stream = st.ChunkStream(dataset, batch_size=20, chunk_rows=40, policy="sequential")
+    stream = st.ChunkStream(dataset, batch_size=20, chunk_rows=40, policy="sequential", loader=loader)
 
     def replace():
         tmp = dataset / "x.tmp.npy"

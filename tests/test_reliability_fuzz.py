@@ -198,8 +198,9 @@ def mutated_manifest(draw) -> bytes:
     raw = {"format": FORMAT_NAME, "format_version": 1, "rows": draw(st.integers(0, 2**63)), "fingerprint": "f",
            "fields": {"x": {"dtype": "<f4", "shape": [2], "file": "x.npy"}, "y": {"dtype": "|b1", "shape": []}},
            "metadata": {"k": draw(VALUES)}}
-    for _ in range(draw(st.integers(0, 2))):
-        where = draw(st.sampled_from(["rows", "format_version", "x.dtype", "x.shape", "y.file", "fields", "name"]))
+    wheres = draw(st.lists(st.sampled_from(["rows", "format_version", "x.dtype", "x.shape", "y.file", "name",
+                                            "fields"]), max_size=2, unique=True))
+    for where in sorted(wheres, key=lambda w: w == "fields"):  # replacing "fields" last keeps the paths valid
         if where in ("rows", "format_version"):
             raw[where] = draw(st.sampled_from([2**70, -1, 0, 1.0, True, None, "1", 2]))
         elif where == "x.dtype":
