@@ -9,7 +9,11 @@ import pytest
 
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage import open_dataset
-from symtrain.storage.digits import (
+
+pytest.importorskip("numba")  # absent from the Aesara test venv, which runs only backend tests
+pytest.importorskip("sklearn")
+
+from symtrain.storage.digits import (  # noqa: E402
     FEATURES,
     build_digits,
     digits_is_current,
