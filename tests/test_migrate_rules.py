@@ -490,7 +490,7 @@ def test_division_review_is_reported():
 
 
 def test_not_python_at_all():
-    with pytest.raises(MigrationError, match="bad.py"):
+    with pytest.raises(MigrationError, match=r"bad.py: .*line 1, column 7"):
         migrate_source("def f(:\n  return ]\n", "bad.py")
 
 
@@ -560,3 +560,32 @@ def test_write_keeps_encoding_and_mode(tmp_path):
     assert script.read_bytes() == "# -*- coding: latin-1 -*-\nimport pytensor\nname = 'r\xe9seau'\n".encode("latin-1")
     assert script.stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "old.py.bak").read_bytes().startswith(b"# -*- coding: latin-1")
+
+
+def test_symbolic_truth_tests_and_flag_mentions_are_reported():
+    src = textwrap.dedent('''\
+        """Run with THEANO_FLAGS=device=gpu python train.py"""
+        import theano
+        import theano.tensor as T
+        x = T.matrix()
+        class A:
+            def __init__(self):
+                self.W = theano.shared(0.)
+                if self.W:
+                    pass
+        if not x:
+            pass
+        ''')
+    result = migrate_source(src, "t.py")
+    assert sorted((f.line, f.kind) for f in result.findings) == [(1, "review"), (8, "review"), (10, "review")]
+    assert "if self.W:" in result.new  # reported, not guessed
+
+
+def test_cli_goes_on_past_a_bad_file(tmp_path, capsys):
+    (tmp_path / "a_bad.py").write_text("def f(:\n")
+    good = tmp_path / "b_good.py"
+    good.write_text("import theano\n")
+    assert main(["migrate", "--write", "--no-backup", str(tmp_path)]) == 2
+    assert good.read_text() == "import pytensor\n"
+    assert (tmp_path / "a_bad.py").read_text() == "def f(:\n"
+    assert "a_bad.py" in capsys.readouterr().err

@@ -105,6 +105,7 @@ def test_random_streams_old_signatures(cls):
     assert not np.array_equal(b, b2)  # the default updates advance the stream
 
 
+@pytest.mark.filterwarnings("ignore:Scan return signature will change")
 def test_random_updates_inside_scan_apply():
     """Trap 5: samples drawn inside scan advance when scan's updates go on to function."""
     ns = run("""\

@@ -8,6 +8,7 @@ import os
 import sys
 
 from symtrain.atomic import write_file_atomic
+from symtrain.errors import MigrationError
 
 
 def register(subparsers) -> None:
@@ -37,8 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     findings = []
     changed = 0
-    for path in iter_python_files(args.paths):
-        result = migrate_file(path, out_of_core=args.out_of_core)
+    failed = 0
+    files = list(iter_python_files(args.paths))  # a missing path stops the run before anything is written
+    for path in files:
+        try:
+            result = migrate_file(path, out_of_core=args.out_of_core)
+        except MigrationError as exc:  # one unparsable file does not stop the others
+            failed += 1
+            print(f"symtrain migrate: error: {exc}", file=sys.stderr)
+            continue
         findings += result.findings
         if not result.changed:
             continue
@@ -46,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if args.mode == "diff":
             sys.stdout.writelines(difflib.unified_diff(
                 result.old.splitlines(keepends=True), result.new.splitlines(keepends=True),
-                fromfile=f"a/{path}", tofile=f"b/{path}"))
+                fromfile=f"a/{str(path).lstrip('/')}", tofile=f"b/{str(path).lstrip('/')}"))
         elif args.mode == "write":
             mode = path.stat().st_mode & 0o7777
             if not args.no_backup:
@@ -60,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"would rewrite {path}")
     if not args.no_report:
         sys.stderr.write(format_report(findings))
+    if failed:
+        print(f"symtrain migrate: {failed} file(s) could not be parsed (left unchanged)", file=sys.stderr)
     if args.mode == "check":
         print(f"{changed} file(s) need migration" if changed else "all files migrated", file=sys.stderr)
-        return 1 if changed else 0
-    return 0
+        return 2 if failed else 1 if changed else 0
+    return 2 if failed else 0

@@ -76,7 +76,13 @@ def convert(source: str, path: str, python3_syntax: bool) -> str:
     try:
         tree = tool.refactor_string(text, path)
     except Exception as exc:  # fissix raises its own ParseError and tokenizer errors
-        raise MigrationError(f"{path}: not valid Python 3, and not Python 2 either: {exc}") from exc
+        context = getattr(exc, "context", None)
+        if context and len(context) == 2 and isinstance(context[1], tuple):
+            line, column = context[1]
+            where = f"line {line}, column {column + 1}: unexpected {getattr(exc, 'value', '')!r}"
+        else:
+            where = str(exc)
+        raise MigrationError(f"{path}: not valid Python 3, and not Python 2 either ({where})") from exc
     out = str(tree)
     return out if source.endswith("\n") else out[:-1]
 

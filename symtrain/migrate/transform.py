@@ -239,6 +239,7 @@ class _Rewriter(cst.CSTTransformer):
         self.binary_open: dict[cst.Call, str] = {}
         self.if_none: set[cst.If] = set()
         self.missing: dict[tuple[int, str], list[str]] = {}
+        self.symbolic_names: set[str] = set()
 
     # ---- helpers -------------------------------------------------------------------------------
     def line(self, node: cst.CSTNode) -> int:
@@ -457,6 +458,10 @@ class _Rewriter(cst.CSTTransformer):
         text = _string_value(original_node)
         if text in rules.FLAGS_VARIABLES:
             return _requote(updated_node, rules.FLAGS_VARIABLES[text])
+        if text is not None and text not in rules.FLAGS_VARIABLES and (
+                "THEANO_FLAGS" in text or "AESARA_FLAGS" in text):
+            self.report(original_node, "review", "mentions THEANO_FLAGS/AESARA_FLAGS, which PyTensor ignores: "
+                        "use PYTENSOR_FLAGS (device= and GPU flags no longer exist)")
         if text is not None and (".theanorc" in text or ".aesararc" in text):
             self.report(original_node, "review", "PyTensor reads ~/.pytensorrc, not ~/.theanorc/.aesararc: "
                         "move the settings there")
@@ -525,6 +530,14 @@ class _Rewriter(cst.CSTTransformer):
 
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         if original_node not in self.if_none:
+            test = original_node.test
+            if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+                test = test.expression
+            name = dotted_name(test)
+            if name is not None and name in self.symbolic_names:
+                self.report(original_node, "review", f"`if {name}:` on a symbolic variable raises in PyTensor "
+                            f"(TensorVariable cannot be converted to bool): use `{name} is None` / "
+                            f"`is not None`")
             return updated_node
         test = updated_node.test
         negated = isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
@@ -680,6 +693,20 @@ def _symbolic_default_ifs(analysis: _Analysis, rewriter: _Rewriter) -> set[cst.I
     return found
 
 
+def _symbolic_names(module: cst.Module, rewriter: _Rewriter) -> set[str]:
+    """Names (``x``, ``self.W``) assigned a Theano/Aesara call somewhere: ``T.matrix()``, ``theano.shared()``."""
+    names = set()
+    for assign in m.findall(module, m.Assign(value=m.Call())):
+        old = rewriter.old_name(assign.value.func)
+        if old is None or not rules.normalize(old).startswith("theano."):
+            continue
+        for target in assign.targets:
+            name = dotted_name(target.target)
+            if name is not None:
+                names.add(name)
+    return names
+
+
 def _defaulted_inputs(module: cst.Module, rewriter: _Rewriter) -> bool:
     for call in m.findall(module, m.Call()):
         old = rewriter.old_name(call.func)
@@ -706,6 +733,7 @@ def rewrite_module(module: cst.Module, path: str, python2: bool = False) -> tupl
     wrapper.visit(pickles)
     pickles.finish()
     rewriter.if_none = _symbolic_default_ifs(analysis, rewriter)
+    rewriter.symbolic_names = _symbolic_names(wrapper.module, rewriter)
     new = wrapper.visit(rewriter)
     rewriter.flush_missing()
     return new, rewriter.findings
