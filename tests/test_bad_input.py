@@ -281,6 +281,21 @@ LEGACY_NNET = [
     ("nnet:conv-border", lambda e: st.nnet.conv2d(e.pt.tensor4("img"), e.pt.tensor4("k"), filter_shape=(2, 1, 3, 3),
                                                   border_mode="wide"), ConfigError, r"border_mode"),
     ("nnet:es-no-rule", lambda e: st.EarlyStopping(), ConfigError, r"EarlyStopping needs patience"),
+    ("nnet:softmax-scalar", lambda e: st.nnet.softmax(e.pt.scalar("s")), ConfigError,
+     r"softmax: x must have at least 1 dimension"),
+    ("nnet:crossentropy-shapes", lambda e: st.nnet.categorical_crossentropy(e.pt.matrix("p"), e.pt.tensor3("t")),
+     ConfigError, r"categorical_crossentropy: true_dist must have the shape of coding_dist"),
+    ("nnet:conv-3d-input", lambda e: st.nnet.conv2d(e.pt.tensor3("img"), e.pt.tensor4("k"), filter_shape=(2, 1, 3, 3)),
+     ConfigError, r"conv2d: input must be 4-d"),
+    ("nnet:conv-filter-shape", lambda e: st.nnet.conv2d(e.pt.tensor4("img"), e.pt.tensor4("k"), filter_shape=(2, 3, 3)),
+     ConfigError, r"conv2d: filter_shape must have 4 entries"),
+    ("nnet:pool-mode", lambda e: st.nnet.pool_2d(e.pt.tensor4("i"), ws=(2, 2), ignore_border=True, mode="median"),
+     ConfigError, r"pool_2d: mode must be one of"),
+    ("nnet:dropout-p", lambda e: st.nnet.dropout(e.pt.matrix("m"), 1.5, None), ConfigError,
+     r"dropout: p must be a number in \[0, 1\)"),
+    ("nnet:batchnorm-axes", lambda e: st.nnet.batch_normalization_train(e.pt.matrix("m"), e.pt.vector("g"),
+                                                                       e.pt.vector("b"), axes=(5,)),
+     ConfigError, r"axes \(5,\) are not distinct axes of a 2-d input"),
 ]
 
 CASES = OPEN + WRITE + STREAM + STEP + OPTIM + LEGACY_NNET
