@@ -9,6 +9,7 @@ restored); each pays the import and a FAST_COMPILE compile (a few seconds).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -116,10 +117,12 @@ def test_sigkill_mid_epoch_after_resume_and_at_epoch_boundary_resumes_to_the_bit
     tmp, data = setup
     run = tmp / "killed"
     spe = 200 // 16  # 12 steps per epoch, 4 buffer fills (48, 48, 48, 48 -> last one 8 rows: dropped)
-    # 1) killed at step 9 of epoch 0 (last checkpoint at step 5); 2) resumed and killed on its 2nd step;
-    # 3) resumed and killed right after the epoch-1 boundary (epoch checkpoint just written);
+    # 1) killed at a random step of epoch 0 (checkpoints every 5 steps); 2) resumed and killed on its 2nd
+    # step; 3) resumed and killed right after the epoch-1 boundary (epoch checkpoint just written);
     # 4) resumed to the end.
-    for kill, resume in [("step:9", False), ("after_resume:2", True), ("epoch_begin:2", True), ("none:0", True)]:
+    k = random.randint(1, spe - 1)
+    print(f"first run killed after step {k}")  # shown if the test fails
+    for kill, resume in [(f"step:{k}", False), ("after_resume:2", True), ("epoch_begin:2", True), ("none:0", True)]:
         proc = _train(tmp, data, run, kill, resume)
         if kill == "none:0":
             assert proc.returncode == 0, proc.stderr
