@@ -251,6 +251,28 @@ def test_exact_resume_with_gradient_accumulation(tmp_path):
             _same(model.state(), reference)
 
 
+def test_resume_repeats_no_validation_and_same_history(env, tmp_path):
+    _, _, model, ev = env
+    kwargs = dict(validation=ev, validate_every_steps=6, early_stopping=EarlyStopping(wait=50), progress=False)
+    model.reset()
+    ref = fit(model.step, model.stream, 2, **kwargs)
+    reference = model.state()
+
+    class StopAt(Callback):  # step 18 ends epoch 0 and is a validation step: the cut falls between them
+        def on_step_end(self, trainer, step, metrics):
+            if trainer.global_step == 18:
+                trainer.request_stop("interrupted")
+
+    model.reset()
+    fit(model.step, model.stream, 2, run_dir=tmp_path, callbacks=[StopAt()], **kwargs)
+    kwargs["early_stopping"] = EarlyStopping(wait=50)
+    h = fit(model.step, model.stream, 2, run_dir=tmp_path, resume=True, **kwargs)
+    assert [v["step"] for v in h.validations] == [v["step"] for v in ref.validations] == [6, 12, 18, 24, 30, 36]
+    assert h.validations == ref.validations and h.best == ref.best
+    assert [e["loss"] for e in h.epochs] == [e["loss"] for e in ref.epochs]
+    _same(model.state(), reference)
+
+
 # ----- callbacks, metrics log, plot -----------------------------------------------------------------------
 
 def test_callback_order_and_metrics_log(env, tmp_path):

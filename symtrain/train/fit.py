@@ -84,6 +84,7 @@ class Trainer:
         self.epoch_count = 0
         self.epoch_validation: dict[str, float] = {}
         self.improved = False
+        self.last_validated = -1  # global step of the last validation (none yet)
         self.best_values: dict[str, Any] | None = None
         self.keep_best_in_memory = False
         self.stop_reason = ""
@@ -126,7 +127,7 @@ class Trainer:
             "accumulate": int(getattr(self.step, "accumulate", 1)),
             "epochs": self.epochs,
             "epoch_state": {"sums": self.epoch_sums, "count": self.epoch_count,
-                            "validation": self.epoch_validation},
+                            "validation": self.epoch_validation, "last_validated": self.last_validated},
             "history": self.history.to_dict(),
             "callbacks": self.callbacks.state(),
         }
@@ -167,6 +168,7 @@ class Trainer:
         self.epoch_sums = dict(es.get("sums", {}))
         self.epoch_count = int(es.get("count", 0))
         self.epoch_validation = dict(es.get("validation", {}))
+        self.last_validated = int(es.get("last_validated", -1))
         self.history = History.from_dict(meta.get("history", {}))
         self.history.stop_reason, self.history.message = "", ""
         self.history.resumed_from.append(str(c.path))
@@ -283,11 +285,9 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
 def _run(t: Trainer, validate: Callable | None, every_epochs: int | None, every_steps: int | None,
          on_nonfinite: str, handle_signals: bool, restore_best: bool) -> History:
     cbs, step, stream, spe = t.callbacks, t.step, t.stream, t.steps_per_epoch
-    last_validated = -1
     finished_ok = False
 
     def run_validation() -> None:
-        nonlocal last_validated
         if validate is None:
             return
         t0 = time.perf_counter()
@@ -304,7 +304,7 @@ def _run(t: Trainer, validate: Callable | None, every_epochs: int | None, every_
             if t.keep_best_in_memory:
                 t.best_values = ckpt.snapshot(t.variables)
         t.epoch_validation = metrics
-        last_validated = t.global_step
+        t.last_validated = t.global_step
         log.debug("validation at step %d took %.2f s: %s", t.global_step, time.perf_counter() - t0, metrics)
         cbs.call("on_validation_end", t, metrics)
 
@@ -377,7 +377,7 @@ def _run(t: Trainer, validate: Callable | None, every_epochs: int | None, every_
                 flushed = bool(step.flush()) if hasattr(step, "flush") else False
                 t.improved = False
                 if (every_epochs and (e + 1) % every_epochs == 0 or e + 1 == t.epochs) and (
-                        validate is not None and (last_validated != t.global_step or flushed)):
+                        validate is not None and (t.last_validated != t.global_step or flushed)):
                     run_validation()
                 if interrupt.requested:
                     t.request_stop("interrupted", f"{interrupt.requested} received")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from symtrain.train.callbacks import Callback
 JSONL = "metrics.jsonl"
 CSV = "metrics.csv"
 FIRST = ("kind", "epoch", "step", "time")
+
+log = logging.getLogger(__name__)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -75,6 +78,9 @@ class MetricsLog(Callback):
         if self._file is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             path = self.run_dir / JSONL
+            if self.lines and not path.is_file():
+                log.warning("%s is missing; starting a new metrics log", path)
+                self.lines = 0
             if self.lines == 0:
                 self._file = open(path, "w")
             else:  # resumed: keep exactly the lines the checkpoint saw
