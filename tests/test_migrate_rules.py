@@ -169,28 +169,38 @@ CASES = {
     "config_flags": (
         """\
         import theano
+        from theano import config
         theano.config.floatX = 'float32'
         theano.config.compute_test_value = 'warn'
         if theano.config.device == 'gpu':
             theano.config.warn.sum_div_dimshuffle_bug = False
+        config.scan.allow_gc = True
+        config.warn.ignore_bug_before = 'all'
+        with theano.config.change_flags(floatX='float64'):
+            pass
         """,
         """\
         import pytensor
+        from pytensor import config
         pytensor.config.floatX = 'float32'
         if 'cpu' == 'gpu':
+            pass
+        config.scan__allow_gc = True
+        config.warn__ignore_bug_before = 'all'
+        with pytensor.config.change_flags(floatX='float64'):
             pass
         """),
     "theano_flags_env": (
         """\
         import os
         os.environ['THEANO_FLAGS'] = 'mode=FAST_RUN,device=gpu0,lib.cnmem=0.5,floatX=float32'
-        os.environ.setdefault("AESARA_FLAGS", "floatX=float32,device=cuda")
+        os.environ.setdefault("AESARA_FLAGS", "floatX=float32,device=cuda,scan.allow_gc=True")
         flags = os.environ.get('THEANO_FLAGS', '')
         """,
         """\
         import os
         os.environ['PYTENSOR_FLAGS'] = 'mode=FAST_RUN,floatX=float32'
-        os.environ.setdefault("PYTENSOR_FLAGS", "floatX=float32")
+        os.environ.setdefault("PYTENSOR_FLAGS", "floatX=float32,scan__allow_gc=True")
         flags = os.environ.get('PYTENSOR_FLAGS', '')
         """),
     "random_streams": (
@@ -419,7 +429,7 @@ CASES = {
         import pytensor
         from pytensor import ifelse
         from pytensor.tensor import nlinalg as linops
-        a = ifelse(c, x, y) + ifelse(c, x, y)
+        a = pytensor.ifelse(c, x, y) + ifelse(c, x, y)
         out, upd = pytensor.scan(fn, sequences=[x])
         inv = linops.matrix_inverse(m)
         """),

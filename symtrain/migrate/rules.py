@@ -145,7 +145,6 @@ UNTRANSLATABLE: dict[str, str] = {
     "theano.compile.debugmode": "DebugMode was removed: use mode='FAST_COMPILE' and pytensor's "
                                 "config.compute_test_value alternatives (tag.test_value checks)",
     "theano.compat.six": "theano.compat.six was removed: use the standard library",
-    "theano.config.gpuarray": "GPU flags were removed",
 }
 
 # Aesara names whose Theano spelling differs or that moved after Aesara (checked with the real prefix).
@@ -193,14 +192,44 @@ DEFAULTED_INPUTS = {"theano.In": "value", "theano.compile.In": "value", "theano.
 FUNCTION_NAMES = {"theano.function", "theano.compile.function", "theano.compile.function.function",
                   "theano.compile.function_module.function"}
 
-# theano.config flags PyTensor no longer has. Assignments are deleted; reads of ``device`` become 'cpu'.
-REMOVED_CONFIG = ("device", "force_device", "init_gpu_device", "contexts", "gpuarray", "cuda", "lib",
-                  "nvcc", "dnn", "pycuda", "warn", "compute_test_value", "compute_test_value_opt",
-                  "print_test_value", "enable_initial_driver_test", "gpuelemwise", "magma", "ctc",
-                  "nocleanup_gpu", "experimental", "scan", "reoptimize_unpickled_function")
+# Every config flag PyTensor 3.0.7 has (pytensor.config._config_var_dict). A Theano flag outside this set
+# no longer exists; dotted spellings (``scan.allow_gc``) must become ``scan__allow_gc``: PYTENSOR_FLAGS
+# silently ignores dotted keys, and ``config.scan.allow_gc`` raises AttributeError.
+PYTENSOR_CONFIG = frozenset({
+    "DebugMode__check_c", "DebugMode__check_finite", "DebugMode__check_preallocated_output",
+    "DebugMode__check_preallocated_output_ndim", "DebugMode__check_py", "DebugMode__check_strides",
+    "DebugMode__patience", "DebugMode__warn_input_not_reused", "NanGuardMode__action",
+    "NanGuardMode__big_is_error", "NanGuardMode__inf_is_error", "NanGuardMode__nan_is_error", "allow_gc",
+    "base_compiledir", "blas__check_openmp", "blas__ldflags", "cast_policy", "check_input",
+    "check_stack_trace", "cmodule__age_thresh_use", "cmodule__compilation_warning", "cmodule__debug",
+    "cmodule__preload_cache", "cmodule__remove_gxx_opt", "cmodule__warn_no_version", "compile__timeout",
+    "compile__wait", "compiledir", "compiledir_format", "compiler_verbose", "cxx", "cycle_detection",
+    "exception_verbosity", "floatX", "gcc__cxxflags", "gcc_version_str", "lib__amdlibm", "linker", "mode",
+    "nocleanup", "numba__cache", "numba__fastmath", "on_opt_error", "on_shape_error", "on_unused_input",
+    "openmp", "openmp_elemwise_minsize", "optdb__max_use_ratio", "optdb__position_cutoff", "optimizer",
+    "optimizer_excluding", "optimizer_including", "optimizer_requiring", "optimizer_verbose",
+    "optimizer_verbose_ignore", "print_global_stats", "profile", "profile_memory", "profile_optimizer",
+    "profiling__debugprint", "profiling__destination", "profiling__ignore_first_call",
+    "profiling__min_memory_size", "profiling__min_peak_memory", "profiling__n_apply", "profiling__n_ops",
+    "profiling__output_line_width", "profiling__time_thunks", "scan__allow_gc",
+    "scan__allow_output_prealloc", "tensor__cmp_sloppy", "tensor__insert_inplace_optimizer_validate_nb",
+    "traceback__compile_limit", "traceback__limit", "unpickle_function", "vm__lazy",
+    "warn__ignore_bug_before", "warn_float64",
+})
+
+
+def config_key(parts: list[str]) -> tuple[str, list[str]] | None:
+    """``['scan', 'allow_gc', 'x']`` -> ``('scan__allow_gc', ['x'])`` if PyTensor has that flag, else None."""
+    for n in range(len(parts), 0, -1):
+        key = "__".join(parts[:n])
+        if key in PYTENSOR_CONFIG:
+            return key, parts[n:]
+    return None
+
+
+# Attributes of theano.config that are not flags. Reads of removed flags listed here get a value.
+CONFIG_METHODS = frozenset({"change_flags", "add", "config_print"})
 CONFIG_READ_VALUES = {"device": "'cpu'", "force_device": "False", "init_gpu_device": "''"}
-# The same keys inside a THEANO_FLAGS string (dotted spellings).
-REMOVED_FLAG_KEYS = REMOVED_CONFIG
 
 FLAGS_VARIABLES = {"THEANO_FLAGS": "PYTENSOR_FLAGS", "AESARA_FLAGS": "PYTENSOR_FLAGS"}
 

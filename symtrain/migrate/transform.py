@@ -62,14 +62,26 @@ def _requote(node: cst.SimpleString, text: str) -> cst.SimpleString:
     return node.with_changes(value=f"{prefix}{q}{text}{q}")
 
 
-def clean_flags(flags: str) -> tuple[str, list[str]]:
-    """Drop THEANO_FLAGS entries PyTensor no longer knows (``device=gpu``, ``lib.cnmem=...``)."""
-    kept, dropped = [], []
+def clean_flags(flags: str) -> tuple[str, list[str], list[str]]:
+    """THEANO_FLAGS -> PYTENSOR_FLAGS value: drop the flags PyTensor does not have (``device=gpu``,
+    ``lib.cnmem=...``) and respell dotted keys (``scan.allow_gc`` -> ``scan__allow_gc``: PyTensor silently
+    ignores dotted keys). Returns the new value, the dropped entries and the respelled keys."""
+    kept, dropped, respelled = [], [], []
     for entry in flags.split(","):
-        key = entry.split("=", 1)[0].strip()
-        head = key.replace("__", ".").split(".", 1)[0]
-        (dropped if key and head in rules.REMOVED_FLAG_KEYS else kept).append(entry)
-    return ",".join(kept), dropped
+        key, eq, value = entry.partition("=")
+        name = key.strip()
+        if not eq or not name:
+            kept.append(entry)
+            continue
+        new_name = name.replace(".", "__")
+        if new_name not in rules.PYTENSOR_CONFIG:
+            dropped.append(entry.strip())
+        elif new_name != name:
+            respelled.append(name)
+            kept.append(key.replace(name, new_name) + eq + value)
+        else:
+            kept.append(entry)
+    return ",".join(kept), dropped, respelled
 
 
 class Imports:
@@ -284,12 +296,31 @@ class _Rewriter(cst.CSTTransformer):
         base = self.imports.new.get(root, root)
         return f"{base}.{rest}" if rest else base
 
-    def express(self, target: str) -> str:
-        """Source text naming ``target`` with the rewritten imports, adding an import when needed."""
+    def root_hint(self, node: cst.BaseExpression) -> str | None:
+        """The local name that took over the chain's root: ``theano`` -> ``pytensor``, ``T`` -> ``T``."""
+        dotted = dotted_name(node)
+        if dotted is None:
+            return None
+        root = dotted.split(".")[0]
+        if root in self.imports.new:
+            return root
+        old = self.imports.old.get(root)
+        target = rules.lookup(old)[0] if old and rules.is_legacy(old) else None
+        return rules.join(target).split(".")[0] if target else None
+
+    def express(self, target: str, hint: str | None = None) -> str:
+        """Source text naming ``target`` with the rewritten imports, adding an import when needed.
+
+        ``hint``: a local name to use when it reaches the target (keeps ``theano.x`` -> ``pytensor.x``
+        rather than jumping to another binding that also reaches it)."""
         module, _, attr = target.partition(":")
         full = rules.join(target)
         if module == "builtins":
             return attr
+        hint_path = self.imports.new.get(hint) if hint else None
+        if hint_path and (full == hint_path or full.startswith(hint_path + ".")) and (
+                module.startswith("pytensor") or hint_path.startswith(module)):
+            return hint + full[len(hint_path):]
         best = None
         for local, path in self.imports.new.items():
             if full != path and not full.startswith(path + "."):
@@ -349,19 +380,24 @@ class _Rewriter(cst.CSTTransformer):
         if old in rules.SIX_VALUES:
             return cst.parse_expression(rules.SIX_VALUES[old])
         norm = rules.normalize(old)
-        if norm.startswith("theano.config."):
-            flag = norm.split(".")[2]
-            if flag in rules.REMOVED_CONFIG:
+        if norm.startswith("theano.config.") and norm.split(".")[2] not in rules.CONFIG_METHODS:
+            parts = norm.split(".")[2:]
+            found = rules.config_key(parts)
+            if found is None:
                 if self.get_metadata(ExpressionContextProvider, original, None) is ExpressionContext.STORE:
                     return updated  # the whole assignment is deleted (and reported) by its statement
-                if flag in rules.CONFIG_READ_VALUES:
-                    value = rules.CONFIG_READ_VALUES[flag]
+                if parts[0] in rules.CONFIG_READ_VALUES:
+                    value = rules.CONFIG_READ_VALUES[parts[0]]
                     self.report(original, "review", f"`{'.'.join(old.split('.')[:3])}` no longer exists "
                                 f"(no GPU backend): read as {value}")
-                    rest = norm.split(".")[3:]
-                    text = (f"({value})" if rest else value) + "".join(f".{r}" for r in rest)
+                    text = (f"({value})" if parts[1:] else value) + "".join(f".{r}" for r in parts[1:])
                     return cst.parse_expression(text)
                 self.report(original, "untranslated", f"`{old}` no longer exists in PyTensor's config")
+            elif len(parts) - len(found[1]) > 1:  # theano.config.scan.allow_gc -> config.scan__allow_gc
+                key, rest = found
+                text = self.express("pytensor:config", self.root_hint(original)) + "." + key + \
+                    "".join(f".{r}" for r in rest)
+                return cst.parse_expression(text)
         if old in rules.DEPRECATED:
             self.report(original, "review", rules.DEPRECATED[old])
         target, why = self.map_name(old)
@@ -379,7 +415,7 @@ class _Rewriter(cst.CSTTransformer):
             as_is = self.imports.new[root] + (f".{rest}" if rest else "")
             if as_is == full or _EQUIVALENT.get(as_is) == full:
                 return updated
-        return cst.parse_expression(self.express(target)).with_changes(
+        return cst.parse_expression(self.express(target, self.root_hint(original))).with_changes(
             lpar=getattr(updated, "lpar", ()), rpar=getattr(updated, "rpar", ()))
 
     def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
@@ -447,11 +483,13 @@ class _Rewriter(cst.CSTTransformer):
         text = _string_value(value)
         if text is None:
             return value
-        kept, dropped = clean_flags(text)
-        if not dropped:
-            return value
-        self.report(where, "removed", f"flags PyTensor no longer has: {', '.join(dropped)}")
-        return _requote(value, kept)
+        kept, dropped, respelled = clean_flags(text)
+        if dropped:
+            self.report(where, "removed", f"flags PyTensor no longer has: {', '.join(dropped)}")
+        if respelled:
+            self.report(where, "review", f"dotted flag names respelled with '__' ({', '.join(respelled)}): "
+                        "PyTensor silently ignores dotted keys in PYTENSOR_FLAGS")
+        return _requote(value, kept) if kept != text else value
 
     # ---- statements ----------------------------------------------------------------------------
     def leave_SimpleString(self, original_node: cst.SimpleString, updated_node: cst.SimpleString):
@@ -486,7 +524,8 @@ class _Rewriter(cst.CSTTransformer):
         for target in targets:
             old = self.old_name(target)
             norm = rules.normalize(old) if old else ""
-            if norm.startswith("theano.config.") and norm.split(".")[2] in rules.REMOVED_CONFIG:
+            if (norm.startswith("theano.config.") and norm.split(".")[2] not in rules.CONFIG_METHODS
+                    and rules.config_key(norm.split(".")[2:]) is None):
                 return old
         return None
 
