@@ -93,9 +93,11 @@ def test_random_streams_old_signatures(cls):
         u = rng.uniform((4000,), 2.0, 3.0)
         n = rng.normal((4000,), 5.0, 0.5)
         k = rng.binomial(size=(4000,), n=1, p=0.2)
-        f = theano.function([], [b, u, n, k])
+        t = rng.normal((4000,), 1.0, 2.0, truncate=True)
+        f = theano.function([], [b, u, n, k, t])
         """)
-    b, u, n, k = ns["f"]()
+    b, u, n, k, t = ns["f"]()
+    assert t.min() >= 1.0 - 4.0 - 1e-4 and t.max() <= 1.0 + 4.0 + 1e-4 and abs(t.mean() - 1.0) < 0.1
     assert b.dtype == config.floatX and u.dtype == config.floatX and n.dtype == config.floatX
     assert k.dtype == np.int64
     assert abs(b.mean() - 0.9) < 0.03 and abs(k.mean() - 0.2) < 0.03

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import warnings
 import zipfile
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from symtrain.backend import In as _BackendIn
-from symtrain.backend import RandomStream, config
+from symtrain.backend import RandomStream, config, pt
 from symtrain.backend import function as _backend_function
 
 
@@ -59,10 +60,14 @@ class RandomStreams:
 
     def normal(self, size=None, avg=0.0, std=1.0, ndim=None, dtype=None, nstreams=None, truncate=False):
         """Gaussian with mean ``avg`` and standard deviation ``std``; ``dtype`` defaults to ``floatX``."""
+        dtype = dtype or config.floatX
         if truncate:
-            return self._stream.truncated_normal(avg, std, -2 * std + avg, 2 * std + avg, size=_size(size),
-                                                 dtype=dtype or config.floatX)
-        return self._stream.normal(avg, std, size=_size(size), dtype=dtype or config.floatX)
+            # MRG's truncate=True: within two standard deviations, by inverting the CDF of a uniform draw
+            # restricted to [Phi(-2), Phi(2)]
+            low = 0.5 * (1.0 + math.erf(-2.0 / math.sqrt(2.0)))
+            u = self._stream.uniform(low, 1.0 - low, size=_size(size), dtype=dtype)
+            return (avg + std * math.sqrt(2.0) * pt.erfinv(2.0 * u - 1.0)).astype(dtype)
+        return self._stream.normal(avg, std, size=_size(size), dtype=dtype)
 
     def multinomial(self, size=None, n=1, pvals=None, ndim=None, dtype="int64", nstreams=None):
         """One multinomial draw per row of ``pvals`` (MRG's one-hot samples when ``n=1``)."""
