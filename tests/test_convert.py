@@ -119,6 +119,20 @@ def test_npz_streamed_member_by_member(tmp_path, compressed):
     np.testing.assert_array_equal(ds["y"], y)
 
 
+def test_npz_bounded_memory(tmp_path):
+    """Members are streamed from the zip: traced allocations stay near a chunk, not the member size."""
+    p = tmp_path / "big.npz"
+    np.savez(p, x=np.ones((5000, 784), np.float32), y=np.arange(5000))
+    tracemalloc.start()
+    try:
+        convert_npz(p, tmp_path / "o", chunk_rows=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20 < 5000 * 784 * 4
+    assert open_dataset(tmp_path / "o")["y"][-1] == 4999
+
+
 def test_npz_errors(tmp_path):
     p = tmp_path / "bad.npz"
     np.savez(p, x=np.zeros(3), y=np.zeros(4))
