@@ -267,6 +267,13 @@ FIT = [
      ConfigError, r"run_dir.*a_file"),
     ("fit:run-dir-/proc", lambda e, s: st.fit(s, e.stream, 1, run_dir="/proc/symtrain_run", progress=False),
      ConfigError, r"run_dir.*/proc"),
+    ("fit:run-dir-is-file", lambda e, s: st.fit(s, e.stream, 1, run_dir=e.regular_file, progress=False),
+     ConfigError, r"run_dir=.*a_file.* is not a directory"),
+    ("fit:run-dir-deep-under-file", lambda e, s: st.fit(s, e.stream, 1, run_dir=e.regular_file / "a" / "b",
+                                                        overwrite=True, progress=False),
+     ConfigError, r"run_dir.*a_file"),
+    ("fit:run-dir-type", lambda e, s: st.fit(s, e.stream, 1, run_dir=3, progress=False),
+     ConfigError, r"run_dir must be a path"),
 ]
 
 LEGACY_NNET = [
@@ -302,10 +309,7 @@ CASES = OPEN + WRITE + STREAM + STEP + OPTIM + LEGACY_NNET
 
 
 # Cases that still fail, reported to the module's owner (strict: the test fails once fixed, drop the mark).
-REPORTED = {
-    "fit:run-dir-under-file": "fit lets a raw NotADirectoryError from run_dir.mkdir through (reported)",
-    "fit:run-dir-/proc": "fit lets a raw FileNotFoundError from run_dir.mkdir through (reported)",
-}
+REPORTED: dict[str, str] = {}
 
 
 def _params(cases):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.errors import CheckpointError, ConfigError, NonFiniteLossError
+from symtrain.errors import CheckpointError, ConfigError, DatasetError, NonFiniteLossError
 from symtrain.train import checkpoint as ckpt
 from symtrain.train.callbacks import Callback, CallbackList
 from symtrain.train.checkpointer import Checkpointer
@@ -28,6 +28,7 @@ from symtrain.train.history import History
 from symtrain.train.metrics import CSV, JSONL, MetricsLog
 from symtrain.train.progress import ProgressBar
 from symtrain.train.signals import GracefulInterrupt
+from symtrain.validate import check_path_arg, check_path_writable
 
 log = logging.getLogger("symtrain.fit")
 
@@ -196,7 +197,29 @@ def _check_stream_state(saved: Mapping[str, Any], live: Mapping[str, Any], where
                               + "; ".join(problems))
 
 
+def _check_run_dir(run_dir: Path) -> None:
+    """ConfigError naming run_dir unless it is (or can be created as) a writable directory.
+
+    A missing run_dir is diagnosed at its first missing component (parent not a directory, read-only,
+    /proc, ...) so nothing is created or deleted before the error.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir={str(run_dir)!r} is not a directory (a file of that name exists)")
+    probe = run_dir / CHECKPOINTS
+    if not run_dir.is_dir():  # the first component that does not exist yet must be creatable
+        probe = run_dir.absolute()
+        while probe.parent != probe and not probe.parent.exists():
+            probe = probe.parent
+    elif probe.exists():
+        return
+    try:
+        check_path_writable(probe)
+    except DatasetError as exc:
+        raise ConfigError(f"run_dir={str(run_dir)!r} cannot be used: {exc}") from None
+
+
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    _check_run_dir(run_dir)
     cdir = run_dir / CHECKPOINTS
     if overwrite and not resume:
         shutil.rmtree(cdir, ignore_errors=True)
@@ -205,7 +228,10 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     elif not resume and ckpt.list_checkpoints(cdir):
         raise ConfigError(f"run_dir={str(run_dir)!r} already holds checkpoints of a run: pass resume=True to "
                           "continue it, overwrite=True to start over, or choose another run_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"run_dir={str(run_dir)!r} cannot be created ({exc.strerror or exc})") from None
     ckpt.clean_leftovers(cdir)
 
 
@@ -248,7 +274,7 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
             raise ConfigError(f"step must be a compiled Step (st.compile_step), got {type(step).__name__}")
     if resume and run_dir is None:
         raise ConfigError("resume=True needs run_dir= (the directory holding the checkpoints)")
-    run_dir = None if run_dir is None else Path(run_dir)
+    run_dir = None if run_dir is None else check_path_arg("run_dir", run_dir)
     if run_dir is not None:
         _prepare_run_dir(run_dir, resume, overwrite)
 
