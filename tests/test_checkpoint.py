@@ -79,3 +79,28 @@ def test_variable_mismatch_message(tmp_path):
     msg = str(err.value)
     assert "lacks: ['extra']" in msg and "model lacks: ['adam/t']" in msg
     assert "W: checkpoint float32(2, 3), model float64(2, 4)" in msg
+
+
+def test_write_failure_is_a_checkpoint_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """An OSError while writing (here ENOSPC from savez) becomes a CheckpointError naming the target and
+    the checkpoint that remains; the hidden partial directory is removed."""
+    import errno
+
+    ck = tmp_path / "checkpoints"
+    ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 1), ckpt.snapshot(_vars()), {"cursor": {}})
+    ckpt.write_checkpoint(ck / ckpt.BEST, ckpt.snapshot(_vars()), {"cursor": {}})
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.np, "savez", full)
+    with pytest.raises(CheckpointError, match=r"epoch-00000-step-00000002: writing the checkpoint failed "
+                                              r"\(No space left on device\).*epoch-00000-step-00000001 remains"):
+        ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 2), ckpt.snapshot(_vars()), {"cursor": {}})
+    with pytest.raises(CheckpointError, match=r"best: writing .*the previous best remains"):
+        ckpt.write_checkpoint(ck / ckpt.BEST, ckpt.snapshot(_vars()), {"cursor": {}})
+    assert sorted(p.name for p in ck.iterdir()) == [ckpt.BEST, ckpt.checkpoint_name(0, 1)]
+    assert ckpt.read_checkpoint(ck / ckpt.BEST).arrays["W"].shape == (2, 3)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(CheckpointError, match=r"a_file/checkpoints/.*no earlier checkpoint"):
+        ckpt.write_checkpoint(tmp_path / "a_file" / "checkpoints" / ckpt.checkpoint_name(0, 1), {}, {})

@@ -255,11 +255,12 @@ def test_disk_full_while_writing_checkpoint_keeps_previous(disk_full):
 
 
 def test_disk_full_checkpoint_error_is_a_checkpoint_error(disk_full):
-    """The checkpoint writer should wrap the OSError (EFBIG/ENOSPC) as CheckpointError naming the path."""
-    kind, msg, _ = disk_full[2]["checkpoint"]
-    if kind != "CheckpointError":
-        pytest.xfail(f"reported to the scheduler owner: write_checkpoint lets a raw {kind} through ({msg})")
-    assert "checkpoints" in msg
+    """The checkpoint writer wraps the OSError (EFBIG/ENOSPC) as CheckpointError naming the path and the
+    checkpoint that remains."""
+    kind, msg, cause = disk_full[2]["checkpoint"]
+    assert kind == "CheckpointError" and cause == "OSError", disk_full[2]["checkpoint"]
+    assert "checkpoints/epoch-00000-step-00000010" in msg and "File too large" in msg, msg
+    assert "previous checkpoint" in msg and "epoch-00000-step-00000005 remains" in msg, msg
 
 
 # ----- SIGKILL during checkpoint writes -------------------------------------------------------------------

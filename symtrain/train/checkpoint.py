@@ -181,13 +181,14 @@ def write_checkpoint(target: Path, values: Mapping[str, Any], meta: Mapping[str,
     """Publish ``values`` (from :func:`snapshot`) and ``meta`` as the checkpoint directory ``target``.
 
     Built in a hidden sibling, every file fsynced, then renamed over ``target`` (an existing one is
-    replaced only after the new one is complete).
+    replaced only after the new one is complete). An OSError (disk full, EFBIG, read-only, EIO) becomes a
+    CheckpointError naming ``target`` and the checkpoint that remains; the half-built directory is removed.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_name(target)
-    tmp.mkdir()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
         arrays, table = {}, []
         for name, v in values.items():
             if isinstance(v, np.ndarray):
@@ -208,10 +209,27 @@ def write_checkpoint(target: Path, values: Mapping[str, Any], meta: Mapping[str,
             os.fsync(f.fileno())
         fsync_file(tmp)
         publish_dir(tmp, target, overwrite=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{target}: writing the checkpoint failed ({exc.strerror or exc}); nothing was "
+                              f"published, {_remaining(target)}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _remaining(target: Path) -> str:
+    """Which checkpoint a failed write of ``target`` leaves as the one to resume from (for the message)."""
+    if target.is_dir():
+        return f"the previous {target.name} remains"
+    try:
+        previous = list_checkpoints(target.parent)
+    except OSError:
+        previous = []
+    if previous:
+        return f"the previous checkpoint {previous[-1]} remains"
+    return "and there is no earlier checkpoint in this run directory"
 
 
 # ----- reading ---------------------------------------------------------------------------------------
