@@ -33,7 +33,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check symtrain tests benchmarks examples
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 # Only test files that contain backend-marked tests are collected: the others may import what the Aesara
 # venv lacks (numba, libcst, scikit-learn), and a collection error would fail the run.
