@@ -31,9 +31,9 @@ def build(train, valid, hidden=128, seed=0):
 
     x = train.batch("x")
     next_noise, keep = rng_binomial(noise, 1, 1 - CORRUPTION, x.shape)
-    noise.default_update = next_noise  # a fresh corruption mask on every step
     cost = pt.mean(loss(x, reconstruct(x * keep.astype("float32"))))
-    step = st.compile_step(cost, [W, bh, bv], train, st.optim.adam(1e-3))
+    # updates= advances the generator on every step: a fresh corruption mask each time
+    step = st.compile_step(cost, [W, bh, bv], train, st.optim.adam(1e-3), updates={noise: next_noise})
     out = {"step": step}
     if valid is not None:
         xv = valid.batch("x")

@@ -30,15 +30,16 @@ def build(train, valid, hidden=256, seed=0):
               glorot(rng, hidden, 10, "W2"), shared(np.zeros(10, "float32"), name="b2")]
     noise = shared_rng(seed)
     noise.name = "dropout/rng"
+    rng_updates = {}
 
     def drop(h):
         h, updates = st.nnet.dropout(h, 0.2, noise)
-        noise.default_update = updates[noise]  # the step advances the generator on every call
+        rng_updates.update(updates)  # {noise: next_noise}: the step advances the generator on every call
         return h
 
     x, y = train.batch("x"), train.batch("y")
     cost = st.nnet.categorical_crossentropy(mlp(x, params, drop), y).mean()
-    step = st.compile_step(cost, params, train, st.optim.adam(1e-3))
+    step = st.compile_step(cost, params, train, st.optim.adam(1e-3), updates=rng_updates)
     out = {"step": step}
     if valid is not None:
         p, yv = mlp(valid.batch("x"), params), valid.batch("y")

@@ -311,3 +311,69 @@ def test_rng_state_with_default_update_is_checkpointable():
     before = repr(state["drop/state0"].get_value())
     step(0)
     assert repr(state["drop/state0"].get_value()) != before
+
+
+def _explicit_dropout(stream, tag):
+    """Dropout on the input with an explicit (unnamed) shared Generator: returns cost, W, rng, updates."""
+    from symtrain.nnet import dropout
+
+    rng = shared(np.random.default_rng(0))
+    W = shared(W0.copy(), name=f"{tag}W")
+    h, updates = dropout(stream.batch("x"), 0.5, rng)
+    cost = pt.mean(pt.sqr(h @ W - stream.batch("y")))
+    return cost, W, rng, updates
+
+
+def _numpy_rng_after(draws):
+    g = np.random.default_rng(0)
+    for _ in range(draws):
+        g.binomial(1, 0.5, size=(8, FEATURES))
+    return g.bit_generator.state
+
+
+def test_explicit_rng_update_is_state_and_advances_every_step():
+    """The future-proof form (no default_update): {rng: next_rng} passed as updates= or returned by the
+    optimizer. The generator joins state_variables(), advances on every call exactly like numpy's, and a
+    snapshot/restore of the state replays the same masks (so resume is exact)."""
+    from symtrain.train import checkpoint as ckpt
+
+    stream = ArrayStream(X, Y, 8, name="xrng")
+    cost, W, rng, updates = _explicit_dropout(stream, "xrng_")
+    step = compile_step(cost, [W], stream, sgd(0.1), name="xdrop", updates=updates)
+    state = step.state_variables()
+    assert set(state) == {"xrng_W", "xdrop/state0"} and state["xdrop/state0"] is rng
+    for k in (1, 2):
+        step(0)
+        assert rng.get_value(borrow=True).bit_generator.state == _numpy_rng_after(k)
+    saved = ckpt.snapshot(state)
+    after = step(1)
+    ckpt.restore(saved, state)
+    assert step(1) == after and rng.get_value(borrow=True).bit_generator.state == _numpy_rng_after(3)
+
+    # the same update returned by the optimizer itself (rejected by as_tensor_variable before)
+    stream2 = ArrayStream(X, Y, 8, name="xrng2")
+    cost2, W2, rng2, updates2 = _explicit_dropout(stream2, "xrng2_")
+    step2 = compile_step(cost2, [W2], stream2, lambda c, p: {**sgd(0.1)(c, p), **updates2})
+    assert rng2 in step2.state_variables().values()
+    step2(0)
+    assert rng2.get_value(borrow=True).bit_generator.state == _numpy_rng_after(1)
+
+    # with accumulate=k, every micro-batch draws a fresh mask, also the ones that apply no update
+    stream3 = ArrayStream(X, Y, 8, name="xrng3")
+    cost3, W3, rng3, updates3 = _explicit_dropout(stream3, "xrng3_")
+    step3 = compile_step(cost3, [W3], stream3, sgd(0.1), accumulate=2, updates=updates3)
+    for k in (1, 2, 3):
+        step3(0)
+        assert rng3.get_value(borrow=True).bit_generator.state == _numpy_rng_after(k)
+
+
+def test_explicit_rng_update_bad_values():
+    stream = ArrayStream(X, Y, 8, name="xbad")
+    cost, W, rng, updates = _explicit_dropout(stream, "xbad_")
+    with pytest.raises(ConfigError, match=r"update of RandomGeneratorType.*must be a symbolic RandomGeneratorType"):
+        compile_step(cost, [W], stream, sgd(0.1), updates={rng: stream.batch("x")})
+    with pytest.raises(ConfigError, match=r"updates= must not update parameters \(the optimizer does\): \['xbad_W'\]"):
+        compile_step(cost, [W], stream, sgd(0.1), updates={**updates, W: W * 2})
+    n = shared(np.float32(0), name="xbad_n")
+    with pytest.raises(ConfigError, match=r"updates= and the optimizer both update: \['xbad_n'\]"):
+        compile_step(cost, [W], stream, lambda c, p: {**sgd(0.1)(c, p), n: n + 1}, updates={n: n + 2})

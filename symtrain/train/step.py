@@ -189,7 +189,8 @@ class Step:
 
 def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, outputs: Mapping | None = None,
                  accumulate: int = 1, mode: Any = None, name: str = "train", *,
-                 givens: Mapping | None = None, schedules: Sequence[Schedule] = ()) -> Step:
+                 givens: Mapping | None = None, schedules: Sequence[Schedule] = (),
+                 updates: Mapping | Sequence | None = None) -> Step:
     """Compile ``cost`` (a scalar built from ``stream.batch(...)``) into a training step over ``stream.index``.
 
     ``optimizer`` is any callable ``(loss_or_grads, params) -> {shared var: new value}``: an
@@ -197,6 +198,9 @@ def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, 
     ``outputs`` adds named metrics (scalars = batch means, or per-row vectors averaged over valid rows).
     ``accumulate=k`` applies the valid-row-weighted mean gradient of k calls once (see ``Step.flush``).
     ``schedules`` lists schedules your own optimizer reads (an UpdateRule's are found automatically).
+    ``updates``: further ``{shared var: new value}`` applied on every call (with ``accumulate=k``: every
+    micro-batch), e.g. the ``{rng: next_rng}`` of ``st.nnet.dropout`` or a ``pt.random`` draw with an
+    explicit shared generator; those variables join ``state_variables()`` and so the checkpoints.
     """
     _check_stream(stream)
     if not isinstance(cost, TensorVariable) or cost.ndim != 0:
@@ -214,10 +218,13 @@ def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, 
     outs = [cost, *metrics.values()]
     all_schedules = _schedules(optimizer, schedules)
     given = stream.givens(givens) if givens else None
+    extra = {} if updates is None else _check_updates(updates, "updates")
+    _no_clash(extra, params, "updates= must not update parameters (the optimizer does)")
     t0 = time.perf_counter()
     if accumulate == 1:
         updates = _check_updates(optimizer(cost, params), "optimizer")
-        fn = _compile([stream.index], outs, updates, given, mode_obj, "compile_step")
+        _no_clash(extra, updates, "updates= and the optimizer both update")
+        fn = _compile([stream.index], outs, {**updates, **extra}, given, mode_obj, "compile_step")
         apply_fn = count = None
     else:
         grads = grad(cost, params)
@@ -226,10 +233,11 @@ def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, 
         rows = shared(np.asarray(0, dtype=np.int64), name=f"{name}/accum_rows")
         count = shared(np.asarray(0, dtype=np.int64), name=f"{name}/accum_count")
         acc_updates = [(s, s + g.astype(p.dtype) * valid.astype(p.dtype)) for s, g, p in zip(sums, grads, params)]
-        acc_updates += [(rows, rows + valid.astype("int64")), (count, count + 1)]
+        acc_updates += [(rows, rows + valid.astype("int64")), (count, count + 1), *extra.items()]
         fn = _compile([stream.index], outs, acc_updates, given, mode_obj, "compile_step")
         mean_grads = [s / pt.maximum(rows, 1).astype(p.dtype) for s, p in zip(sums, params)]
         updates = _check_updates(optimizer(mean_grads, params), "optimizer")
+        _no_clash(extra, updates, "updates= and the optimizer both update")
         clash = [v.name for v in updates if any(v is s for s in (*sums, rows, count))]
         if clash:
             raise ConfigError(f"optimizer updates the accumulators {clash}")
@@ -264,6 +272,12 @@ def _check_updates(updates: Any, what: str) -> dict:
     for var, new in items:
         if not isinstance(var, SharedVariable):
             raise ConfigError(f"{what} returned an update for {var!r}, which is not a shared variable")
+        if not hasattr(var.type, "dtype"):  # a random generator: its update is the next_rng of a draw
+            if getattr(new, "type", None) != var.type:
+                raise ConfigError(f"{what}: the update of {var.name or var.type!r} must be a symbolic {var.type} "
+                                  f"(the next_rng of a draw from it), got {getattr(new, 'type', type(new).__name__)}")
+            out[var] = new  # unnamed ones are named <step name>/state<k> like default-update RNGs
+            continue
         if not var.name:
             raise ConfigError(f"{what} updates an unnamed shared variable ({var.type}): name it so checkpoints "
                               "can store it (st.optim.slot(param, owner, slot) makes named state)")
@@ -273,6 +287,13 @@ def _check_updates(updates: Any, what: str) -> dict:
                               f"{var.dtype}; cast it (an upcast would be silent otherwise)")
         out[var] = new
     return out
+
+
+def _no_clash(extra: Mapping, others: Iterable, message: str) -> None:
+    """ConfigError when a variable of ``extra`` (the updates= argument) is also in ``others``."""
+    both = [str(v.name or v) for v in others if any(v is e for e in extra)]
+    if both:
+        raise ConfigError(f"{message}: {both}")
 
 
 class EpochMean:
