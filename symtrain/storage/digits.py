@@ -44,7 +44,7 @@ PARAM_BLOCK = 1024
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def render_distorted(src, idx, theta, grid, seeds, noise, out):  # pragma: no cover - compiled
+def render_distorted(src, idx, theta, grid, seeds, noise, out, border=0):  # pragma: no cover - compiled
     """out[b] = warp of src[idx[b]]: affine (theta) + elastic field (bilinear from grid) + uniform noise.
 
     Source coordinates are clamped to the image; the 4-pixel zero border of every source image makes
@@ -55,6 +55,8 @@ def render_distorted(src, idx, theta, grid, seeds, noise, out):  # pragma: no co
     g = grid.shape[1]
     c0 = (side - 1) * 0.5
     hi = side - 1.0001
+    lo = float(border - 1)  # source rows/cols < border and >= side - border are zero
+    top = float(side - border)
     gscale = (g - 1) / (side - 1)
     for b in numba.prange(n):
         img = src[idx[b]]
@@ -86,12 +88,14 @@ def render_distorted(src, idx, theta, grid, seeds, noise, out):  # pragma: no co
                 dx = (1.0 - fx) * rowx[gx0] + fx * rowx[gx0 + 1]
                 sy = min(max(by + a12 * xc + dy, 0.0), hi)
                 sx = min(max(bx + a22 * xc + dx, 0.0), hi)
-                y0 = int(sy)
-                x0 = int(sx)
-                wy = sy - y0
-                wx = sx - x0
-                v = ((1.0 - wy) * ((1.0 - wx) * img[y0, x0] + wx * img[y0, x0 + 1])
-                     + wy * ((1.0 - wx) * img[y0 + 1, x0] + wx * img[y0 + 1, x0 + 1]))
+                v = 0.0
+                if lo < sy < top and lo < sx < top:  # else every tap is in the zero border
+                    y0 = int(sy)
+                    x0 = int(sx)
+                    wy = sy - y0
+                    wx = sx - x0
+                    v = ((1.0 - wy) * ((1.0 - wx) * img[y0, x0] + wx * img[y0, x0 + 1])
+                         + wy * ((1.0 - wx) * img[y0 + 1, x0] + wx * img[y0 + 1, x0 + 1]))
                 # xorshift64 per image: deterministic and independent of thread scheduling
                 s ^= s << np.uint64(13)
                 s ^= s >> np.uint64(7)
@@ -188,7 +192,8 @@ def render_train_chunk(images: np.ndarray, labels: np.ndarray, train_idx: np.nda
         x[:plain] = images[src[:plain]].reshape(plain, FEATURES)
     if plain < len(src):
         theta, grid, seeds = rows_params(start + plain, stop, seed, augment)
-        render_distorted(images, src[plain:], theta, grid, seeds, np.float64(augment["noise"]), x[plain:])
+        render_distorted(images, src[plain:], theta, grid, seeds, np.float64(augment["noise"]), x[plain:],
+                         (SIDE - INNER) // 2)
     return x, labels[src]
 
 
