@@ -377,3 +377,29 @@ def test_explicit_rng_update_bad_values():
     n = shared(np.float32(0), name="xbad_n")
     with pytest.raises(ConfigError, match=r"updates= and the optimizer both update: \['xbad_n'\]"):
         compile_step(cost, [W], stream, lambda c, p: {**sgd(0.1)(c, p), n: n + 1}, updates={n: n + 2})
+
+
+def test_cli_and_scheduler_modules_do_not_import_the_graph_library(tmp_path):
+    """symtrain.train is lazy: `symtrain --help`, `symtrain inspect`, fit/checkpoint/metrics imports load no
+    PyTensor (about 0.6 s of CPU per command otherwise); only compile_step & co. pull it in."""
+    import subprocess
+    import sys
+
+    from symtrain.storage import write_dataset
+
+    write_dataset(tmp_path / "ds", {"x": np.ones((4, 2), np.float32)})
+    code = (
+        "import sys, contextlib, io\n"
+        "import symtrain.cli as cli\n"
+        "cli.build_parser()\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert cli.main(['inspect', {str(tmp_path / 'ds')!r}]) == 0\n"
+        "import symtrain.train, symtrain.train.fit, symtrain.train.checkpoint, symtrain.train.metrics\n"
+        "import symtrain.train.commands\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('pytensor', 'aesara'))\n"
+        "assert not loaded, loaded[:5]\n"
+        "from symtrain.train import compile_step\n"
+        "assert 'pytensor' in sys.modules or 'aesara' in sys.modules\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
