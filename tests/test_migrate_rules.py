@@ -302,6 +302,7 @@ CASES = {
     "pickle_latin1_and_binary_modes": (
         """\
         import pickle
+        import theano
         f = open(path)
         data = pickle.load(f)
         with open(out, 'w') as g:
@@ -310,6 +311,7 @@ CASES = {
         """,
         """\
         import pickle
+        import pytensor
         f = open(path, 'rb')
         data = pickle.load(f, encoding='latin1')
         with open(out, 'wb') as g:
@@ -405,16 +407,33 @@ CASES = {
         """),
     "untouched_python3": (
         """\
+        import pickle
         import numpy as np
         pairs = zip(a, b)
         n = len(x) / 2
-        print("a", 1)
+        has_key = True
+        xrange = range
+        print("a", 1, pickle.load(open(p)))
         """,
         """\
+        import pickle
         import numpy as np
         pairs = zip(a, b)
         n = len(x) / 2
-        print("a", 1)
+        has_key = True
+        xrange = range
+        print("a", 1, pickle.load(open(p)))
+        """),
+    "aesara_pickles_untouched": (
+        """\
+        import pickle
+        import aesara
+        w = pickle.load(open(p, "rb"))
+        """,
+        """\
+        import pickle
+        import pytensor
+        w = pickle.load(open(p, "rb"))
         """),
     "ifelse_scan_functions": (
         """\

@@ -21,6 +21,8 @@ from symtrain.migrate import py2
 from symtrain.migrate.report import Finding, format_report
 from symtrain.migrate.transform import rewrite_module
 
+_LEGACY_WORDS = ("theano", "aesara", "six", "THEANO_FLAGS", "AESARA_FLAGS", ".theanorc")
+
 
 @dataclass
 class Result:
@@ -46,6 +48,8 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
     """
     python3_syntax = py2.parses_as_python3(source)
     python2 = not python3_syntax or py2.looks_like_python2(source)
+    if not python2 and not any(word in source for word in _LEGACY_WORDS) and not out_of_core:
+        return Result(path, source, source, False, [])  # nothing of Theano, Aesara, six or Python 2
     text = py2.convert(source, path, python3_syntax) if python2 else source
     try:
         module = cst.parse_module(text)

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     mode.add_argument("--write", action="store_const", dest="mode", const="write",
                       help="rewrite the files in place (keeping FILE.bak unless --no-backup)")
     mode.add_argument("--check", action="store_const", dest="mode", const="check",
-                      help="exit 1 if any file would change (for CI); print nothing else but the names")
+                      help="exit 1 if any file would change, listing those files (for CI); nothing is written")
     p.add_argument("--no-backup", action="store_true", help="with --write: do not keep FILE.bak")
     p.add_argument("--no-report", action="store_true", help="do not print the report")
     p.add_argument("--out-of-core", action="store_true",

@@ -24,9 +24,14 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from symtrain.errors import MigrationError
 from symtrain.migrate.report import Finding
 
-PY2_NAMES = frozenset({"xrange", "cPickle", "iteritems", "itervalues", "iterkeys", "has_key", "raw_input",
-                       "basestring", "unichr", "izip", "imap", "ifilter", "viewitems",
-                       "execfile", "cStringIO", "urllib2", "xreadlines"})
+# Python-2-only names, by how they must appear to count: called/used builtins, methods after a dot, and
+# modules in an import statement. A Python 3 file that merely has a variable called ``has_key`` or a
+# compatibility shim (``xrange = range``) is not taken for Python 2.
+PY2_BUILTINS = frozenset({"xrange", "raw_input", "basestring", "unichr", "execfile", "unicode", "long"})
+PY2_METHODS = frozenset({"iteritems", "itervalues", "iterkeys", "has_key", "viewitems", "viewkeys",
+                         "viewvalues", "xreadlines"})
+PY2_MODULES = frozenset({"cPickle", "cStringIO", "urllib2", "izip", "imap", "ifilter", "ConfigParser",
+                         "Queue", "StringIO", "__builtin__"})
 
 FIXERS = ["apply", "basestring", "dict", "except", "exec", "execfile", "exitfunc", "filter", "funcattrs",
           "getcwdu", "has_key", "imports", "imports2", "intern", "isinstance", "itertools",
@@ -46,13 +51,25 @@ def parses_as_python3(source: str) -> bool:
 
 
 def looks_like_python2(source: str) -> bool:
-    """Python 2 markers in the tokens (not in comments or strings): names only Python 2 has."""
+    """Python 2 markers in the tokens (not in comments or strings): ``xrange(...)``, ``d.iteritems()``,
+    ``import cPickle``, unless the file defines the name itself (``xrange = range``, ``def unicode``)."""
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.NAME and tok.string in PY2_NAMES:
-                return True
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if t.type in (tokenize.NAME, tokenize.OP)]
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return True
+    defined = {tokens[i + 1].string for i, t in enumerate(tokens[:-1])
+               if t.string in ("def", "class", "as", "global")}
+    defined |= {t.string for i, t in enumerate(tokens[:-1]) if tokens[i + 1].string == "="}
+    for i, tok in enumerate(tokens):
+        prev = tokens[i - 1].string if i else ""
+        name = tok.string
+        if name in PY2_METHODS and prev == ".":
+            return True
+        if name in PY2_BUILTINS and prev not in (".", "def", "class") and name not in defined:
+            return True
+        if name in PY2_MODULES and tok.line.lstrip().startswith(("import ", "from ")) and name not in defined:
+            return True
     return False
 
 
@@ -200,5 +217,5 @@ def fix_division(module: cst.Module, path: str) -> tuple[cst.Module, list[Findin
     names = _IntNames()
     module.visit(names)
     fixer = _Division(path, names.names, names.floats)
-    new = MetadataWrapper(module).visit(fixer)
+    new = MetadataWrapper(module, unsafe_skip_copy=True).visit(fixer)
     return new, fixer.findings

@@ -252,6 +252,10 @@ class _Rewriter(cst.CSTTransformer):
         self.if_none: set[cst.If] = set()
         self.missing: dict[tuple[int, str], list[str]] = {}
         self.symbolic_names: set[str] = set()
+        # Python 2 sources and Theano scripts may read pickles Python 2 wrote (latin1, binary modes);
+        # Aesara-era and other Python 3 code is left alone there
+        self.old_pickles = python2 or any(
+            path.split(".")[0] == "theano" for path in analysis.imports.old.values())
 
     # ---- helpers -------------------------------------------------------------------------------
     def line(self, node: cst.CSTNode) -> int:
@@ -468,7 +472,8 @@ class _Rewriter(cst.CSTTransformer):
             if new_args:
                 call = _add_kwargs(call, new_args)
         new = self.new_name(original_node.func)
-        if new in rules.PICKLE_LOADS and "encoding" not in keywords and not any(a.star for a in call.args):
+        if self.old_pickles and new in rules.PICKLE_LOADS and "encoding" not in keywords and \
+                not any(a.star for a in call.args):
             call = _add_kwargs(call, [("encoding", "'latin1'")])
         if original_node in self.binary_open:
             call = _binary_mode(call, self.binary_open[original_node])
@@ -763,14 +768,15 @@ def _defaulted_inputs(module: cst.Module, rewriter: _Rewriter) -> bool:
 
 def rewrite_module(module: cst.Module, path: str, python2: bool = False) -> tuple[cst.Module, list[Finding]]:
     """Rewrite one parsed module; return the new module and the findings."""
-    wrapper = MetadataWrapper(module)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     analysis = _Analysis()
     wrapper.visit(analysis)
     rewriter = _Rewriter(analysis, path, python2)
     analysis.uses_defaults = _defaulted_inputs(wrapper.module, rewriter)
-    pickles = _PickleFiles(rewriter)
-    wrapper.visit(pickles)
-    pickles.finish()
+    if rewriter.old_pickles:
+        pickles = _PickleFiles(rewriter)
+        wrapper.visit(pickles)
+        pickles.finish()
     rewriter.if_none = _symbolic_default_ifs(analysis, rewriter)
     rewriter.symbolic_names = _symbolic_names(wrapper.module, rewriter)
     new = wrapper.visit(rewriter)
