@@ -321,3 +321,44 @@ def test_fit_argument_errors(env, tmp_path):
         from symtrain.train.plot import plot_run
 
         plot_run(tmp_path)
+
+
+def test_long_run_checkpoint_history_is_bounded_and_csv_appends(env, tmp_path, monkeypatch):
+    """Checkpoints hold only the last HISTORY_TAIL epochs/validations; resume rebuilds the older ones from
+    metrics.jsonl exactly. metrics.csv is appended to (rewritten only for new columns or after a resume)
+    and always equals the table of the whole log."""
+    import symtrain.train.fit as fit_mod
+    from symtrain.train import metrics
+
+    _, _, model, ev = env
+    monkeypatch.setattr(fit_mod, "HISTORY_TAIL", 2)
+    rewrites = []
+    real_write_csv = metrics.write_csv
+    monkeypatch.setattr(metrics, "write_csv", lambda recs, path: rewrites.append(len(recs)) or
+                        real_write_csv(recs, path))
+    kwargs = dict(validation=ev, validate_every_steps=9, progress=False, log_every=4)
+    model.reset()
+    ref = fit(model.step, model.stream, 6, **kwargs)
+    reference = model.state()
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if trainer.global_step == 4 * 18 + 5:
+                trainer.request_stop("interrupted")
+
+    model.reset()
+    run = tmp_path / "run"
+    first = fit(model.step, model.stream, 6, run_dir=run, callbacks=[StopAt()], **kwargs)
+    assert len(rewrites) <= 2, rewrites  # the first epoch's table, then appends only
+    meta = json.loads((ckpt.load_latest(run / "checkpoints").path / ckpt.META).read_text())
+    assert len(meta["history"]["epochs"]) == 2 and meta["history"]["epochs_total"] == 4
+    assert len(meta["history"]["validations"]) == 2 and meta["history"]["validations_total"] == 8
+    rewrites.clear()
+    h = fit(model.step, model.stream, 6, run_dir=run, resume=True, **kwargs)
+    assert len(rewrites) == 1  # once after the resume (the log was cut back to the checkpoint)
+    assert h.epochs[:4] == first.epochs  # the older entries come back from the log, to the bit
+    assert h.validations == ref.validations and h.best == ref.best
+    assert [e["loss"] for e in h.epochs] == [e["loss"] for e in ref.epochs]
+    _same(model.state(), reference)
+    real_write_csv(metrics.read_metrics(run), tmp_path / "full.csv")
+    assert (run / "metrics.csv").read_text() == (tmp_path / "full.csv").read_text()

@@ -25,7 +25,7 @@ from symtrain.train.callbacks import Callback, CallbackList
 from symtrain.train.checkpointer import Checkpointer
 from symtrain.train.early_stopping import EarlyStopping, better, check_mode
 from symtrain.train.history import History
-from symtrain.train.metrics import CSV, JSONL, MetricsLog
+from symtrain.train.metrics import CSV, JSONL, MetricsLog, history_records
 from symtrain.train.progress import ProgressBar
 from symtrain.train.signals import GracefulInterrupt
 from symtrain.validate import check_path_arg, check_path_writable
@@ -33,6 +33,7 @@ from symtrain.validate import check_path_arg, check_path_writable
 log = logging.getLogger("symtrain.fit")
 
 CHECKPOINTS = "checkpoints"
+HISTORY_TAIL = 20  # epochs/validations a checkpoint embeds; older ones are read back from metrics.jsonl
 NONFINITE = ("raise", "skip")
 
 
@@ -129,7 +130,7 @@ class Trainer:
             "epochs": self.epochs,
             "epoch_state": {"sums": self.epoch_sums, "count": self.epoch_count,
                             "validation": self.epoch_validation, "last_validated": self.last_validated},
-            "history": self.history.to_dict(),
+            "history": self.history.to_checkpoint(HISTORY_TAIL),
             "callbacks": self.callbacks.state(),
         }
 
@@ -170,10 +171,18 @@ class Trainer:
         self.epoch_count = int(es.get("count", 0))
         self.epoch_validation = dict(es.get("validation", {}))
         self.last_validated = int(es.get("last_validated", -1))
-        self.history = History.from_dict(meta.get("history", {}))
+        callbacks = meta.get("callbacks", {})
+        lines = callbacks.get(MetricsLog.state_key, {}).get("lines", 0)
+        logged = history_records(self.run_dir, lines) if self.run_dir is not None and lines else None
+        self.history, incomplete = History.from_checkpoint(meta.get("history", {}), logged)
+        if incomplete:
+            log.warning("%s: the metrics log %s lacks the older entries of the history (%s); the history "
+                        "continues from the last %d the checkpoint holds", c.path,
+                        None if self.run_dir is None else self.run_dir / JSONL, ", ".join(incomplete),
+                        HISTORY_TAIL)
         self.history.stop_reason, self.history.message = "", ""
         self.history.resumed_from.append(str(c.path))
-        self.callbacks.load_state(meta.get("callbacks", {}))
+        self.callbacks.load_state(callbacks)
         self.resumed = True
         self.last_checkpoint = c.path
 

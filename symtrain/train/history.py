@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+_TAILED = ("epochs", "validations")
+
 
 @dataclass
 class History:
@@ -35,6 +37,36 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_checkpoint(self, tail: int) -> dict[str, Any]:
+        """The bounded form a checkpoint stores: the last ``tail`` epochs and validations plus their totals
+        (``epochs_total``, ``validations_total``); the older ones are read back from metrics.jsonl."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in _TAILED}
+        for k in _TAILED:
+            entries = getattr(self, k)
+            out[k] = entries[-tail:] if tail else []
+            out[f"{k}_total"] = len(entries)
+        return out
+
+    @classmethod
+    def from_checkpoint(cls, d: dict[str, Any], logged: dict[str, list[dict]] | None) -> tuple[History, list[str]]:
+        """Rebuild a History from :meth:`to_checkpoint` output (or a full :meth:`to_dict`), taking the
+        entries older than the tail from ``logged`` (see ``metrics.history_records``). Returns it and the
+        names of the lists that could not be completed (the log is missing or shorter)."""
+        h = cls.from_dict(d)
+        incomplete = []
+        for k in _TAILED:
+            total = d.get(f"{k}_total")
+            tail = list(d.get(k, []))
+            missing = 0 if total is None else total - len(tail)
+            if missing <= 0:
+                continue
+            older = (logged or {}).get(k, [])
+            if len(older) < missing:
+                incomplete.append(k)
+                continue
+            setattr(h, k, older[:missing] + tail)
+        return h, incomplete
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:

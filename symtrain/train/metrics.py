@@ -41,14 +41,45 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return out
 
 
-def write_csv(records: list[dict], path: str | Path) -> None:
-    """All records as one CSV table (columns: kind, epoch, step, time, then every metric name)."""
-    keys = sorted({k for r in records for k in r} - set(FIRST))
+def csv_columns(records: list[dict]) -> list[str]:
+    """The CSV header for ``records``: kind, epoch, step, time, then every metric name sorted."""
+    return [*FIRST, *sorted({k for r in records for k in r} - set(FIRST))]
+
+
+def write_csv(records: list[dict], path: str | Path) -> list[str]:
+    """All records as one CSV table (columns: :func:`csv_columns`); returns the columns."""
+    columns = csv_columns(records)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*FIRST, *keys], restval="")
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
         w.writeheader()
         for r in records:
             w.writerow(r)
+    return columns
+
+
+def _unclean(v: Any) -> Any:
+    return float(v) if isinstance(v, str) and v in ("nan", "inf", "-inf") else v
+
+
+def history_records(run_dir: str | Path, lines: int) -> dict[str, list[dict]] | None:
+    """The "epoch" and "valid" records among the first ``lines`` lines of the log, in History form
+    (``{"epochs": [...], "validations": [...]}``, without kind/time); None when the log is missing."""
+    path = Path(run_dir) / JSONL
+    out: dict[str, list[dict]] = {"epochs": [], "validations": []}
+    where = {"epoch": "epochs", "valid": "validations"}
+    try:
+        with open(path) as f:
+            for _, line in zip(range(lines), f):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                key = where.get(rec.get("kind")) if isinstance(rec, dict) else None
+                if key is not None:
+                    out[key].append({k: _unclean(v) for k, v in rec.items() if k not in ("kind", "time")})
+    except OSError:
+        return None
+    return out
 
 
 def _clean(v: Any) -> Any:
@@ -73,6 +104,8 @@ class MetricsLog(Callback):
         self._sums: dict[str, float] = {}
         self._count = 0
         self._file = None
+        self._csv_columns: list[str] | None = None  # header of metrics.csv as written; None: rewrite it
+        self._csv_pending: list[dict] = []  # records in metrics.jsonl not yet in metrics.csv
 
     def _open(self) -> None:
         if self._file is None:
@@ -81,6 +114,7 @@ class MetricsLog(Callback):
             if self.lines and not path.is_file():
                 log.warning("%s is missing; starting a new metrics log", path)
                 self.lines = 0
+            self._csv_columns, self._csv_pending = None, []  # the CSV is rebuilt from the log once
             if self.lines == 0:
                 self._file = open(path, "w")
             else:  # resumed: keep exactly the lines the checkpoint saw
@@ -104,6 +138,7 @@ class MetricsLog(Callback):
         self._file.write(json.dumps(rec) + "\n")
         self._file.flush()
         self.lines += 1
+        self._csv_pending.append(rec)
 
     def on_fit_begin(self, trainer: Any) -> None:
         self._t0 = time.perf_counter()
@@ -131,8 +166,20 @@ class MetricsLog(Callback):
         self.write_csv()
 
     def write_csv(self) -> None:
-        if self._file is not None:
-            write_csv(read_metrics(self.run_dir), self.run_dir / CSV)
+        """Bring metrics.csv up to date: append the new rows (O(rows added)); rewrite the whole table from
+        metrics.jsonl only when a record brings a new column, the file is gone, or after a resume."""
+        if self._file is None:
+            return
+        path = self.run_dir / CSV
+        cols = self._csv_columns
+        if cols is None or not path.is_file() or any(k not in cols for r in self._csv_pending for k in r):
+            self._csv_columns = write_csv(read_metrics(self.run_dir), path)
+        elif self._csv_pending:
+            with open(path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=cols, restval="")
+                for r in self._csv_pending:
+                    w.writerow(r)
+        self._csv_pending = []
 
     def on_fit_end(self, trainer: Any, history: Any) -> None:
         if self._file is not None:
