@@ -32,12 +32,9 @@ from symtrain.errors import CheckpointError, DatasetError, StreamError
 
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
 
-# import symtrain.train.checkpoint without symtrain/train/__init__.py (which compiles-imports pytensor)
+# symtrain.train is lazy: importing its checkpoint module loads no graph library
 _CKPT_IMPORT = """
-import sys, types, pathlib, symtrain
-_pkg = types.ModuleType("symtrain.train")
-_pkg.__path__ = [str(pathlib.Path(symtrain.__file__).parent / "train")]
-sys.modules["symtrain.train"] = _pkg
+import pathlib, sys
 from symtrain.train import checkpoint as ckpt
 """
 
