@@ -413,6 +413,10 @@ CASES = {
         n = len(x) / 2
         has_key = True
         xrange = range
+        try:
+            import cPickle as pickle
+        except ImportError:
+            import pickle
         print("a", 1, pickle.load(open(p)))
         """,
         """\
@@ -422,6 +426,10 @@ CASES = {
         n = len(x) / 2
         has_key = True
         xrange = range
+        try:
+            import cPickle as pickle
+        except ImportError:
+            import pickle
         print("a", 1, pickle.load(open(p)))
         """),
     "aesara_pickles_untouched": (

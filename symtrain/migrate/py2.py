@@ -61,14 +61,27 @@ def looks_like_python2(source: str) -> bool:
     defined = {tokens[i + 1].string for i, t in enumerate(tokens[:-1])
                if t.string in ("def", "class", "as", "global")}
     defined |= {t.string for i, t in enumerate(tokens[:-1]) if tokens[i + 1].string == "="}
+    lines = source.splitlines()
+
+    def guarded(row: int) -> bool:
+        """Inside a ``try:`` (a compatibility import such as ``try: import cPickle``)."""
+        for k in range(row - 2, -1, -1):
+            text = lines[k].strip()
+            if text and not text.startswith("#"):
+                return text == "try:"
+        return False
+
     for i, tok in enumerate(tokens):
         prev = tokens[i - 1].string if i else ""
         name = tok.string
-        if name in PY2_METHODS and prev == ".":
-            return True
+        if name in PY2_METHODS and prev == "." and f'"{name}"' not in tok.line and f"'{name}'" not in tok.line:
+            return True  # (not a shim such as `d.iteritems() if hasattr(d, "iteritems") else d.items()`)
         if name in PY2_BUILTINS and prev not in (".", "def", "class") and name not in defined:
             return True
-        if name in PY2_MODULES and tok.line.lstrip().startswith(("import ", "from ")) and name not in defined:
+        line = tok.line.lstrip()
+        if name in PY2_MODULES and name not in defined and not guarded(tok.start[0]) and (
+                prev == "from" or (prev in ("import", ",") and line.startswith("import "))
+                or (name in ("izip", "imap", "ifilter") and line.startswith("from itertools "))):
             return True
     return False
 
