@@ -54,11 +54,13 @@ def _string_value(node: cst.BaseExpression) -> str | None:
 
 
 def _requote(node: cst.SimpleString, text: str) -> cst.SimpleString:
-    quote = node.value[node.prefix_len if hasattr(node, "prefix_len") else 0:][:1]
+    """The same string literal (prefix and quotes kept) holding ``text``."""
     prefix = node.value[: len(node.value) - len(node.value.lstrip("rRuUbBfF"))]
     quote = node.value[len(prefix)]
     triple = node.value[len(prefix):len(prefix) + 3] == quote * 3
     q = quote * 3 if triple else quote
+    if quote in text or "\\" in text or "\n" in text:
+        return node.with_changes(value=repr(text))
     return node.with_changes(value=f"{prefix}{q}{text}{q}")
 
 
