@@ -3,111 +3,31 @@
 ``migrate_source(text, path)`` returns the new text and the findings (what could not be translated or
 needs a human look, with line numbers); ``migrate_paths`` does it for files and directories. The runtime
 layer the rewritten code calls lives in ``symtrain.migrate.runtime`` and ``symtrain.nnet``.
+
+The names are loaded on first use, so that the ``symtrain`` command line starts without libcst.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import tokenize
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+import importlib
+from typing import Any
 
-import libcst as cst
-
-from symtrain.errors import MigrationError
-from symtrain.migrate import py2
-from symtrain.migrate.report import Finding, format_report
-from symtrain.migrate.transform import rewrite_module
-
-_LEGACY_WORDS = ("theano", "aesara", "six", "THEANO_FLAGS", "AESARA_FLAGS", ".theanorc")
+_LAZY = {
+    "Result": "symtrain.migrate.core",
+    "migrate_source": "symtrain.migrate.core",
+    "migrate_file": "symtrain.migrate.core",
+    "migrate_paths": "symtrain.migrate.core",
+    "iter_python_files": "symtrain.migrate.core",
+    "read_source": "symtrain.migrate.core",
+    "Finding": "symtrain.migrate.report",
+    "format_report": "symtrain.migrate.report",
+}
 
 
-@dataclass
-class Result:
-    """The outcome for one file: old and new text, whether it was Python 2, and the findings."""
-
-    path: str
-    old: str
-    new: str
-    python2: bool = False
-    findings: list[Finding] = field(default_factory=list)
-    encoding: str = "utf-8"
-
-    @property
-    def changed(self) -> bool:
-        return self.old != self.new
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'symtrain.migrate' has no attribute {name!r}")
 
 
-def migrate_source(source: str, path: str = "<string>", out_of_core: bool = False) -> Result:
-    """Rewrite one module's source text; raise MigrationError if it is neither Python 3 nor Python 2.
-
-    ``out_of_core=True`` also applies the streaming rewrite of ``shared_dataset`` where it is safe
-    (``symtrain.migrate.out_of_core``, rules in docs/out-of-core-legacy.md).
-    """
-    python3_syntax = py2.parses_as_python3(source)
-    python2 = not python3_syntax or py2.looks_like_python2(source)
-    if not python2 and not any(word in source for word in _LEGACY_WORDS) and not out_of_core:
-        return Result(path, source, source, False, [])  # nothing of Theano, Aesara, six or Python 2
-    text = py2.convert(source, path, python3_syntax) if python2 else source
-    try:
-        module = cst.parse_module(text)
-    except cst.ParserSyntaxError as exc:
-        raise MigrationError(f"{path}: cannot parse after the Python 2 conversion: {exc}") from exc
-    findings: list[Finding] = []
-    if python2:
-        module, found = py2.fix_division(module, path)
-        findings += found
-    module, found = rewrite_module(module, path, python2)
-    findings += found
-    if out_of_core:
-        from symtrain.migrate.out_of_core import rewrite_out_of_core
-
-        module, found = rewrite_out_of_core(module, path)
-        findings += found
-    return Result(path, source, module.code, python2, findings)
-
-
-def iter_python_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """The given files, and every ``*.py`` below the given directories (sorted, hidden dirs skipped)."""
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            for sub in sorted(path.rglob("*.py")):
-                if not any(part.startswith(".") for part in sub.relative_to(path).parts):
-                    yield sub
-        elif path.is_file():
-            yield path
-        else:
-            raise MigrationError(f"{path}: no such file or directory")
-
-
-def read_source(path: Path) -> tuple[str, str]:
-    """A file's text and its encoding (the PEP 263 coding cookie, or UTF-8; latin-1 if it is not UTF-8)."""
-    data = path.read_bytes()
-    try:
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    except SyntaxError:
-        encoding = "utf-8"
-    try:
-        return data.decode(encoding), encoding
-    except (UnicodeDecodeError, LookupError):
-        return data.decode("latin-1"), "latin-1"
-
-
-def migrate_file(path: Path, out_of_core: bool = False) -> Result:
-    """Read and rewrite one file (nothing is written)."""
-    source, encoding = read_source(path)
-    result = migrate_source(source, str(path), out_of_core=out_of_core)
-    result.encoding = encoding
-    return result
-
-
-def migrate_paths(paths: Iterable[str | os.PathLike], out_of_core: bool = False) -> list[Result]:
-    """Rewrite every Python file under ``paths`` in memory."""
-    return [migrate_file(p, out_of_core) for p in iter_python_files(paths)]
-
-
-__all__ = ["Result", "Finding", "migrate_source", "migrate_file", "migrate_paths", "iter_python_files",
-           "format_report"]
+__all__ = list(_LAZY)
