@@ -162,6 +162,12 @@ def machine() -> dict[str, str]:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = "not installed"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the benchmark-only contender, by its metadata: importing torch here would load it in every run
+        versions["torch"] = version("torch")
+    except PackageNotFoundError:
+        versions["torch"] = "not installed"
     blas = f"{BLAS_THREADS} thread(s) requested via OPENBLAS/OMP/MKL_NUM_THREADS"
     if not BLAS_PINNED_EARLY:
         blas += " (numpy was imported before the benchmarks package: the request may not have applied)"
