@@ -16,9 +16,10 @@ NAME = os.environ.get("SYMTRAIN_BACKEND", "pytensor").strip().lower() or "pytens
 
 if NAME == "pytensor":
     # The pip wheels link no BLAS for the C backend; an explicit empty value silences the import-time
-    # warning (Numba, the default mode, does its own BLAS calls). A user's own setting wins.
+    # warning (Numba, the default mode, does its own BLAS calls). A user's own setting wins (PyTensor
+    # 3 reads only the ``blas__ldflags`` spelling; a dotted ``blas.ldflags`` key is silently ignored).
     _flags = os.environ.get("PYTENSOR_FLAGS", "")
-    if "blas__ldflags" not in _flags and "blas.ldflags" not in _flags:
+    if "blas__ldflags" not in _flags:
         os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in (_flags, "blas__ldflags=") if f)
     import pytensor as graph
     import pytensor.tensor as pt
