@@ -6,9 +6,6 @@ graph library; ``import symtrain as st; st.open_dataset(...)`` works as usual.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from symtrain.errors import (
     CheckpointError,
     ConfigError,
@@ -19,10 +16,11 @@ from symtrain.errors import (
     StreamError,
     SymtrainError,
 )
+from symtrain.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (filled in as the subsystems land)
+# public name -> module that defines it
 _LAZY = {
     "open_dataset": "symtrain.storage",
     "Dataset": "symtrain.storage",
@@ -41,18 +39,7 @@ _LAZY = {
 _SUBMODULES = {"storage", "stream", "optim", "train", "nnet", "migrate", "backend", "legacy"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"symtrain.{name}")
-    raise AttributeError(f"module 'symtrain' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, _SUBMODULES)
 
 
 __all__ = [

@@ -9,8 +9,7 @@ The names are loaded on first use, so that the ``symtrain`` command line starts 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from symtrain.lazy import lazy_exports
 
 _LAZY = {
     "Result": "symtrain.migrate.core",
@@ -24,10 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'symtrain.migrate' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

@@ -6,8 +6,7 @@ graph library through this package.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from symtrain.lazy import lazy_exports
 
 _LAZY = {
     "ChunkStream": "symtrain.stream.chunkstream",
@@ -26,16 +25,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'symtrain.stream' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

@@ -6,8 +6,7 @@ checkpoint reading) do not pay for importing the graph library.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from symtrain.lazy import lazy_exports
 
 _LAZY = {
     "compile_step": "symtrain.train.step",
@@ -19,16 +18,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'symtrain.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["compile_step", "compile_eval", "Step", "Evaluator", "EpochMean", "compile_cache_dirs"]
