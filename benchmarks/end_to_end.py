@@ -38,9 +38,12 @@ from benchmarks.common import ROOT, MiB, Table, median, proc_status, show
 T_START = time.perf_counter()
 NAME = "end_to_end"
 BATCH = 128
-CONTENDERS = ("symtrain/NUMBA", "symtrain/CVM", "torch/batched/0", "torch/batched/2")
+CONTENDERS = ("symtrain/NUMBA", "symtrain/CVM", "symtrain/NUMBA/thread", "symtrain/NUMBA/process/8192",
+              "torch/batched/0", "torch/batched/2")
 LABELS = {"symtrain/NUMBA": "symtrain, Numba mode, loader=\"process\"",
           "symtrain/CVM": "symtrain, C (CVM) mode, loader=\"process\"",
+          "symtrain/NUMBA/thread": "symtrain, Numba mode, loader=\"thread\"",
+          "symtrain/NUMBA/process/8192": "symtrain, Numba mode, loader=\"process\", chunk_rows=8192",
           "torch/batched/0": "PyTorch, batched loader, 0 workers",
           "torch/batched/2": "PyTorch, batched loader, 2 workers",
           "torch/tutorial/0": "PyTorch, tutorial loader, 0 workers"}
@@ -124,7 +127,7 @@ def _profiled(fn, enabled: bool, out: dict):
     return result
 
 
-def child_symtrain(path: str, mode: str, chunk_rows: int, profile_steps: int | None) -> dict:
+def child_symtrain(path: str, mode: str, chunk_rows: int, profile_steps: int | None, loader: str = "process") -> dict:
     import numpy as np
 
     import symtrain as st
@@ -132,7 +135,7 @@ def child_symtrain(path: str, mode: str, chunk_rows: int, profile_steps: int | N
 
     out: dict = {}
     stream = st.ChunkStream(path, batch_size=BATCH, chunk_rows=chunk_rows, policy="shuffle", seed=0,
-                            loader="process", name="e2e")
+                            loader=loader, name="e2e")
     x, y = stream.batch("x"), stream.batch("y")
     rng = np.random.default_rng(0)
     W1 = shared((rng.standard_normal((784, 256)) * 0.05).astype(config.floatX), name="W1")
@@ -205,8 +208,10 @@ def child(contender: str, path: str, chunk_rows: int, profile_steps: int | None)
     """Runs in a fresh subprocess: train one epoch (or ``profile_steps`` under cProfile), report numbers."""
     mem = MemorySampler()
     kind, *rest = contender.split("/")
-    if kind == "symtrain":
-        out = child_symtrain(path, rest[0], chunk_rows, profile_steps)
+    if kind == "symtrain":  # symtrain/MODE[/LOADER[/CHUNK_ROWS]]
+        loader = rest[1] if len(rest) > 1 else "process"
+        chunk_rows = int(rest[2]) if len(rest) > 2 else chunk_rows
+        out = child_symtrain(path, rest[0], chunk_rows, profile_steps, loader)
     else:
         out = child_torch(path, rest[0], int(rest[1]), profile_steps)
     out.update(mem.stop())
@@ -310,7 +315,8 @@ def bench(cfg: Config) -> list[Table]:
         "files read once before each run (warm page cache). Threads: BLAS env vars and torch.set_num_threads = "
         f"{common.BLAS_THREADS}.",
         "symtrain: `st.compile_step(cost, params, stream, st.optim.adam(1e-3), mode=...)` + `st.fit(step, stream, "
-        f"epochs=1, progress=False)`, ChunkStream(policy=\"shuffle\", chunk_rows={cfg.chunk_rows}, loader=\"process\"). "
+        f"epochs=1, progress=False)`, ChunkStream(policy=\"shuffle\", chunk_rows={cfg.chunk_rows} unless stated, "
+        "loader=\"process\" unless stated). "
         "PyTorch: nn.Sequential(Linear, ReLU, Linear), CrossEntropyLoss, torch.optim.Adam(1e-3), loader from "
         "benchmarks/torch_baselines.py.",
         "Time to first step: from the child's first line (imports, dataset open, graph build, compile or autograd "
@@ -327,13 +333,17 @@ def bench(cfg: Config) -> list[Table]:
         shm = {n: median([r["peak_shmem"] for r in ok[n]]) for n in rates}
         mem = {n: anon[n] + shm[n] for n in rates}
         torch_names = [n for n in rates if n.startswith("torch")]
+        lean_sym = min(sym, key=lambda n: mem[n])
+        lean_torch = min(torch_names, key=lambda n: mem[n])
         table.notes.append(
             f"**Targets.** rows/s: {LABELS[best_sym]} at {r_rate:.2f}x {LABELS[best_torch]}, the fastest PyTorch "
-            f"contender ({'met' if r_rate >= 1 else f'missed by {1 - r_rate:.0%}'}). Anonymous memory "
-            f"(RssAnon of the tree + shared-memory staging): {LABELS[best_sym]} {_mib(mem[best_sym])} ("
-            f"{_mib(anon[best_sym])} + {_mib(shm[best_sym])}) vs "
-            + ", ".join(f"{LABELS[n]} {_mib(mem[n])} ({'no larger: met' if mem[best_sym] <= mem[n] else 'larger: missed'})"
-                        for n in torch_names) + ".")
+            f"contender ({'met' if r_rate >= 1 else f'missed by {1 - r_rate:.0%}'}). Anonymous memory (RssAnon of "
+            "the tree + shared-memory staging): "
+            + ", ".join(f"{LABELS.get(n, n)} {_mib(mem[n])}" for n in names if n in mem)
+            + f". Leanest symtrain ({LABELS[lean_sym]}) vs leanest PyTorch ({LABELS[lean_torch]}): "
+            f"{_mib(mem[lean_sym])} vs {_mib(mem[lean_torch])} "
+            f"({'met' if mem[lean_sym] <= mem[lean_torch] else f'missed by {_mib(mem[lean_sym] - mem[lean_torch])}'}); "
+            f"fastest symtrain vs fastest PyTorch: {_mib(mem[best_sym])} vs {_mib(mem[best_torch])}.")
     tables = [table]
     if profiles:
         tables.append(_profile_table(profiles, cfg))
