@@ -62,13 +62,13 @@ def bench(cfg: Config) -> Table:
         if not good:
             res[key] = v[0]
             continue
-        res[key] = dict(good[0], epoch_s=median([r["epoch_s"] for r in good]),
+        res[key] = dict(good[0], epoch_s=median([r["epoch_s"] for r in good]), wait_s=median([r["wait_s"] for r in good]),
                         **{m: max(r[m] for r in good) for m in ("peak_anon_tree", "peak_shmem", "peak_file")})
     free = shutil.disk_usage(ROOT).free
     with open("/proc/meminfo") as f:
         mem = int(next(ln.split()[1] for ln in f if ln.startswith("MemTotal"))) * 1024
     table = Table("Scaling: one epoch at several dataset sizes (fresh process each, warm page cache)",
-                  ["contender", "dataset", "epoch s", "s per GiB", "rows/s", "peak anon (tree)",
+                  ["contender", "dataset", "epoch s", "s per GiB", "rows/s", "waited for data", "peak anon (tree)",
                    "anon - smallest size's", "peak RssFile"])
     for name in cfg.contenders:
         base = res.get((name, sizes[0]), {})
@@ -77,14 +77,15 @@ def bench(cfg: Config) -> Table:
             rows, _, nbytes = info[s]
             if "error" in r:
                 table.rows.append([LABELS.get(name, name), f"{nbytes / 2**30:.2f} GiB", f"failed: {r['error'][:150]}",
-                                   "-", "-", "-", "-", "-"])
+                                   "-", "-", "-", "-", "-", "-"])
                 continue
             mem_cell = r["peak_anon_tree"] + r["peak_shmem"]
             diff = "-" if s == sizes[0] or "error" in base else \
                 f"{(mem_cell - base['peak_anon_tree'] - base['peak_shmem']) / MiB:+.0f} MiB"
             table.rows.append([LABELS.get(name, name), f"{nbytes / 2**30:.2f} GiB ({rows} rows)",
                                f"{r['epoch_s']:.1f}", f"{r['epoch_s'] / (nbytes / 2**30):.1f}",
-                               f"{r['rows'] / r['epoch_s'] / 1e3:.1f} k", f"{mem_cell / MiB:.0f} MiB", diff,
+                               f"{r['rows'] / r['epoch_s'] / 1e3:.1f} k", f"{r['wait_s'] / r['epoch_s']:.0%}",
+                               f"{mem_cell / MiB:.0f} MiB", diff,
                                f"{r['peak_file'] / MiB:.0f} MiB"])
     table.notes += [
         "Linear time shows as a constant `s per GiB`; flat memory as `anon - smallest size's` near 0. `peak anon "
