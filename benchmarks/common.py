@@ -244,7 +244,8 @@ def write_results(sections: dict[str, list[Table]], command: str, info: dict[str
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     kept = dict(re.findall(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->", old, flags=re.S))
     for name, tables in sections.items():
-        body = f"## {name}\n\nRun {info['date']} with `{command}`.\n\n" + "\n".join(t.markdown() for t in tables)
+        load = f" (load average {info['load average']} before the run, {info.get('load average after', '?')} after)"
+        body = f"## {name}\n\nRun {info['date']} with `{command}`{load}.\n\n" + "\n".join(t.markdown() for t in tables)
         kept[name] = body
     head = ["# Benchmark results", "",
             "Written by `python -m benchmarks.run` (`make bench`); do not edit by hand. Rerun a single benchmark "
