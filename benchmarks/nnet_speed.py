@@ -3,7 +3,9 @@
 The DLT LeNet: 1x28x28 input, conv 20 5x5 -> 2x2 max pool -> conv 50 5x5 -> 2x2 max pool -> 500 tanh ->
 10 softmax; batch 128, float32, plain SGD updates, the batch selected from a shared buffer by a symbolic
 index through ``givens`` (one compiled call per step). Compared: three ways to build conv2d
-- ``im2col``: ``symtrain.nnet.conv2d`` (k*k strided slices stacked into patches, one GEMM);
+- ``im2col``: ``symtrain.nnet.conv2d`` (2k strided slices stacked into patches, one GEMM);
+- ``im2col-gather``: the same patches taken by one gather with a constant index array (2 indexing ops
+  in the graph instead of 2*k*k strided slices: much smaller graphs to compile);
 - ``im2col-bmm``: the same patches kept per image, ``W @ patches`` as a batched matmul (no transpose);
 - ``convolve2d``: PyTensor's scipy-style ``pt.signal.convolve2d`` broadcast over (batch, filter,
   channel), summed over channels (what MIGRATION_NOTES suggests as the other shim).
@@ -22,7 +24,7 @@ import numpy as np
 
 from benchmarks import common
 
-IMPLS = ("im2col", "im2col-bmm", "convolve2d")
+IMPLS = ("im2col", "im2col-gather", "im2col-bmm", "convolve2d")
 MODES = ("NUMBA", "FAST_COMPILE")
 
 
@@ -38,6 +40,20 @@ def _conv_bmm(x, w, k: int):
     return out.reshape((x.shape[0], w.shape[0], rows, cols))
 
 
+def _conv_gather(x, w, k: int):
+    """im2col variant: all patches in one gather by a constant index array (static 28x28/12x12 inputs)."""
+    from symtrain.backend import pt
+
+    rows, cols = x.type.shape[2], x.type.shape[3]
+    out_r, out_c = rows - k + 1, cols - k + 1
+    idx = (np.arange(out_r)[:, None, None, None] * cols + np.arange(out_c)[None, :, None, None]
+           + np.arange(k)[None, None, :, None] * cols + np.arange(k)[None, None, None, :]).reshape(out_r * out_c, k * k)
+    patches = x.reshape((x.shape[0], x.shape[1], rows * cols))[:, :, idx]  # (batch, C, out_r*out_c, k*k)
+    patches = patches.dimshuffle(0, 2, 1, 3).reshape((x.shape[0] * out_r * out_c, -1))
+    out = pt.dot(patches, w[:, :, ::-1, ::-1].reshape((w.shape[0], -1)).T)
+    return out.reshape((x.shape[0], out_r, out_c, w.shape[0])).dimshuffle(0, 3, 1, 2)
+
+
 def _conv_signal(x, w, k: int):
     """scipy-style convolve2d (flips like Theano) broadcast over batch and filters, summed over channels."""
     from symtrain.backend import signal
@@ -47,7 +63,7 @@ def _conv_signal(x, w, k: int):
 
 
 def lenet_step(impl: str, mode: str, batch: int = 128, rows: int = 1024):
-    """Compile the LeNet SGD step; returns (step(i), number of batches in the buffer, seconds in function())."""
+    """Compile the LeNet SGD step; returns (step(i), params, batches in the buffer, seconds in function())."""
     import symtrain.nnet as nn
     from symtrain.backend import config, function, pt, shared
 
@@ -68,7 +84,8 @@ def lenet_step(impl: str, mode: str, batch: int = 128, rows: int = 1024):
     def conv(x, w, shape):
         if impl == "im2col":
             return nn.conv2d(x, w, filter_shape=shape)
-        return (_conv_bmm if impl == "im2col-bmm" else _conv_signal)(x, w, shape[-1])
+        other = {"im2col-gather": _conv_gather, "im2col-bmm": _conv_bmm, "convolve2d": _conv_signal}[impl]
+        return other(x, w, shape[-1])
 
     index = pt.lscalar("index")
     x, y = pt.matrix("x", dtype=fx), pt.lvector("y")
@@ -84,15 +101,16 @@ def lenet_step(impl: str, mode: str, batch: int = 128, rows: int = 1024):
     f = function([index], cost, updates=[(q, q - lr * g) for q, g in zip(params, grads)],
                  givens={x: buf_x[index * batch:(index + 1) * batch], y: buf_y[index * batch:(index + 1) * batch]},
                  mode=mode)
-    return f, rows // batch, time.perf_counter() - t0
+    return f, params, rows // batch, time.perf_counter() - t0
 
 
 def measure(impl: str, mode: str, steps: int) -> dict:
-    f, n_batches, t_function = lenet_step(impl, mode)
+    f, params, n_batches, t_function = lenet_step(impl, mode)
     first = common.timed(lambda: f(0))
     times = [common.timed(lambda i=i: f(i % n_batches)) for i in range(1, steps + 1)]
     loss = float(f(0))
-    return {"impl": impl, "mode": mode, "function_s": t_function, "first_s": first, "times": times, "loss": loss}
+    layouts = {"C" if q.get_value(borrow=True).flags.c_contiguous else "non-C" for q in params}
+    return {"layouts": layouts, "impl": impl, "mode": mode, "function_s": t_function, "first_s": first, "times": times, "loss": loss}
 
 
 def run(quick: bool = False, impls=IMPLS, modes=MODES, steps: int | None = None) -> list[common.Table]:
@@ -106,7 +124,8 @@ def run(quick: bool = False, impls=IMPLS, modes=MODES, steps: int | None = None)
             med = common.median(r["times"])
             table.rows.append([impl, mode, f"{r['function_s']:.1f} s", f"{r['first_s']:.1f} s",
                                common.spread(r["times"]), f"{128 / med:,.0f}"])
-            print(table.rows[-1], f"loss {r['loss']:.3f}", flush=True)
+            print(table.rows[-1], f"loss {r['loss']:.3f}", "param layouts", r["layouts"],
+                  "slowest steps", sorted(r["times"])[-3:], flush=True)
     table.notes.append(f"{steps} timed steps after the first call; float32; BLAS threads {common.BLAS_THREADS}.")
     return [table]
 
