@@ -88,29 +88,33 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode: Bor
     dilation = int_pair(filter_dilation, "conv2d: filter_dilation", 1)
     pad = _padding(border_mode, kernel, dilation)
 
-    if filter_flip:
-        filters = filters[:, :, ::-1, ::-1]
     x = input
     if pad != (0, 0):
         x = pad_to(x, pad[0], pad[1], dim(x, 2) + 2 * pad[0], dim(x, 3) + 2 * pad[1], 0)
     out_rows, out_cols = (_out_size(dim(input, 2 + i), kernel[i], pad[i], stride[i], dilation[i]) for i in range(2))
-    return _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols)
+    return _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols, filter_flip)
 
 
-def _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols):
-    """Correlate (no flip) padded ``x`` with ``filters``: patches from strided slices, then one GEMM.
+def _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols, flip):
+    """Convolve (``flip``) or correlate padded ``x`` with ``filters``: patches from strided slices, one GEMM.
 
+    The flip reverses the order of the patch positions instead of the filters: a ``[::-1]`` view of the
+    filters would make their gradient, and so the updated parameter, non-contiguous (Numba re-JITs then).
     The patches are built in two stages (k_rows row-shifted slices, then k_cols column-shifted slices
     of those): 2k slices instead of k*k keeps the graph, and Numba's cold compile, about 3x smaller.
     """
     row_views = [x[:, :, a * dilation[0]:a * dilation[0] + (out_rows - 1) * stride[0] + 1:stride[0], :]
-                 for a in range(kernel[0])]
+                 for a in _order(kernel[0], flip)]
     rows = pt.stack(row_views, axis=2)  # (batch, channels, k_rows, out_rows, padded_cols)
     col_views = [rows[:, :, :, :, b * dilation[1]:b * dilation[1] + (out_cols - 1) * stride[1] + 1:stride[1]]
-                 for b in range(kernel[1])]
+                 for b in _order(kernel[1], flip)]
     patches = pt.stack(col_views, axis=5)  # (batch, channels, k_rows, out_rows, out_cols, k_cols)
     batch, n_filters = dim(x, 0), dim(filters, 0)
     patches = patches.dimshuffle(0, 3, 4, 1, 2, 5).reshape((batch * out_rows * out_cols, -1))
     weights = filters.reshape((n_filters, -1))
     out = pt.dot(patches, weights.T)
     return out.reshape((batch, out_rows, out_cols, n_filters)).dimshuffle(0, 3, 1, 2)
+
+
+def _order(k: int, flip: bool) -> range:
+    return range(k - 1, -1, -1) if flip else range(k)
