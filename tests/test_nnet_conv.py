@@ -90,3 +90,20 @@ def test_conv2d_argument_errors():
         nn.conv2d(x, w, filter_shape=(2, 1, 3, 3), input_shape=(1, 1, 5, 5), image_shape=(1, 1, 5, 5))
     with pytest.raises(ConfigError, match="does not match"):
         nn.conv2d(x, shared(np.zeros((2, 1, 3, 3), dtype="float32")), filter_shape=(2, 1, 5, 5))
+
+
+def test_filters_are_never_sliced_so_their_updates_stay_contiguous():
+    # A [::-1] view of the filters makes their gradient (and the SGD-updated parameter) non-C-contiguous,
+    # which makes Numba re-compile the whole step; the flip is done on the patch order instead.
+    w = shared(W.astype("float32"))
+    out = nn.conv2d(pt.tensor4(dtype="float32"), w, border_mode="full")
+    seen, stack, consumers = set(), [out], []
+    while stack:
+        var = stack.pop()
+        if var.owner is None or id(var) in seen:
+            continue
+        seen.add(id(var))
+        if any(i is w for i in var.owner.inputs):
+            consumers.append(type(var.owner.op).__name__)
+        stack.extend(var.owner.inputs)
+    assert consumers and not any("Subtensor" in name for name in consumers), consumers
