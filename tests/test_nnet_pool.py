@@ -123,3 +123,16 @@ def test_pool_argument_errors():
         nn.pool_2d(x, ws=(2, 2), ds=(3, 3))
     with pytest.raises(ConfigError, match="at least 2"):
         nn.pool_2d(pt.vector(), (2, 2))
+
+
+def test_static_shapes_take_the_same_path_to_the_same_values():
+    # with a static input shape the window counts and sizes are Python ints (numpy constants)
+    x = pt.tensor4(dtype="float64")
+    xs = pt.specify_shape(x, X.shape)
+    outs = [nn.pool_2d(xs, (3, 2), stride=(2, 1), mode=m) for m in MODES]
+    outs += [nn.pool_2d(xs, (3, 3), stride=(2, 2), ignore_border=True, pad=(1, 2), mode="average_inc_pad")]
+    assert outs[0].type.shape[-2:] == (3, 4)  # known when the graph is built
+    got = function([x], outs)(X)
+    for mode, value in zip(MODES, got):
+        np.testing.assert_allclose(value, reference(X, (3, 2), (2, 1), False, (0, 0), mode), rtol=1e-12)
+    np.testing.assert_allclose(got[-1], reference(X, (3, 3), (2, 2), True, (1, 2), "average_inc_pad"), rtol=1e-12)
