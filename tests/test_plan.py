@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from symtrain.errors import ConfigError
 from symtrain.stream.plan import epoch_loads, epoch_order, make_spec
 
+pytestmark = pytest.mark.backend  # backend-conformance subset: also runs on Aesara
+
 params = st.fixed_dictionaries({
     "rows": st.integers(1, 3000),
     "chunk_rows": st.integers(1, 700),

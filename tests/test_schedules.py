@@ -12,6 +12,8 @@ from symtrain.errors import ConfigError
 from symtrain.optim import constant, cosine, exponential, linear_warmup, step_decay
 from symtrain.optim.schedules import Schedule
 
+pytestmark = pytest.mark.backend  # backend-conformance subset: also runs on Aesara
+
 
 def test_constant():
     s = constant(0.3)

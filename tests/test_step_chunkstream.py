@@ -34,6 +34,7 @@ def np_step(w, rows, lr):
     return w - lr * 2 * x.T @ (x @ w - y) / len(rows)
 
 
+@pytest.mark.backend
 def test_accumulated_epoch_matches_numpy_over_epoch_order(data):
     """13 steps (the last batch has 2 valid rows), groups of 3, the partial group flushed at epoch end."""
     with st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, policy="shuffle", seed=5, drop_last=False) as stream:
@@ -60,6 +61,7 @@ def test_accumulated_epoch_matches_numpy_over_epoch_order(data):
     assert losses[12] == pytest.approx(np.mean((X[last] @ w4 - Y[last]) ** 2), rel=1e-4)
 
 
+@pytest.mark.backend
 def test_eval_over_epoch_weights_the_partial_batch(data):
     with st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, policy="sequential", drop_last=False,
                         name="val") as stream:
@@ -74,6 +76,7 @@ def test_eval_over_epoch_weights_the_partial_batch(data):
     assert again == total
 
 
+@pytest.mark.backend
 def test_givens_through_the_stream(data):
     """A Theano-style graph on free inputs compiled with givens={var: field}."""
     with st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, policy="sequential", name="gv") as stream:

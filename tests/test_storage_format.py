@@ -14,6 +14,8 @@ from symtrain.errors import ConfigError, DatasetError, SchemaError
 from symtrain.storage import DatasetWriter, open_dataset, write_dataset
 from symtrain.storage.manifest import FORMAT_VERSION
 
+pytestmark = pytest.mark.backend  # backend-conformance subset: also runs on Aesara
+
 
 @pytest.fixture
 def ds_path(make_dataset):
