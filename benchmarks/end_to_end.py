@@ -13,7 +13,7 @@ symtrain mode uses an empty compile cache, the others the cache it left), the pe
 the process tree (sampled every 20 ms: sum of RssAnon over the process and its children + the largest
 RssShmem), VmHWM and RssFile, and where the epoch's time went (waiting for data vs the rest).
 
-    .venv/bin/python -m benchmarks.end_to_end               # full run (2 GiB, 3 repetitions; ~10 min)
+    .venv/bin/python -m benchmarks.end_to_end               # full run (2 GiB, 3 repetitions; 5-15 min)
     .venv/bin/python -m benchmarks.end_to_end --quick       # smoke run
     .venv/bin/python -m benchmarks.end_to_end --profile     # also cProfile one run of each contender
     .venv/bin/python -m benchmarks.run --only end_to_end    # full run, rewrites benchmarks/RESULTS.md
