@@ -21,18 +21,10 @@ import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import dotted_name
 
 _GRAPH_MODULES = ("pytensor", "theano", "aesara")
 _DOC = "see docs/out-of-core-legacy.md"
-
-
-def _dotted(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr.value}"
-    return None
 
 
 class _Names(cst.CSTVisitor):
@@ -47,7 +39,7 @@ class _Names(cst.CSTVisitor):
 
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
-            name = _dotted(alias.name) or ""
+            name = dotted_name(alias.name) or ""
             local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else name
             if name == "symtrain" and local == "symtrain":
                 self.has_symtrain = True
@@ -55,7 +47,7 @@ class _Names(cst.CSTVisitor):
                 self.modules.add(local)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        module = _dotted(node.module) if node.module else None
+        module = dotted_name(node.module) if node.module else None
         if module not in _GRAPH_MODULES or isinstance(node.names, cst.ImportStar):
             return
         for alias in node.names:
@@ -78,7 +70,7 @@ def _unwrapped_name(arg: cst.BaseExpression) -> str | None:
     """NAME for ``NAME`` or ``numpy.asarray(NAME, ...)`` / ``np.asarray(NAME, ...)``."""
     if isinstance(arg, cst.Name):
         return arg.value
-    if isinstance(arg, cst.Call) and (_dotted(arg.func) or "").endswith(".asarray") and arg.args \
+    if isinstance(arg, cst.Call) and (dotted_name(arg.func) or "").endswith(".asarray") and arg.args \
             and arg.args[0].keyword is None and isinstance(arg.args[0].value, cst.Name):
         return arg.args[0].value.value
     return None
@@ -108,7 +100,7 @@ class _SharedDataset(cst.CSTVisitor):
                     target, value = small.targets[0].target, small.value
                     if isinstance(target, cst.Tuple) and isinstance(value, cst.Name) and value.value in params:
                         data |= {e.value.value for e in target.elements if isinstance(e.value, cst.Name)}
-                    elif isinstance(value, cst.Call) and _dotted(value.func) in self.names.shared:
+                    elif isinstance(value, cst.Call) and dotted_name(value.func) in self.names.shared:
                         calls.append((small, value))
                 elif isinstance(small, cst.Return):
                     returns.append(small)
@@ -147,7 +139,7 @@ class _SharedDataset(cst.CSTVisitor):
                 expr = v.value if isinstance(v, cst.Element) else v
                 if isinstance(expr, cst.Name) and expr.value in shared_names:
                     continue
-                if isinstance(expr, cst.Call) and (_dotted(expr.func) or "").endswith("cast") and expr.args \
+                if isinstance(expr, cst.Call) and (dotted_name(expr.func) or "").endswith("cast") and expr.args \
                         and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value in shared_names:
                     continue
                 return "it returns something other than the shared variables or T.cast of them"
@@ -168,7 +160,7 @@ class _RiskyUses(cst.CSTVisitor):
         self.risky: list[tuple[int, str]] = []
 
     def _is_data(self, node: cst.BaseExpression) -> bool:
-        name = _dotted(node)
+        name = dotted_name(node)
         return name is not None and (name.split(".")[-1] in self.data or name.endswith(_DATA_HINTS))
 
     def _add(self, node: cst.CSTNode, what: str) -> None:
@@ -180,18 +172,18 @@ class _RiskyUses(cst.CSTVisitor):
             borrow = any(a.keyword is not None and a.keyword.value == "borrow" and m.matches(a.value, m.Name("True"))
                          for a in node.args)
             if attr == "set_value":
-                self._add(node, f"{_dotted(node.func.value)}.set_value(...)")
+                self._add(node, f"{dotted_name(node.func.value)}.set_value(...)")
             elif attr == "get_value" and not borrow:
-                self._add(node, f"{_dotted(node.func.value)}.get_value() without borrow=True loads the data")
-        if _dotted(node.func) in self.function_names:
+                self._add(node, f"{dotted_name(node.func.value)}.get_value() without borrow=True loads the data")
+        if dotted_name(node.func) in self.function_names:
             for arg in node.args:
                 if arg.keyword is None or arg.keyword.value not in ("givens", "updates"):
                     continue
                 for key, value in _pairs(arg.value):
                     if arg.keyword.value == "updates" and self._is_data(key):
-                        self._add(node, f"updates to {_dotted(key)}")
+                        self._add(node, f"updates to {dotted_name(key)}")
                     if arg.keyword.value == "givens" and self._is_data(value):
-                        self._add(node, f"givens use {_dotted(value)} whole (not a batch slice)")
+                        self._add(node, f"givens use {dotted_name(value)} whole (not a batch slice)")
 
 
 def _pairs(node: cst.BaseExpression) -> list[tuple[cst.BaseExpression, cst.BaseExpression]]:
@@ -214,7 +206,7 @@ class _DataNames(cst.CSTVisitor):
         self.names: set[str] = set()
 
     def visit_Assign(self, node: cst.Assign) -> None:
-        if isinstance(node.value, cst.Call) and _dotted(node.value.func) in self.funcs:
+        if isinstance(node.value, cst.Call) and dotted_name(node.value.func) in self.funcs:
             for t in node.targets:
                 targets = [e.value for e in t.target.elements] if isinstance(t.target, cst.Tuple) else [t.target]
                 self.names |= {e.value for e in targets if isinstance(e, cst.Name)}
@@ -230,7 +222,7 @@ class _Rewrite(cst.CSTTransformer):
         if id(original) in self.shared_calls:
             self.rewrote += 1
             return updated.with_changes(func=cst.parse_expression("symtrain.shared"))
-        if _dotted(original.func) in self.function_names:
+        if dotted_name(original.func) in self.function_names:
             self.rewrote += 1
             return updated.with_changes(func=cst.parse_expression("symtrain.function"))
         return updated
