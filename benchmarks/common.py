@@ -259,3 +259,24 @@ def write_results(sections: dict[str, list[Table]], command: str, info: dict[str
 
 def dump_json(obj: object) -> str:
     return json.dumps(obj, default=float)
+
+
+def mlp_params(seed: int = 0) -> list:
+    """The benchmark MLP's parameters (784-256-10, float32), identical in every benchmark."""
+    from symtrain.backend import shared
+
+    rng = np.random.default_rng(seed)
+
+    def param(shape: tuple[int, ...], scale: float, name: str):
+        return shared((rng.standard_normal(shape) * scale).astype(np.float32), name=name)
+
+    return [param((784, 256), 0.05, "W1"), param((256,), 0.0, "b1"), param((256, 10), 0.05, "W2"),
+            param((10,), 0.0, "b2")]
+
+
+def mlp_log_probs(x, params: list):
+    """Log-probabilities of the benchmark MLP (ReLU hidden layer, log-softmax over the 10 classes)."""
+    from symtrain.backend import pt, special
+
+    w1, b1, w2, b2 = params
+    return special.log_softmax(pt.maximum(x @ w1 + b1, 0) @ w2 + b2, axis=1)

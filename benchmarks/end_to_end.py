@@ -128,24 +128,19 @@ def _profiled(fn, enabled: bool, out: dict):
 
 
 def child_symtrain(path: str, mode: str, chunk_rows: int, profile_steps: int | None, loader: str = "process") -> dict:
-    import numpy as np
 
     import symtrain as st
-    from symtrain.backend import config, pt, shared, special
+    from symtrain.backend import pt
 
     out: dict = {}
     stream = st.ChunkStream(path, batch_size=BATCH, chunk_rows=chunk_rows, policy="shuffle", seed=0,
                             loader=loader, name="e2e")
     x, y = stream.batch("x"), stream.batch("y")
-    rng = np.random.default_rng(0)
-    W1 = shared((rng.standard_normal((784, 256)) * 0.05).astype(config.floatX), name="W1")
-    b1 = shared(np.zeros(256, config.floatX), name="b1")
-    W2 = shared((rng.standard_normal((256, 10)) * 0.05).astype(config.floatX), name="W2")
-    b2 = shared(np.zeros(10, config.floatX), name="b2")
-    logp = special.log_softmax(pt.maximum(x @ W1 + b1, 0) @ W2 + b2, axis=1)
+    params = common.mlp_params()
+    logp = common.mlp_log_probs(x, params)
     cost = -pt.mean(logp[pt.arange(BATCH), y])
     t0 = time.perf_counter()
-    step = st.compile_step(cost, [W1, b1, W2, b2], stream, st.optim.adam(1e-3), mode=mode)
+    step = st.compile_step(cost, params, stream, st.optim.adam(1e-3), mode=mode)
     out["compile_s"] = time.perf_counter() - t0
     # time to first step: a real step on the first chunk (Numba JITs on its first call), then the epoch
     # proper starts from a fresh stream state; the extra step is one of ~10^4 and does not change rows/s.

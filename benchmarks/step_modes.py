@@ -5,8 +5,8 @@ ChunkStream over a synthetic dataset (one 16384-row chunk in the buffers; the lo
 mode runs in its own subprocess with a fresh ``base_compiledir``, twice: "cold" (empty compile cache) and
 "warm" (the cache the cold run left). BLAS threads are pinned to 1 (see DESIGN.md).
 
-    .venv/bin/python benchmarks/step_modes.py                 # NUMBA and CVM, cold + warm, 300 timed steps
-    .venv/bin/python benchmarks/step_modes.py --modes NUMBA,CVM,C --steps 500 --json out.json
+    .venv/bin/python -m benchmarks.step_modes                 # NUMBA and CVM, cold + warm, 300 timed steps
+    .venv/bin/python -m benchmarks.step_modes --modes NUMBA,CVM,C --steps 500 --json out.json
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import common
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,21 +30,16 @@ def child(mode: str, steps: int, data_dir: str) -> dict:
     import numpy as np
 
     import symtrain as st
-    from symtrain.backend import config, pt, shared, special
+    from symtrain.backend import config, pt, shared
 
     stream = st.ChunkStream(data_dir, batch_size=128, chunk_rows=16384, policy="sequential", seed=0)
     x, y = stream.batch("x"), stream.batch("y")
-    rng = np.random.default_rng(0)
-    W1 = shared((rng.standard_normal((784, 256)) * 0.05).astype(config.floatX), name="W1")
-    b1 = shared(np.zeros(256, config.floatX), name="b1")
-    W2 = shared((rng.standard_normal((256, 10)) * 0.05).astype(config.floatX), name="W2")
-    b2 = shared(np.zeros(10, config.floatX), name="b2")
-    h = pt.maximum(x @ W1 + b1, 0)
-    logp = special.log_softmax(h @ W2 + b2, axis=1)
+    params = common.mlp_params()
+    logp = common.mlp_log_probs(x, params)
     nll = -logp[pt.arange(y.shape[0]), y]
     cost = pt.sum(nll * stream.batch_mask()) / stream.batch_valid().astype(config.floatX)
     t0 = time.perf_counter()
-    step = st.compile_step(cost, [W1, b1, W2, b2], stream, st.optim.adam(1e-3), mode=mode)
+    step = st.compile_step(cost, params, stream, st.optim.adam(1e-3), mode=mode)
     t_function = time.perf_counter() - t0
     chunks = stream.epoch(0)
     chunk = next(chunks)
@@ -96,7 +93,7 @@ def run_mode(mode: str, steps: int, data_dir: str, compiledir: str) -> dict:
                                                   "floatX=float32") if f)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = "1"
-    cmd = [sys.executable, __file__, "--child", mode, "--steps", str(steps), "--data", data_dir]
+    cmd = [sys.executable, "-m", "benchmarks.step_modes", "--child", mode, "--steps", str(steps), "--data", data_dir]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0

@@ -62,21 +62,15 @@ QUICK = Config(chunk_rows=4096, train_rows=16384, reps=2, loader_reps=1, sizes=(
 # ----- the model ---------------------------------------------------------------------------------------
 def build_step(chunk_rows: int, mode: str):
     """The MLP train step over two buffer shared variables; returns (step, bx, by)."""
-    from symtrain.backend import function, grad, pt, shared, special
+    from symtrain.backend import function, grad, pt, shared
 
-    rng = np.random.default_rng(0)
     bx = shared(np.zeros((chunk_rows, 784), np.float32), name="bench/x", borrow=True)
     by = shared(np.zeros(chunk_rows, np.int64), name="bench/y", borrow=True)
     index = pt.lscalar("index")
     x, y = bx[index * BATCH:(index + 1) * BATCH], by[index * BATCH:(index + 1) * BATCH]
 
-    def param(shape, scale, name):
-        return shared((rng.standard_normal(shape) * scale).astype(np.float32), name=name)
-
-    params = [param((784, 256), 0.05, "W1"), param((256,), 0.0, "b1"), param((256, 10), 0.05, "W2"),
-              param((10,), 0.0, "b2")]
-    w1, b1, w2, b2 = params
-    logp = special.log_softmax(pt.maximum(x @ w1 + b1, 0) @ w2 + b2, axis=1)
+    params = common.mlp_params()
+    logp = common.mlp_log_probs(x, params)
     cost = -pt.mean(logp[pt.arange(BATCH), y])
     grads = grad(cost, params)
     lr, beta1, beta2, eps = np.float32(1e-3), np.float32(0.9), np.float32(0.999), np.float32(1e-8)
