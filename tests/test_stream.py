@@ -356,18 +356,3 @@ def test_ctrl_c_while_waiting_for_a_fill_joins_the_loader(data):
                 time.sleep(1)  # not reached before the interrupt: the first fill takes 0.3 s
         timer.join()
         assert not loader_threads()
-
-
-def test_float_field_not_in_floatx_is_refused_with_a_conversion_hint(tmp_path):
-    """DESIGN invariant 7: a dtype mismatch is an error at open time, not a silent per-chunk cast."""
-    from symtrain.backend import config
-    from symtrain.errors import ConfigError
-    from symtrain.storage import write_dataset
-    from symtrain.stream import ChunkStream
-
-    other = "float64" if config.floatX == "float32" else "float32"
-    path = write_dataset(tmp_path / "f", {"x": np.zeros((40, 3), other), "y": np.zeros(40, np.int64)})
-    with pytest.raises(ConfigError, match=r"x\.npy: field 'x' is stored as .*symtrain convert"):
-        ChunkStream(path, batch_size=4, chunk_rows=8)
-    with ChunkStream(path, batch_size=4, chunk_rows=8, dtypes={"x": other}) as stream:
-        assert stream.batch("x").dtype == other

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.backend import TensorVariable, config
+from symtrain.backend import TensorVariable
 from symtrain.errors import CheckpointError, ConfigError, StreamError
 from symtrain.storage import Dataset, open_dataset
 from symtrain.stream.buffers import DeviceBuffers
@@ -76,9 +76,7 @@ class ChunkStream:
     "shuffle" (chunk order and rows in each buffer permuted per epoch) or "sequential"; ``mix=K``: each
     buffer holds K blocks from anywhere in the file. ``drop_last``: drop the last partial batch (True) or
     keep it padded with zeros and counted by ``batch_valid()``. ``transform(arrays)``: runs in the
-    loader on views of the valid rows, in place. ``dtypes``: field -> dtype the caller needs (checked);
-    a floating field not named there must be stored as ``floatX`` (DESIGN invariant 7: convert once
-    offline, never cast every chunk).
+    loader on views of the valid rows, in place. ``dtypes``: field -> dtype the caller needs (checked).
     """
 
     def __init__(self, dataset_or_path: Dataset | str | os.PathLike, batch_size: int, chunk_rows: int, *,
@@ -312,14 +310,6 @@ class ChunkStream:
         self.close()
 
     def _check_dtypes(self, dtypes: Mapping[str, Any]) -> None:
-        floatx = np.dtype(config.floatX)
-        for field in self.dataset.names:
-            have = self.dataset.field(field).dtype
-            if field not in dtypes and have.kind == "f" and have != floatx:
-                raise ConfigError(
-                    f"{self.dataset.fields[field].path}: field {field!r} is stored as {have} but floatX is "
-                    f"{floatx}; convert the dataset once (`symtrain convert IN OUT --dtype {floatx}`), or pass "
-                    f"dtypes={{{field!r}: '{have}'}} to stream it as stored")
         for field, want in dtypes.items():
             have = self.dataset.field(field).dtype
             try:
