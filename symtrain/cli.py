@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # the graph library's own INFO records (config parsing, compiles) need -vv
+        for library in ("pytensor", "aesara", "numba"):
+            logging.getLogger(library).setLevel(max(level, logging.WARNING))
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
