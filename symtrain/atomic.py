@@ -26,15 +26,6 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: str | Path) -> None:
-    """Flush a file's data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def partial_name(target: str | Path) -> Path:
     """A hidden sibling of ``target`` that no reader mistakes for the real thing."""
     target = Path(target)

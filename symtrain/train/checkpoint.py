@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.atomic import fsync_file, partial_name, publish_dir, remove_stale_leftovers
+from symtrain.atomic import fsync_dir, partial_name, publish_dir, remove_stale_leftovers
 from symtrain.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def write_checkpoint(target: Path, values: Mapping[str, Any], meta: Mapping[str,
             json.dump(full, f, indent=1, allow_nan=True)
             f.flush()
             os.fsync(f.fileno())
-        fsync_file(tmp)
+        fsync_dir(tmp)
         publish_dir(tmp, target, overwrite=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
