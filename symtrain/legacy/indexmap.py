@@ -172,17 +172,7 @@ def rowwise_streamed(var, is_streamed: Callable) -> tuple | None:
 
 
 def _has_streamed(var, is_streamed: Callable) -> bool:
-    seen, stack = set(), [var]
-    while stack:
-        v = stack.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        if is_streamed(v):
-            return True
-        if v.owner is not None:
-            stack.extend(v.owner.inputs)
-    return False
+    return any(is_streamed(v) for v in graph.ancestors([var]))
 
 
 def _describe(base, streamed) -> str:
