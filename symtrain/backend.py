@@ -25,6 +25,7 @@ if NAME == "pytensor":
     import pytensor.tensor as pt
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.gradient import verify_grad
+    from pytensor.graph.traversal import ancestors
     from pytensor.ifelse import ifelse
     from pytensor.scan import scan
     from pytensor.tensor import special
@@ -50,6 +51,7 @@ elif NAME == "aesara":
     import aesara.tensor as pt
     from aesara.compile.sharedvalue import SharedVariable
     from aesara.gradient import verify_grad
+    from aesara.graph.basic import ancestors
     from aesara.ifelse import ifelse
     from aesara.scan import scan
     from aesara.tensor import special
@@ -85,6 +87,6 @@ softplus = pt.softplus
 
 __all__ = [
     "NAME", "VERSION", "graph", "pt", "special", "function", "shared", "config", "grad", "In", "Out",
-    "Mode", "get_mode", "SharedVariable", "TensorVariable", "ifelse", "scan", "RandomStream",
+    "Mode", "get_mode", "ancestors", "SharedVariable", "TensorVariable", "ifelse", "scan", "RandomStream",
     "verify_grad", "sigmoid", "softplus", "signal", "shared_rng", "rng_binomial",
 ]

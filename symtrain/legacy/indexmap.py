@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from symtrain.backend import graph, pt
+from symtrain.backend import ancestors, graph, pt
 from symtrain.errors import ConfigError
 
 _Subtensor = graph.tensor.subtensor.Subtensor
@@ -172,7 +172,7 @@ def rowwise_streamed(var, is_streamed: Callable) -> tuple | None:
 
 
 def _has_streamed(var, is_streamed: Callable) -> bool:
-    return any(is_streamed(v) for v in graph.ancestors([var]))
+    return any(is_streamed(v) for v in ancestors([var]))
 
 
 def _describe(base, streamed) -> str:
