@@ -12,15 +12,16 @@ DEMO_DIR ?= demo-run
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,mpi]'
 	touch $@
 
 # Aesara 2.9 needs numpy < 2, so it gets its own venv; symtrain goes in without its PyTensor pins.
+# mpi4py + mpich (the `mpi` extra's pins) let the MPI equivalence test run on the Aesara backend too.
 $(AESARA_VENV)/.installed: pyproject.toml
 	test -x $(APY) || $(PYTHON) -m venv $(AESARA_VENV)
 	$(APY) -m pip install --quiet --upgrade pip
 	$(APY) -m pip install --quiet 'aesara==2.9.4' 'numpy==1.26.4' 'scipy==1.12.0' 'tqdm==4.70.1' \
-		'pytest==9.2.0' 'hypothesis==6.170.15'
+		'pytest==9.2.0' 'hypothesis==6.170.15' 'mpi4py==4.1.2' 'mpich==5.0.2'
 	$(APY) -m pip install --quiet --no-deps -e .
 	touch $@
 
