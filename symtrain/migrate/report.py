@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 # untranslated: left as it was, fails loudly under PyTensor; removed: deleted (a no-op in PyTensor);
-# review: rewritten or left by a heuristic a human should confirm.
-KINDS = ("untranslated", "removed", "review")
+# changed: rewritten in a way that can change behaviour (a mode, an encoding, a list(), a division...);
+# review: left as it was (or rewritten by an assumption) for a human to confirm.
+KINDS = ("untranslated", "removed", "changed", "review")
 
 
 @dataclass(frozen=True, order=True)

@@ -23,6 +23,7 @@ from libcst.metadata import (
 )
 
 from symtrain.migrate import rules
+from symtrain.migrate.pickles import PickleFiles
 from symtrain.migrate.report import Finding
 
 _EQUIVALENT = {"symtrain.nnet.sigmoid": "pytensor.tensor.sigmoid",
@@ -477,8 +478,12 @@ class _Rewriter(cst.CSTTransformer):
         if self.old_pickles and new in rules.PICKLE_LOADS and "encoding" not in keywords and \
                 not any(a.star for a in call.args):
             call = _add_kwargs(call, [("encoding", "'latin1'")])
+            self.report(original_node, "changed", f"`{new}` reads with encoding='latin1' (Python 2 pickles)")
         if original_node in self.binary_open:
+            before = call
             call = _binary_mode(call, self.binary_open[original_node])
+            if not call.deep_equals(before):
+                self.report(original_node, "changed", "`open()` in a binary mode: its file is pickled")
         if new in ("os.environ.setdefault", "os.putenv") and len(call.args) >= 2:
             key = _string_value(call.args[0].value)
             if key in rules.FLAGS_VARIABLES.values():
@@ -689,44 +694,6 @@ def _binary_mode(call: cst.Call, direction: str) -> cst.Call:
     return call
 
 
-class _PickleFiles(cst.CSTVisitor):
-    """Find ``open(...)`` calls whose file object is handed to pickle.load/dump (they need binary modes)."""
-
-    METADATA_DEPENDENCIES = (ParentNodeProvider,)
-
-    def __init__(self, rewriter: _Rewriter):
-        self.r = rewriter
-        self.file_names: dict[str, str] = {}
-        self.opens: list[tuple[cst.Call, str | None]] = []
-
-    def visit_Call(self, node: cst.Call) -> None:
-        new = self.r.new_name(node.func)
-        if new in rules.PICKLE_FILE_ARG:
-            position = rules.PICKLE_FILE_ARG[new]
-            positional = [a for a in node.args if a.keyword is None]
-            if len(positional) > position:
-                value = positional[position].value
-                direction = "dump" if new in ("pickle.dump", "pickle.Pickler") else "load"
-                if isinstance(value, cst.Name):
-                    self.file_names.setdefault(value.value, direction)
-                elif isinstance(value, cst.Call) and self.r.new_name(value.func) in ("open", "io.open"):
-                    self.r.binary_open[value] = direction
-        if self.r.new_name(node.func) in ("open", "io.open"):
-            parent = self.metadata[ParentNodeProvider].get(node)
-            name = None
-            if isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(
-                    parent.targets[0].target, cst.Name):
-                name = parent.targets[0].target.value
-            elif isinstance(parent, cst.WithItem) and parent.asname and isinstance(parent.asname.name, cst.Name):
-                name = parent.asname.name.value
-            self.opens.append((node, name))
-
-    def finish(self) -> None:
-        for node, name in self.opens:
-            if name in self.file_names:
-                self.r.binary_open[node] = self.file_names[name]
-
-
 def _symbolic_default_ifs(analysis: _Analysis, rewriter: _Rewriter) -> set[cst.If]:
     """``if not W:`` on a None-defaulted parameter whose body builds W with a Theano call."""
     found = set()
@@ -776,9 +743,13 @@ def rewrite_module(module: cst.Module, path: str, python2: bool = False) -> tupl
     rewriter = _Rewriter(analysis, path, python2)
     analysis.uses_defaults = _defaulted_inputs(wrapper.module, rewriter)
     if rewriter.old_pickles:
-        pickles = _PickleFiles(rewriter)
+        pickles = PickleFiles(rewriter.new_name)
         wrapper.visit(pickles)
-        pickles.finish()
+        rewriter.binary_open = pickles.binary
+        for line, pickled, name in pickles.others:
+            where = ", ".join(map(str, pickled))
+            rewriter.findings.append(Finding(path, line, "review", f"`open()` left in its mode: `{name}` is "
+                                             f"pickled at line {where}, but through another binding"))
     rewriter.if_none = _symbolic_default_ifs(analysis, rewriter)
     rewriter.symbolic_names = _symbolic_names(wrapper.module, rewriter)
     new = wrapper.visit(rewriter)

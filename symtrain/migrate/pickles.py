@@ -1,0 +1,116 @@
+"""Which ``open()`` calls feed a pickle (they need binary modes), found by binding and scope, not by name.
+
+An ``open()`` call changes only when its file object reaches ``pickle.load``/``dump`` (or ``Unpickler``/
+``Pickler``) directly, or through a name whose binding to that ``open()`` is in the same scope as the
+pickle call. A name that is pickled in one function says nothing about a file of the same name opened
+in another: those ``open()`` calls are left alone and reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import libcst as cst
+from libcst.metadata import ParentNodeProvider, PositionProvider, ScopeProvider
+
+from symtrain.migrate import rules
+
+OPEN_NAMES = ("open", "io.open")
+
+
+def _open_binding(node: cst.Call, parent: cst.CSTNode | None) -> cst.Name | None:
+    """The Name an ``open()`` result is bound to (``f = open(...)``, ``with open(...) as f``), if any."""
+    if isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0].target, cst.Name):
+        return parent.targets[0].target
+    if isinstance(parent, cst.WithItem) and parent.asname and isinstance(parent.asname.name, cst.Name):
+        return parent.asname.name
+    return None
+
+
+class PickleFiles(cst.CSTVisitor):
+    """Collect ``binary``: open() call -> "load"/"dump", and ``others``: (open line, pickle line, name)."""
+
+    METADATA_DEPENDENCIES = (ParentNodeProvider, PositionProvider, ScopeProvider)
+
+    def __init__(self, name_of: Callable[[cst.BaseExpression], str | None]):
+        super().__init__()
+        self.name_of = name_of
+        self.binary: dict[cst.Call, str] = {}
+        self.opens: dict[cst.Name, cst.Call] = {}  # binding Name node -> its open() call
+        self.pickled: list[tuple[cst.Name, str]] = []  # Name handed to a pickle call, direction
+        self.others: list[tuple[int, list[int], str]] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        name = self.name_of(node.func)
+        if name in rules.PICKLE_FILE_ARG:
+            positional = [a for a in node.args if a.keyword is None]
+            keyword = [a for a in node.args if a.keyword is not None and a.keyword.value == "file"]
+            position = rules.PICKLE_FILE_ARG[name]
+            arg = positional[position] if len(positional) > position else (keyword[0] if keyword else None)
+            direction = "dump" if name in ("pickle.dump", "pickle.Pickler") else "load"
+            if arg is not None and isinstance(arg.value, cst.Call) and self.name_of(arg.value.func) in OPEN_NAMES:
+                self.binary[arg.value] = direction
+            elif arg is not None and isinstance(arg.value, cst.Name):
+                self.pickled.append((arg.value, direction))
+        if name in OPEN_NAMES:
+            binding = _open_binding(node, self.get_metadata(ParentNodeProvider, node, None))
+            if binding is not None:
+                self.opens[binding] = node
+
+    def _block(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        """The indented block (or module) whose statement list holds ``node``."""
+        parent = self.get_metadata(ParentNodeProvider, node, None)
+        while parent is not None and not isinstance(parent, cst.IndentedBlock | cst.Module):
+            parent = self.get_metadata(ParentNodeProvider, parent, None)
+        return parent
+
+    def _inside(self, node: cst.CSTNode, block: cst.CSTNode | None) -> bool:
+        while node is not None:
+            if node is block:
+                return True
+            node = self.get_metadata(ParentNodeProvider, node, None)
+        return False
+
+    def _reaching(self, name: cst.Name, scope) -> list[cst.Name]:
+        """The open() bindings in ``name``'s scope that can reach it: the last one before it, and earlier
+        ones only while the later ones sit in branches (``if``/``else``, ``try``) the use is not in."""
+        where = self.get_metadata(PositionProvider, name).start
+        candidates = []
+        for access in scope.accesses[name]:
+            if access.node is not name:
+                continue
+            for assignment in access.referents:
+                node = getattr(assignment, "node", None)
+                if getattr(assignment, "scope", None) is not scope or not isinstance(node, cst.Name):
+                    continue
+                start = self.get_metadata(PositionProvider, node).start
+                if (start.line, start.column) < (where.line, where.column):
+                    candidates.append(((start.line, start.column), node))
+        reaching = []
+        for _, node in sorted(candidates, key=lambda c: c[0], reverse=True):
+            reaching.append(node)
+            if self._inside(name, self._block(node)):
+                break  # an unconditional rebinding before the use hides the earlier ones
+        return [node for node in reaching if node in self.opens]
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        """Resolve each pickled name to the open() bindings it reads in its own scope."""
+        matched: set[cst.Name] = set()
+        for name, direction in self.pickled:
+            scope = self.get_metadata(ScopeProvider, name, None)
+            if scope is None:
+                continue
+            for node in self._reaching(name, scope):
+                self.binary[self.opens[node]] = direction
+                matched.add(node)
+        pickled_lines: dict[str, list[int]] = {}
+        for name, _ in self.pickled:
+            lines = pickled_lines.setdefault(name.value, [])
+            line = self.get_metadata(PositionProvider, name).start.line
+            if line not in lines:
+                lines.append(line)
+        for binding, call in self.opens.items():
+            if binding in matched or call in self.binary or binding.value not in pickled_lines:
+                continue
+            line = self.get_metadata(PositionProvider, call).start.line
+            self.others.append((line, pickled_lines[binding.value], binding.value))
