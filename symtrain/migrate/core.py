@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tokenize
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ import libcst as cst
 
 from symtrain.errors import MigrationError
 from symtrain.migrate import py2
+from symtrain.migrate.oneshot import wrap_one_shot
 from symtrain.migrate.report import Finding, format_report
 from symtrain.migrate.transform import rewrite_module
 
+_THEANO_ERA = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:theano|six)\b", re.MULTILINE)
 _LEGACY_WORDS = ("theano", "aesara", "six", "THEANO_FLAGS", "AESARA_FLAGS", ".theanorc")
 
 
@@ -51,16 +54,19 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
     if not python2 and not any(word in source for word in _LEGACY_WORDS) and not out_of_core:
         return Result(path, source, source, False, [])  # nothing of Theano, Aesara, six or Python 2
     text = py2.convert(source, path, python3_syntax) if python2 else source
+    findings: list[Finding] = py2.fixer_wrappings(source, text, path) if python2 else []
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
         raise MigrationError(f"{path}: cannot parse after the Python 2 conversion: {exc}") from exc
-    findings: list[Finding] = []
     if python2:
         module, found = py2.fix_division(module, path)
         findings += found
     module, found = rewrite_module(module, path, python2)
     findings += found
+    if python2 or _THEANO_ERA.search(source):
+        module, found = wrap_one_shot(module, path)
+        findings += found
     if out_of_core:
         from symtrain.migrate.out_of_core import rewrite_out_of_core
 

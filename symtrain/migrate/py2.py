@@ -12,6 +12,7 @@ pass). ``/`` between integers is then rewritten to ``//`` where the operands are
 
 from __future__ import annotations
 
+import difflib
 import functools
 import io
 import logging
@@ -61,6 +62,7 @@ def looks_like_python2(source: str) -> bool:
     defined = {tokens[i + 1].string for i, t in enumerate(tokens[:-1])
                if t.string in ("def", "class", "as", "global")}
     defined |= {t.string for i, t in enumerate(tokens[:-1]) if tokens[i + 1].string == "="}
+    defined |= shim_names(source)
     lines = source.splitlines()
 
     def guarded(row: int) -> bool:
@@ -84,6 +86,22 @@ def looks_like_python2(source: str) -> bool:
                 or (name in ("izip", "imap", "ifilter") and line.startswith("from itertools "))):
             return True
     return False
+
+
+_SHIM_IMPORT = re.compile(r"^[ \t]*from[ \t]+(?:six|future|past|builtins)(?:\.[\w.]+)?[ \t]+import[ \t]+"
+                          r"(\([^)]*\)|[^\n]*)", re.MULTILINE)
+
+
+def shim_names(source: str) -> set[str]:
+    """Names bound by ``from six.moves import xrange`` and the like (six, future, past, builtins): these
+    are compatibility shims of code that already ran on Python 3, not Python 2 evidence."""
+    names = set()
+    for match in _SHIM_IMPORT.finditer(source):
+        for item in match.group(1).strip("()").split(","):
+            words = item.split("#")[0].split()
+            if words:
+                names.add(words[-1])
+    return names
 
 
 @functools.cache
@@ -115,6 +133,29 @@ def convert(source: str, path: str, python3_syntax: bool) -> str:
         raise MigrationError(f"{path}: not valid Python 3, and not Python 2 either ({where})") from exc
     out = str(tree)
     return out if source.endswith("\n") else out[:-1]
+
+
+_WRAPPED = re.compile(r"\blist\(\s*(?:(zip|map|filter)\(|[\w.\[\]'\"]+\.(keys|values|items)\(\)\))")
+
+
+def fixer_wrappings(source: str, converted: str, path: str) -> list[Finding]:
+    """Report the ``list(...)`` the 2to3 fixers put around ``zip``/``map``/``filter``/dict views, by line
+    (the fixers keep line numbers; lines they joined or split are matched by difflib)."""
+    old, new = source.splitlines(), converted.splitlines()
+    findings = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        for j in range(j1, j2):
+            i = i1 + (j - j1) if i2 - i1 == j2 - j1 else None
+            before = {m.group(0) for m in _WRAPPED.finditer(old[i])} if i is not None else set()
+            added = [m.group(1) or m.group(2) for m in _WRAPPED.finditer(new[j]) if m.group(0) not in before]
+            for name in dict.fromkeys(added):
+                what = f"`{name}(...)`" if name in ("zip", "map", "filter") else f"`dict.{name}()`"
+                findings.append(Finding(path, j + 1, "changed", f"{what} wrapped in list(...): a Python 3 "
+                                        "iterator/view is consumed once (Python 2 returned a list)"))
+    return findings
 
 
 _INT_NAME = re.compile(r"(^|_)(n|num|size|batch|batches|index|idx|count|len|length|patience|iter|epoch|"
