@@ -327,11 +327,11 @@ def test_long_run_checkpoint_history_is_bounded_and_csv_appends(env, tmp_path, m
     """Checkpoints hold only the last HISTORY_TAIL epochs/validations; resume rebuilds the older ones from
     metrics.jsonl exactly. metrics.csv is appended to (rewritten only for new columns or after a resume)
     and always equals the table of the whole log."""
-    import symtrain.train.fit as fit_mod
+    import symtrain.train.trainer as trainer_mod
     from symtrain.train import metrics
 
     _, _, model, ev = env
-    monkeypatch.setattr(fit_mod, "HISTORY_TAIL", 2)
+    monkeypatch.setattr(trainer_mod, "HISTORY_TAIL", 2)
     rewrites = []
     real_write_csv = metrics.write_csv
     monkeypatch.setattr(metrics, "write_csv", lambda recs, path: rewrites.append(len(recs)) or

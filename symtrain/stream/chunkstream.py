@@ -62,6 +62,24 @@ def loader_class(loader: str | Callable) -> Callable:
     raise ConfigError(f"loader must be one of {LOADERS} (or a Loader class), got {loader!r}")
 
 
+def state_differences(saved: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """Each difference between a checkpoint's stream ``saved`` state and the ``live`` one, once, readably."""
+    problems = []
+    if saved.get("fingerprint") != live.get("fingerprint"):
+        problems.append(f"dataset fingerprint {saved.get('fingerprint')!r} != {live.get('fingerprint')!r} "
+                        "(a different dataset, or its files changed)")
+    sp, lp = saved.get("plan", {}), live.get("plan", {})
+    labels = {"batch_size": "batch size", "chunk_rows": "chunk size (rows)"}
+    for key in (*labels, *sorted((set(sp) | set(lp)) - set(labels))):
+        if sp.get(key) != lp.get(key):
+            problems.append(f"{labels.get(key, key)}: checkpoint {sp.get(key)!r}, now {lp.get(key)!r}")
+    rest = sorted((set(saved) | set(live)) - {"fingerprint", "plan", "fields", "rows"})
+    for key in ("fields", "rows", *rest):
+        if saved.get(key) != live.get(key):
+            problems.append(f"{key}: checkpoint {saved.get(key)!r}, now {live.get(key)!r}")
+    return problems
+
+
 def _close_box(box: dict) -> None:
     loader, box["loader"] = box.get("loader"), None
     if loader is not None:
@@ -191,8 +209,7 @@ class ChunkStream:
 
     def check_state(self, state: Mapping[str, Any]) -> None:
         """Raise CheckpointError naming every difference between ``state`` and this stream's state."""
-        mine = self.state()
-        diffs = [f"{k}: checkpoint {state.get(k)!r} != stream {v!r}" for k, v in mine.items() if state.get(k) != v]
+        diffs = state_differences(state, self.state())
         if diffs:
             raise CheckpointError(f"stream {self.name!r} does not match the checkpoint: " + "; ".join(diffs))
 

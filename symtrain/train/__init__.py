@@ -13,7 +13,7 @@ _LAZY = {
     "compile_eval": "symtrain.train.step",
     "Step": "symtrain.train.step",
     "Evaluator": "symtrain.train.step",
-    "EpochMean": "symtrain.train.step",
+    "EpochMean": "symtrain.train.means",
     "compile_cache_dirs": "symtrain.train.step",
 }
 

@@ -1,7 +1,7 @@
 """The callback interface: hooks ``fit`` calls around epochs, chunks, steps, validations and checkpoints.
 
 Every built-in feature (progress bar, metrics log, early stopping, checkpoints) is a Callback, so a user's
-own callback sees exactly what they see. Hooks receive the running :class:`~symtrain.train.fit.Trainer`
+own callback sees exactly what they see. Hooks receive the running :class:`~symtrain.train.trainer.Trainer`
 (cursor, history, ``request_stop``) and return nothing. See docs/callbacks.md.
 """
 
@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from symtrain.train.contracts import ChunkLike, TrainerLike
+    from symtrain.train.history import History
 
 
 class Callback:
@@ -25,32 +29,32 @@ class Callback:
     #: key under which ``state_dict`` is stored in a checkpoint (default: the class name)
     state_key: str | None = None
 
-    def on_fit_begin(self, trainer: Any) -> None:
+    def on_fit_begin(self, trainer: TrainerLike) -> None:
         """Before the first step (after a resume has restored the cursor)."""
 
-    def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+    def on_epoch_begin(self, trainer: TrainerLike, epoch: int) -> None:
         """Before the first chunk of ``epoch`` (also a resumed, partly done epoch)."""
 
-    def on_chunk_begin(self, trainer: Any, chunk: Any) -> None:
+    def on_chunk_begin(self, trainer: TrainerLike, chunk: ChunkLike) -> None:
         """A chunk's rows are in the device buffers; ``chunk.indices`` are about to be stepped."""
 
-    def on_step_end(self, trainer: Any, step: int, metrics: Mapping[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerLike, step: int, metrics: Mapping[str, float]) -> None:
         """After global step ``step`` (0-based); ``metrics`` are the step's outputs as floats."""
 
-    def on_chunk_end(self, trainer: Any, chunk: Any) -> None:
+    def on_chunk_end(self, trainer: TrainerLike, chunk: ChunkLike) -> None:
         """After the last step on ``chunk``."""
 
-    def on_validation_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
         """After a validation pass; ``trainer.improved`` says whether it set a new best."""
 
-    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerLike, epoch: int, metrics: Mapping[str, float]) -> None:
         """After ``epoch`` (``metrics``: its mean training metrics plus the last validation's ``val_*``)."""
 
-    def on_checkpoint(self, trainer: Any, path: Path, reason: str) -> None:
+    def on_checkpoint(self, trainer: TrainerLike, path: Path, reason: str) -> None:
         """After a checkpoint was published at ``path``; ``reason`` is "steps", "epoch", "best", "interrupt"
         or "final"."""
 
-    def on_fit_end(self, trainer: Any, history: Any) -> None:
+    def on_fit_end(self, trainer: TrainerLike, history: History) -> None:
         """Once, on every exit from ``fit`` that is not an immediate abort (also after an error)."""
 
     def state_dict(self) -> dict | None:

@@ -8,10 +8,14 @@ once more when the run ends if the last one is not at the final cursor. Only the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from symtrain.errors import ConfigError
 from symtrain.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from symtrain.train.contracts import TrainerLike
+    from symtrain.train.history import History
 
 
 def _every(name: str, v: Any) -> int | None:
@@ -31,7 +35,7 @@ class Checkpointer(Callback):
         self.best = bool(best)
         self.last_cursor: tuple[int, int] | None = None
 
-    def _save(self, trainer: Any, reason: str) -> None:
+    def _save(self, trainer: TrainerLike, reason: str) -> None:
         cursor = trainer.cursor()
         if reason != "best" and self.last_cursor == cursor:
             return
@@ -39,25 +43,25 @@ class Checkpointer(Callback):
         if reason != "best":
             self.last_cursor = cursor
 
-    def on_fit_begin(self, trainer: Any) -> None:
+    def on_fit_begin(self, trainer: TrainerLike) -> None:
         self.last_cursor = trainer.cursor() if trainer.resumed else None
 
-    def on_step_end(self, trainer: Any, step: int, metrics: Mapping[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerLike, step: int, metrics: Mapping[str, float]) -> None:
         if trainer.stop_reason == "interrupted":
             self._save(trainer, "interrupt")
         elif self.every_steps and trainer.global_step % self.every_steps == 0:
             self._save(trainer, "steps")
 
-    def on_validation_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
         if self.best and trainer.improved:
             self._save(trainer, "best")
 
-    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerLike, epoch: int, metrics: Mapping[str, float]) -> None:
         if trainer.stop_reason == "interrupted":
             self._save(trainer, "interrupt")
         elif self.every_epochs and ((epoch + 1) % self.every_epochs == 0 or epoch + 1 == trainer.epochs):
             self._save(trainer, "epoch")
 
-    def on_fit_end(self, trainer: Any, history: Any) -> None:
+    def on_fit_end(self, trainer: TrainerLike, history: History) -> None:
         if trainer.stop_reason in ("completed", "early_stopping"):
             self._save(trainer, "final")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from symtrain.errors import ConfigError
 from symtrain.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from symtrain.train.contracts import TrainerLike
 
 MODES = ("min", "max")
 
@@ -92,22 +95,22 @@ class EarlyStopping(Callback):
         return f"patience exhausted ({self.patience} steps) without significant improvement of {self.monitor!r}"
 
     # as a callback ---------------------------------------------------------------------------------
-    def on_fit_begin(self, trainer: Any) -> None:
+    def on_fit_begin(self, trainer: TrainerLike) -> None:
         if self.stopped_at is not None:  # resumed from a run that had already stopped early: stay stopped
             trainer.request_stop("early_stopping", f"{self.reason()} (at step {self.stopped_at + 1}, before the resume)")
 
-    def on_validation_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
         if self.monitor not in metrics:
             raise ConfigError(f"EarlyStopping: monitor={self.monitor!r} is not among the validation metrics "
                               f"{sorted(metrics)}")
         self.update(metrics[self.monitor], trainer.global_step - 1)
         self._check(trainer)
 
-    def on_step_end(self, trainer: Any, step: int, metrics: Mapping[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerLike, step: int, metrics: Mapping[str, float]) -> None:
         if self.patience is not None:
             self._check(trainer)
 
-    def _check(self, trainer: Any) -> None:
+    def _check(self, trainer: TrainerLike) -> None:
         step = trainer.global_step - 1
         if self.stopped_at is None and self.should_stop(step):
             self.stopped_at = step

@@ -16,10 +16,14 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from symtrain.errors import ConfigError
 from symtrain.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from symtrain.train.contracts import TrainerLike
+    from symtrain.train.history import History
 
 JSONL = "metrics.jsonl"
 CSV = "metrics.csv"
@@ -140,27 +144,27 @@ class MetricsLog(Callback):
         self.lines += 1
         self._csv_pending.append(rec)
 
-    def on_fit_begin(self, trainer: Any) -> None:
+    def on_fit_begin(self, trainer: TrainerLike) -> None:
         self._t0 = time.perf_counter()
         self._open()
 
-    def on_step_end(self, trainer: Any, step: int, metrics: Mapping[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerLike, step: int, metrics: Mapping[str, float]) -> None:
         for k, v in metrics.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
         self._count += 1
         if trainer.global_step % self.every == 0:
             self._flush_train(trainer)
 
-    def _flush_train(self, trainer: Any) -> None:
+    def _flush_train(self, trainer: TrainerLike) -> None:
         if self._count:
             self.write("train", trainer.epoch, trainer.global_step,
                        {k: v / self._count for k, v in self._sums.items()})
             self._sums, self._count = {}, 0
 
-    def on_validation_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
         self.write("valid", trainer.epoch, trainer.global_step, metrics)
 
-    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerLike, epoch: int, metrics: Mapping[str, float]) -> None:
         self._flush_train(trainer)
         self.write("epoch", epoch, trainer.global_step, metrics)
         self.write_csv()
@@ -181,7 +185,7 @@ class MetricsLog(Callback):
                     w.writerow(r)
         self._csv_pending = []
 
-    def on_fit_end(self, trainer: Any, history: Any) -> None:
+    def on_fit_end(self, trainer: TrainerLike, history: History) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from symtrain.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from symtrain.train.contracts import TrainerLike
+    from symtrain.train.history import History
 
 
 def rss_anon_mib() -> float | None:
@@ -37,7 +41,7 @@ class ProgressBar(Callback):
         self.bar = None
         self.running: float | None = None
 
-    def on_fit_begin(self, trainer: Any) -> None:
+    def on_fit_begin(self, trainer: TrainerLike) -> None:
         from tqdm.auto import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -52,11 +56,11 @@ class ProgressBar(Callback):
         self._last = 0.0
         self._pending = 0
 
-    def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+    def on_epoch_begin(self, trainer: TrainerLike, epoch: int) -> None:
         if self.bar is not None:
             self.bar.set_description(f"epoch {epoch + 1}/{trainer.epochs}")
 
-    def on_step_end(self, trainer: Any, step: int, metrics: Mapping[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerLike, step: int, metrics: Mapping[str, float]) -> None:
         key = self.key or trainer.loss_key
         if key in metrics:
             v = metrics[key]
@@ -66,7 +70,7 @@ class ProgressBar(Callback):
         if self.bar is not None and now - self._last >= self.interval:
             self._refresh(trainer, now)
 
-    def _refresh(self, trainer: Any, now: float) -> None:
+    def _refresh(self, trainer: TrainerLike, now: float) -> None:
         self.bar.update(self._pending)
         self._pending = 0
         self._last = now
@@ -85,13 +89,13 @@ class ProgressBar(Callback):
             post["best"] = f"{trainer.best['score']:.4g}"
         self.bar.set_postfix(post, refresh=True)
 
-    def on_validation_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
         if self.bar is not None:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             self.bar.write(f"epoch {trainer.epoch + 1} step {trainer.global_step}: validation {shown}"
                            + (" (best)" if trainer.improved else ""))
 
-    def on_fit_end(self, trainer: Any, history: Any) -> None:
+    def on_fit_end(self, trainer: TrainerLike, history: History) -> None:
         if self.bar is not None:
             self._refresh(trainer, time.perf_counter())
             self.bar.close()

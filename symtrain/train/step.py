@@ -20,6 +20,8 @@ from symtrain.errors import ConfigError
 from symtrain.optim.clip import check_params
 from symtrain.optim.schedules import Schedule
 from symtrain.optim.updates import slot
+from symtrain.train.contracts import SymbolicStream
+from symtrain.train.means import EpochMean
 
 MODES = ("NUMBA", "CVM", "C", "FAST_COMPILE", "FAST_RUN", "JAX", "PYTORCH")
 
@@ -53,9 +55,10 @@ def _linker_name(mode: Any) -> str:
 
 
 def _check_stream(stream: Any) -> None:
-    missing = [a for a in ("index", "batch", "givens", "batch_valid", "batch_mask") if not hasattr(stream, a)]
-    if missing:
-        raise ConfigError(f"stream is a {type(stream).__name__} without {', '.join(missing)}: pass a ChunkStream")
+    """ConfigError unless ``stream`` has the symbolic side a step is compiled against (a ChunkStream)."""
+    if not isinstance(stream, SymbolicStream):
+        raise ConfigError(f"stream is a {type(stream).__name__}, not a stream with a symbolic batch index "
+                          "(index, batch, givens, batch_valid, batch_mask): pass a ChunkStream")
 
 
 def _reduce(name: str, expr: Any, stream: Any) -> Any:
@@ -294,22 +297,6 @@ def _no_clash(extra: Mapping, others: Iterable, message: str) -> None:
     both = [str(v.name or v) for v in others if any(v is e for e in extra)]
     if both:
         raise ConfigError(f"{message}: {both}")
-
-
-class EpochMean:
-    """Running valid-row-weighted means of named metrics: ``add(metrics, rows)``, ``result()``."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.rows = 0
-
-    def add(self, metrics: Mapping[str, float], rows: int) -> None:
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v) * rows
-        self.rows += int(rows)
-
-    def result(self) -> dict[str, float]:
-        return {k: s / self.rows for k, s in self.sums.items()} if self.rows else {}
 
 
 class Evaluator:
