@@ -120,6 +120,7 @@ class ChunkStream:
             raise ConfigError(f"dataset_or_path must be a Dataset or a dataset directory, got "
                               f"{type(dataset_or_path).__name__}")
         self.dataset = ds
+        self.requested_chunk_rows = chunk_rows  # before rounding: a sharded (MPI) plan rounds it anew
         try:
             if ds.rows == 0:
                 raise ConfigError(f"{ds.path}: the dataset is empty (0 rows): nothing to stream")

@@ -181,8 +181,11 @@ class EpochPlan:
 
 
 def epoch_loads(spec: PlanSpec, epoch: int) -> EpochPlan:
-    """The sequence of Loads of ``epoch`` (lazy, indexable with ``.load(g)``)."""
-    return EpochPlan(spec, epoch)
+    """The sequence of Loads of ``epoch`` (lazy, indexable with ``.load(g)``).
+
+    A spec that is not a PlanSpec (one rank's share, ``symtrain.distributed.shard.ShardSpec``) makes its own.
+    """
+    return EpochPlan(spec, epoch) if isinstance(spec, PlanSpec) else spec.epoch_loads(epoch)
 
 
 def epoch_order(spec: PlanSpec, epoch: int) -> np.ndarray:

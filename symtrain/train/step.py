@@ -137,7 +137,7 @@ class Step:
 
     def __init__(self, *, name: str, names: list[str], fn: Any, apply_fn: Any | None, accumulate: int,
                  count: Any | None, params: list, schedules: list[Schedule], mode: str, linker: str,
-                 compile_seconds: float):
+                 compile_seconds: float, recipe: Mapping[str, Any] | None = None):
         self.name = name
         self.names = names
         self.accumulate = accumulate
@@ -146,6 +146,7 @@ class Step:
         self.mode = mode
         self.linker = linker
         self.compile_seconds = compile_seconds
+        self.recipe = dict(recipe or {})  # the symbolic inputs, so a distributed trainer can recompile them
         self._fn = fn
         self._apply = apply_fn
         self._count = count
@@ -250,7 +251,9 @@ def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, 
     fn.trust_input = True
     return Step(name=name, names=names, fn=fn, apply_fn=apply_fn, accumulate=int(accumulate), count=count,
                 params=params, schedules=all_schedules, mode=mode_name, linker=_linker_name(mode_obj),
-                compile_seconds=time.perf_counter() - t0)
+                compile_seconds=time.perf_counter() - t0,
+                recipe={"cost": cost, "params": params, "optimizer": optimizer, "metrics": metrics,
+                        "stream": stream, "givens": given, "updates": extra, "mode": mode_obj})
 
 
 def _schedules(optimizer: Any, extra: Sequence[Schedule]) -> list[Schedule]:

@@ -1,0 +1,119 @@
+"""``symtrain train ... --ranks N``: start ``mpiexec -n N`` on this command line and watch it.
+
+The MPICH wheel's ``mpiexec`` (next to this Python) is preferred, else the one on PATH. ``mpiexec`` runs
+in its own session so a terminal's Ctrl-C reaches it once, through us: the first SIGINT/SIGTERM is
+forwarded (mpiexec passes it to every rank; they stop after the same step and rank 0 checkpoints), a
+second one too (mpiexec then aborts at once). If this launcher dies, mpiexec gets SIGTERM (Linux
+parent-death signal), so no rank is left behind. When a rank is killed, the error names its rank.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from symtrain.errors import ConfigError
+
+PID_DIR_ENV = "SYMTRAIN_RANK_PID_DIR"
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+_BAD_PID = re.compile(r"PID (\d+) RUNNING AT")
+
+
+def find_mpiexec() -> str:
+    """The ``mpiexec`` of this Python's environment (the MPICH wheel's), else the one on PATH."""
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(folder) / "mpiexec"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise ConfigError("--ranks needs mpiexec, found neither next to this Python nor on PATH; install it "
+                          "with `pip install symtrain[mpi]` (the MPICH wheel ships one)")
+    return found
+
+
+def register_rank(rank: int) -> None:
+    """Record this rank's pid for the launcher (which names the rank when one dies); no-op without it."""
+    folder = os.environ.get(PID_DIR_ENV)
+    if folder:
+        try:
+            Path(folder, f"{os.getpid()}.rank").write_text(str(rank))
+        except OSError:
+            pass
+
+
+def _parent_death_signal() -> None:
+    """In the child before exec: get SIGTERM when the launcher dies (Linux; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def launch(ranks: int, argv: Sequence[str]) -> int:
+    """Run ``python -m symtrain.cli ARGV`` on ``ranks`` ranks under mpiexec; its exit status (130: signal)."""
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise ConfigError(f"--ranks must be an integer >= 1, got {ranks!r}")
+    mpiexec = find_mpiexec()
+    env = dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // ranks))
+    for var in BLAS_THREADS:
+        env.setdefault(var, threads)
+    with tempfile.TemporaryDirectory(prefix="symtrain-ranks-") as pid_dir:
+        env[PID_DIR_ENV] = pid_dir
+        cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "symtrain.cli", *argv]
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+                                start_new_session=True, preexec_fn=_parent_death_signal)
+        received: list[str] = []
+
+        def forward(signum: int, frame: FrameType | None) -> None:
+            received.append(signal.Signals(signum).name)
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        bad: list[int] = []
+        reader = threading.Thread(target=_relay, args=(proc, bad), daemon=True)
+        reader.start()
+        try:
+            code = proc.wait()
+            reader.join()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        killed = {int(pid): _rank_of(pid_dir, int(pid)) for pid in bad}
+    for pid, rank in killed.items():
+        who = f"rank {rank}" if rank is not None else "a rank"
+        print(f"symtrain train: error: {who} (pid {pid}) ended abnormally and mpiexec stopped the other ranks; "
+              "the last checkpoint written is intact: rerun with --resume to continue", file=sys.stderr)
+    if received and code in (0, 130, -signal.SIGINT, 128 + signal.SIGINT):
+        return 130
+    return 130 if received and not killed else (code if code >= 0 else 128 - code)
+
+
+def _relay(proc: subprocess.Popen, bad: list[int]) -> None:
+    """Copy mpiexec's stderr through, noting the pids it reports as badly terminated."""
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        m = _BAD_PID.search(line)
+        if m:
+            bad.append(int(m.group(1)))
+
+
+def _rank_of(pid_dir: str, pid: int) -> int | None:
+    try:
+        return int(Path(pid_dir, f"{pid}.rank").read_text())
+    except (OSError, ValueError):
+        return None
