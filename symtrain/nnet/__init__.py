@@ -6,6 +6,7 @@ signatures and defaults: activations, softmax, crossentropies, conv2d, pooling, 
 
 from __future__ import annotations
 
+from symtrain import backend as _backend
 from symtrain.nnet.activations import (
     elu,
     hard_sigmoid,
@@ -26,6 +27,12 @@ from symtrain.nnet.normalization import (
     batch_normalization_train,
 )
 from symtrain.nnet.pool import max_pool_2d, pool_2d, pool_output_shape
+
+if _backend.NAME == "pytensor":
+    try:  # registers the Ops' Numba kernels with PyTensor's dispatcher; without numba, perform runs
+        import symtrain.nnet.numba_kernels  # noqa: F401
+    except ImportError:  # pragma: no cover - numba is a PyTensor dependency
+        pass
 
 __all__ = [
     "sigmoid", "softplus", "ultra_fast_sigmoid", "hard_sigmoid", "relu", "elu", "softmax", "log_softmax",

@@ -1,6 +1,6 @@
 """Theano's NN-style ``conv2d`` on (batch, channels, rows, cols) images and (filters, channels, k, k)
-kernels, built as im2col (strided slices stacked into patches) + one matrix product, so it is fast on
-a CPU and differentiable by the graph library."""
+kernels: one ``Conv2d`` Op (symtrain.nnet.conv_ops) with gradient Ops and a Numba im2col + GEMM kernel.
+``conv2d_graph`` keeps the previous graph-only implementation (strided slices + one dot) for checks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from symtrain.backend import pt
 from symtrain.errors import ConfigError
 from symtrain.nnet._shapes import dim, int_pair, pad_to, static_dims
+from symtrain.nnet.conv_ops import Conv2d
 
-__all__ = ["conv2d", "conv_output_shape"]
+__all__ = ["conv2d", "conv_output_shape", "conv2d_graph"]
 
 BorderMode = str | int | tuple[int, int]
 
@@ -55,9 +56,48 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode: Bor
     kernels: a true convolution, as ``scipy.signal.convolve2d``; ``False`` gives cross-correlation.
     ``border_mode``: 'valid' (no padding), 'full' (pad k-1), 'half' (pad k//2), an int or (int, int)
     of zero padding. ``subsample`` is the stride. ``input_shape`` / ``image_shape`` (its old name) are
-    checked for length only; ``filter_shape`` supplies the kernel size when ``filters`` has no static
-    shape and is asserted at run time.
+    checked for length only; ``filter_shape`` is asserted at run time. The kernel size may be known
+    only at run time. Built as one ``Conv2d`` Op (im2col + GEMM in compiled code, gradient Ops).
     """
+    input, filters, _, stride, dilation = _prepare(input, filters, input_shape, filter_shape, subsample,
+                                                   image_shape, filter_dilation, num_groups)
+    return Conv2d(_border(border_mode), stride, filter_flip, dilation)(input, filters)
+
+
+def conv2d_graph(input, filters, input_shape=None, filter_shape=None, border_mode: BorderMode = "valid",
+                 subsample=(1, 1), filter_flip: bool = True, image_shape=None, filter_dilation=(1, 1),
+                 num_groups: int = 1):
+    """The previous implementation of :func:`conv2d` from graph pieces (kept to check the Ops against).
+
+    im2col from 2k strided slices plus one dot; needs the kernel size when the graph is built.
+    """
+    input, filters, shape, stride, dilation = _prepare(input, filters, input_shape, filter_shape, subsample,
+                                                       image_shape, filter_dilation, num_groups)
+    if shape[2] is None or shape[3] is None:
+        raise ConfigError("conv2d: the kernel size is unknown: pass filter_shape=(n_filters, channels, k, k)")
+    kernel = (shape[2], shape[3])
+    pad = _padding(border_mode, kernel, dilation)
+
+    x = input
+    if pad != (0, 0):
+        x = pad_to(x, pad[0], pad[1], dim(x, 2) + 2 * pad[0], dim(x, 3) + 2 * pad[1], 0)
+    out_rows, out_cols = (_out_size(dim(input, 2 + i), kernel[i], pad[i], stride[i], dilation[i]) for i in range(2))
+    return _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols, filter_flip)
+
+
+def _border(border_mode: BorderMode) -> str | tuple[int, int]:
+    """Check ``border_mode`` and give it as the Op's prop: a mode name or a pair of paddings."""
+    if isinstance(border_mode, str):
+        if border_mode in ("valid", "full", "half"):
+            return border_mode
+        raise ConfigError(
+            f"conv2d: border_mode must be 'valid', 'full', 'half', an int or a pair of ints, got {border_mode!r}"
+        )
+    return int_pair(border_mode, "conv2d: border_mode", 0)
+
+
+def _prepare(input, filters, input_shape, filter_shape, subsample, image_shape, filter_dilation, num_groups):
+    """Check the arguments shared by both implementations; returns the (shape-asserted) variables."""
     input = pt.as_tensor_variable(input)
     filters = pt.as_tensor_variable(filters)
     if input.ndim != 4:
@@ -81,18 +121,9 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode: Bor
                 raise ConfigError(f"conv2d: filter_shape {tuple(filter_shape)} does not match the filters {shape}")
         filters = pt.specify_shape(filters, tuple(None if s is None else int(s) for s in filter_shape))
         shape = tuple(int(g) if g is not None else k for g, k in zip(filter_shape, shape))
-    if shape[2] is None or shape[3] is None:
-        raise ConfigError("conv2d: the kernel size is unknown: pass filter_shape=(n_filters, channels, k, k)")
-    kernel = (shape[2], shape[3])
     stride = int_pair(subsample, "conv2d: subsample", 1)
     dilation = int_pair(filter_dilation, "conv2d: filter_dilation", 1)
-    pad = _padding(border_mode, kernel, dilation)
-
-    x = input
-    if pad != (0, 0):
-        x = pad_to(x, pad[0], pad[1], dim(x, 2) + 2 * pad[0], dim(x, 3) + 2 * pad[1], 0)
-    out_rows, out_cols = (_out_size(dim(input, 2 + i), kernel[i], pad[i], stride[i], dilation[i]) for i in range(2))
-    return _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols, filter_flip)
+    return input, filters, shape, stride, dilation
 
 
 def _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols, flip):

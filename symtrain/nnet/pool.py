@@ -1,4 +1,5 @@
-"""Theano's ``pool_2d`` / ``max_pool_2d`` over the last two axes, built from strided slices and reductions.
+"""Theano's ``pool_2d`` / ``max_pool_2d`` over the last two axes: one ``Pool`` Op (symtrain.nnet.pool_ops)
+with gradient Ops and Numba kernels; ``pool_2d_graph`` keeps the previous strided-slice implementation.
 
 The default ``ignore_border=None`` means Theano 0.7's ``False``: a partial window at the bottom/right
 edge makes an extra output row/column (ceil), and real scripts size their next layer on that.
@@ -11,23 +12,12 @@ import numpy as np
 from symtrain.backend import pt
 from symtrain.errors import ConfigError
 from symtrain.nnet._shapes import dim, int_pair, pad_to
+from symtrain.nnet.pool_ops import MODES, Pool, pool_len
 
-__all__ = ["pool_2d", "max_pool_2d", "pool_output_shape", "MODES"]
-
-MODES = ("max", "sum", "average_inc_pad", "average_exc_pad")
+__all__ = ["pool_2d", "max_pool_2d", "pool_output_shape", "pool_2d_graph", "MODES"]
 
 
-def _out_len(size, ws: int, stride: int, pad: int, ignore_border: bool):
-    """Theano's ``Pool.out_shape`` for one axis (size may be symbolic)."""
-    size = size + 2 * pad
-    symbolic = not isinstance(size, int | np.integer)
-    if ignore_border:
-        out = (size - ws) // stride + 1
-        return pt.maximum(out, 0) if symbolic else max(int(out), 0)
-    if stride >= ws:
-        return (size - 1) // stride + 1
-    out = (size - 1 - ws + stride) // stride
-    return (pt.maximum(out, 0) if symbolic else max(int(out), 0)) + 1
+_out_len = pool_len
 
 
 def pool_output_shape(input_shape, ws, ignore_border: bool | None = None, stride=None, pad=(0, 0)) -> tuple:
@@ -73,26 +63,14 @@ def pool_2d(input, ws=None, ignore_border: bool | None = None, stride=None, pad=
     ``mode``: 'max' (padding never wins), 'sum', 'average_inc_pad' (divide by the window size clipped
     to the padded image), 'average_exc_pad' (divide by the number of real elements in the window).
     """
-    input = pt.as_tensor_variable(input)
-    if input.ndim < 2:
-        raise ConfigError(f"pool_2d: input must have at least 2 dimensions, got {input.ndim}")
-    ws = _one_of(ws, ds, "ws", "ds")
-    if ws is None:
-        raise ConfigError("pool_2d: the window size ws (or its old name ds) is required")
-    ws = int_pair(ws, "pool_2d: ws", 1)
-    stride = _one_of(stride, st, "stride", "st")
-    stride = ws if stride is None else int_pair(stride, "pool_2d: stride", 1)
-    pad = int_pair(_one_of(None if pad in (None, (0, 0), 0) else pad, padding, "pad", "padding", (0, 0)),
-                   "pool_2d: pad", 0)
-    if mode not in MODES:
-        raise ConfigError(f"pool_2d: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    ignore_border = False if ignore_border is None else bool(ignore_border)
-    if pad != (0, 0):
-        if not ignore_border:
-            raise ConfigError("pool_2d: pad needs ignore_border=True (as in Theano)")
-        if pad[0] >= ws[0] or pad[1] >= ws[1]:
-            raise ConfigError(f"pool_2d: pad {pad} must be smaller than the window ws {ws}")
+    input, ws, ignore_border, stride, pad = _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding)
+    return _pool_op(input, Pool(ws, stride, pad, ignore_border, mode))
 
+
+def pool_2d_graph(input, ws=None, ignore_border: bool | None = None, stride=None, pad=(0, 0), mode: str = "max",
+                  ds=None, st=None, padding=None):
+    """The previous implementation of :func:`pool_2d` from strided slices and reductions (for checks)."""
+    input, ws, ignore_border, stride, pad = _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding)
     sizes = (dim(input, -2), dim(input, -1))
     outs = [_out_len(sizes[i], ws[i], stride[i], pad[i], ignore_border) for i in range(2)]
     # Canvas that holds every window: padding/extension never wins a max and adds 0 to sums.
@@ -125,6 +103,43 @@ def pool_2d(input, ws=None, ignore_border: bool | None = None, stride=None, pad=
     rows = _counts(outs[0], sizes[0], ws[0], stride[0], pad[0], include)
     cols = _counts(outs[1], sizes[1], ws[1], stride[1], pad[1], include)
     return total / pt.cast(rows.dimshuffle(0, "x") * cols.dimshuffle("x", 0), input.dtype)
+
+
+def _pool_op(input, op: Pool):
+    """Apply the 4-d ``op`` to any rank >= 2: lower ranks get leading unit axes, higher ones are folded."""
+    if input.ndim == 4:
+        return op(input)
+    if input.ndim < 4:
+        out = op(pt.shape_padleft(input, 4 - input.ndim))
+        return out[(0,) * (4 - input.ndim)]
+    shape = input.shape
+    out = op(input.reshape((-1, shape[-3], shape[-2], shape[-1]), ndim=4))
+    return out.reshape(tuple(shape[i] for i in range(input.ndim - 2)) + (out.shape[2], out.shape[3]),
+                       ndim=input.ndim)
+
+
+def _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding):
+    """Check and normalise the arguments shared by both implementations (Theano's rules)."""
+    input = pt.as_tensor_variable(input)
+    if input.ndim < 2:
+        raise ConfigError(f"pool_2d: input must have at least 2 dimensions, got {input.ndim}")
+    ws = _one_of(ws, ds, "ws", "ds")
+    if ws is None:
+        raise ConfigError("pool_2d: the window size ws (or its old name ds) is required")
+    ws = int_pair(ws, "pool_2d: ws", 1)
+    stride = _one_of(stride, st, "stride", "st")
+    stride = ws if stride is None else int_pair(stride, "pool_2d: stride", 1)
+    pad = int_pair(_one_of(None if pad in (None, (0, 0), 0) else pad, padding, "pad", "padding", (0, 0)),
+                   "pool_2d: pad", 0)
+    if mode not in MODES:
+        raise ConfigError(f"pool_2d: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    ignore_border = False if ignore_border is None else bool(ignore_border)
+    if pad != (0, 0):
+        if not ignore_border:
+            raise ConfigError("pool_2d: pad needs ignore_border=True (as in Theano)")
+        if pad[0] >= ws[0] or pad[1] >= ws[1]:
+            raise ConfigError(f"pool_2d: pad {pad} must be smaller than the window ws {ws}")
+    return input, ws, ignore_border, stride, pad
 
 
 def _larger(a, b):
