@@ -213,3 +213,89 @@ def test_real_python2_markers_still_count():
         result = migrate_source(f"import theano\n{marker}\nh = 7 / 2\n", "s.py")
         assert result.python2, marker
         assert "h = 7 // 2" in result.new
+
+
+# ---- 4. truth tests of None-defaulted parameters that receive graph variables -------------------------
+@pytest.mark.parametrize("src, expected", [
+    ("""\
+     import theano
+     def cd_updates(cost, end, persistent=None):
+         updates = {}
+         if persistent:
+             updates[persistent] = end
+         return updates
+     """, "    if persistent is not None:"),
+    ("""\
+     import theano.tensor as T
+     def layer(x, b=None):
+         out = T.dot(x, x)
+         if not b:
+             return out
+         return out + b
+     """, "    if b is None:"),
+    ("""\
+     import theano.tensor as T
+     def act(x, mask=None):
+         return x if not mask else T.switch(mask, x, 0)
+     """, "    return x if mask is None else T.switch(mask, x, 0)"),
+    ("""\
+     import theano.tensor as tensor
+     def drop(x, noise=None, p=0.5):
+         if noise and p > 0:
+             x = x * noise.dimshuffle(0, 'x')
+         return x
+     """, "    if noise is not None and p > 0:"),
+    ("""\
+     import theano
+     import theano.tensor as T
+     def chain(x, init=None):
+         start = init or T.zeros_like(x)
+         return start
+     """, "    start = (init if init is not None else T.zeros_like(x))"),
+    ("""\
+     import theano
+     import theano.tensor as T
+     def step(x, h=None):
+         while h:
+             break
+         return x
+     m = T.matrix()
+     step(m, h=m)
+     """, "    while h is not None:"),
+])
+def test_truth_tests_of_graph_parameters_become_is_none(src, expected):
+    new, findings = mig(src)
+    assert expected in new.splitlines(), new
+    assert lines_of(findings, "changed"), findings
+
+
+@pytest.mark.parametrize("src, reported", [
+    ("import theano\ndef f(x, k=None):\n    if k:\n        return x\n", [3]),
+    ("import theano\ndef f(x, name=None):\n    if name:\n        print(name)\n", []),
+    ("import theano\ndef f(x, tag=None):\n    if tag:\n        print('layer %s' % tag)\n", []),
+    ("import theano\ndef f(x, hook=None):\n    if hook:\n        hook(x)\n", []),
+    ("import theano\ndef f(x, items=None):\n    if not items:\n        items = []\n    items.append(x)\n", []),
+])
+def test_truth_tests_without_graph_evidence_are_reported_or_left(src, reported):
+    new, findings = mig(src)
+    assert new == src.replace("import theano", "import pytensor")
+    assert lines_of(findings, "review") == reported
+
+
+def test_persistent_chain_runs_after_the_rewrite():
+    """The issue's CD snippet: with a shared persistent chain it builds its updates instead of raising."""
+    new, _ = mig("""\
+        import theano
+        import numpy
+        def cd_updates(cost, end, persistent=None):
+            updates = {}
+            if persistent:
+                updates[persistent] = end
+            return updates
+        chain = theano.shared(numpy.zeros(3))
+        ups = cd_updates(None, chain * 2, persistent=chain)
+        none = cd_updates(None, chain * 2)
+        """)
+    ns: dict = {}
+    exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
+    assert list(ns["ups"]) == [ns["chain"]] and ns["none"] == {}

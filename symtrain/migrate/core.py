@@ -22,6 +22,7 @@ from symtrain.migrate import py2
 from symtrain.migrate.oneshot import wrap_one_shot
 from symtrain.migrate.report import Finding, format_report
 from symtrain.migrate.transform import rewrite_module
+from symtrain.migrate.truth import fix_truth_tests
 
 _THEANO_ERA = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:theano|six)\b", re.MULTILINE)
 _LEGACY_WORDS = ("theano", "aesara", "six", "THEANO_FLAGS", "AESARA_FLAGS", ".theanorc")
@@ -64,9 +65,12 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
         findings += found
     module, found = rewrite_module(module, path, python2)
     findings += found
-    if python2 or _THEANO_ERA.search(source):
+    theano_era = python2 or bool(_THEANO_ERA.search(source))
+    if theano_era:
         module, found = wrap_one_shot(module, path)
         findings += found
+    module, found = fix_truth_tests(module, path, theano_era)
+    findings += found
     if out_of_core:
         from symtrain.migrate.out_of_core import rewrite_out_of_core
 

@@ -593,6 +593,8 @@ class _Rewriter(cst.CSTTransformer):
         test = updated_node.test
         negated = isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
         name = test.expression if negated else test
+        self.report(original_node, "changed", f"truth test of `{dotted_name(name)}` (default None, assigned a "
+                    "graph value in the block) rewritten to an `is None` test")
         op = cst.Is() if negated else cst.IsNot()
         return updated_node.with_changes(test=cst.Comparison(
             left=name, comparisons=[cst.ComparisonTarget(operator=op, comparator=cst.Name("None"))]))
