@@ -156,7 +156,7 @@ def test_loader_exception_is_not_lost_and_no_hang(dataset, monkeypatch):
         raise MemoryError("staging allocation failed")
 
     stream = st.ChunkStream(dataset, batch_size=20, chunk_rows=40)
-    monkeypatch.setattr(prefetch, "fill", boom)
+    monkeypatch.setattr(prefetch, "fill_part", boom)  # what each loader thread runs per fill
     t0 = time.monotonic()
     try:
         with pytest.raises(StreamError, match="staging allocation failed") as info:

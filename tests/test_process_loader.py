@@ -252,8 +252,9 @@ MAIN_TRANSFORM_SCRIPT = """
 import sys
 import numpy as np
 from symtrain.storage import open_dataset
-from symtrain.stream.load import Load, ValidRows, sources_of
+from symtrain.stream.load import Load, sources_of
 from symtrain.stream.process_loader import ProcessLoader
+from symtrain.stream.transform import Augment
 
 
 def negate(arrays):
@@ -262,7 +263,8 @@ def negate(arrays):
 
 if __name__ == "__main__":
     ds = open_dataset(sys.argv[1])
-    with ProcessLoader(sources_of(ds), 64, transform=ValidRows(negate)) as ld:
+    src = sources_of(ds)
+    with ProcessLoader(src, 64, transform=Augment(negate, src, seed=0, piece_rows=64)) as ld:
         ld.submit(Load(((0, 10),), None, 10))
         got = ld.wait()
         assert np.array_equal(got["x"][:10], -np.asarray(ds["x"][:10])) and not got["x"][10:].any()

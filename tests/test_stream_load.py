@@ -10,7 +10,8 @@ import pytest
 
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage import open_dataset, write_dataset
-from symtrain.stream.load import Load, ValidRows, fill, sources_of
+from symtrain.stream.load import FieldSource, Load, fill, sources_of
+from symtrain.stream.transform import Augment
 
 
 @pytest.fixture
@@ -81,10 +82,13 @@ def test_fill_rejects_wrong_staging_and_reports_short_reads(mixed, tmp_path):
         fill(src, Load(((290, 310),), None, 20), {"h": np.zeros((20, 3), np.float16)})
 
 
-def test_valid_rows_transform_sees_only_valid_rows():
+def test_transform_sees_only_valid_rows_and_must_not_return_a_value():
     seen = []
-    t = ValidRows(lambda arrays: seen.append(arrays["a"].shape))
-    t({"a": np.zeros((8, 2))}, 5)
+    src = {"a": FieldSource("a", "<mem>", 0, "<f8", (2,), array=np.zeros((8, 2)))}
+    t = Augment(lambda arrays: seen.append(arrays["a"].shape), src, seed=0, piece_rows=4)
+    assert t.pieces(5, 1) == [(0, 5)]  # the one-argument form sees the whole fill, as before
+    t.apply({"a": np.zeros((8, 2))}, {}, Load(((0, 5),), None, 5), 0, 5)
     assert seen == [(5, 2)]
-    with pytest.raises(TypeError, match="in place"):
-        ValidRows(lambda arrays: arrays)({"a": np.zeros(3)}, 3)
+    with pytest.raises(ConfigError, match="in place"):
+        Augment(lambda arrays: arrays, src, seed=0, piece_rows=4).apply(
+            {"a": np.zeros((3, 2))}, {}, Load(((0, 3),), None, 3), 0, 3)

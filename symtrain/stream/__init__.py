@@ -22,6 +22,8 @@ _LAZY = {
     "Loader": "symtrain.stream.load",
     "fill": "symtrain.stream.load",
     "sources_of": "symtrain.stream.load",
+    "TransformContext": "symtrain.stream.transform",
+    "ArraySet": "symtrain.stream.arrays",
 }
 
 

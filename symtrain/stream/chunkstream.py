@@ -20,10 +20,12 @@ import numpy as np
 from symtrain.backend import TensorVariable
 from symtrain.errors import CheckpointError, ConfigError, StreamError
 from symtrain.storage import Dataset, open_dataset
+from symtrain.stream.arrays import ArraySet
 from symtrain.stream.buffers import DeviceBuffers
-from symtrain.stream.load import Load, ValidRows, sources_of
+from symtrain.stream.load import Load, sources_of
 from symtrain.stream.plan import EpochPlan, PlanSpec, epoch_loads, epoch_order, make_spec
-from symtrain.stream.prefetch import ThreadLoader
+from symtrain.stream.prefetch import ThreadLoader, check_workers
+from symtrain.stream.transform import Augment, check_streamable, parse_outputs
 
 LOADERS = ("thread", "process")
 DEFAULT_LOADER = "thread"
@@ -89,25 +91,34 @@ def _close_box(box: dict) -> None:
 class ChunkStream:
     """Streams a dataset through fixed-capacity device buffers (see docs/architecture.md, "stream").
 
-    ``dataset_or_path``: an opened Dataset (or split) or a dataset directory. ``chunk_rows`` is rounded
+    ``dataset_or_path``: an opened Dataset (or split), a dataset directory, or a dict of numpy arrays /
+    memmaps with one row per example (see ``symtrain.stream.arrays``). ``chunk_rows`` is rounded
     down to a multiple of ``batch_size`` (``lcm(batch_size, mix)`` when shuffling). ``policy``:
     "shuffle" (chunk order and rows in each buffer permuted per epoch) or "sequential"; ``mix=K``: each
     buffer holds K blocks from anywhere in the file. ``drop_last``: drop the last partial batch (True) or
-    keep it padded with zeros and counted by ``batch_valid()``. ``transform(arrays)``: runs in the
-    loader on views of the valid rows, in place. ``dtypes``: field -> dtype the caller needs (checked).
+    keep it padded with zeros and counted by ``batch_valid()``. ``transform(arrays)`` or
+    ``transform(arrays, ctx)``: runs in the loader on views of the valid rows and changes them in place
+    (ctx: a ``TransformContext`` with a reproducible Generator, see docs/streaming.md); ``outputs``:
+    field -> ``(dtype, row_shape)`` the transform produces instead of the stored spec (the buffers take
+    it). ``workers``: loader threads/processes sharing each fill. ``dtypes``: field -> dtype the caller
+    needs (checked).
     """
 
     def __init__(self, dataset_or_path: Dataset | str | os.PathLike, batch_size: int, chunk_rows: int, *,
                  fields: Sequence[str] | None = None, policy: str = "shuffle", mix: int = 1, seed: int = 0,
-                 drop_last: bool = True, transform: Callable[[dict[str, np.ndarray]], None] | None = None,
+                 drop_last: bool = True, transform: Callable[..., Any] | None = None,
                  name: str = "stream", loader: str | Callable = DEFAULT_LOADER,
-                 dtypes: Mapping[str, Any] | None = None):
+                 dtypes: Mapping[str, Any] | None = None, workers: int = 1,
+                 outputs: Mapping[str, Any] | None = None):
         if isinstance(fields, str) or (fields is not None and (not fields or not all(isinstance(f, str) for f in fields))):
             raise ConfigError(f"fields must be a non-empty list of field names, got {fields!r}")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}")
         if transform is not None and not callable(transform):
             raise ConfigError(f"transform must be a callable taking a dict of arrays, got {transform!r}")
+        if outputs is not None and transform is None:
+            raise ConfigError("outputs= declares what a transform produces, but no transform was given")
+        self.workers = check_workers(workers)
         self._loader_cls = loader_class(loader)
         self.loader = loader if isinstance(loader, str) else getattr(loader, "__name__", repr(loader))
         if isinstance(dataset_or_path, Dataset):
@@ -116,25 +127,35 @@ class ChunkStream:
                 ds = ds.select(list(fields))
         elif isinstance(dataset_or_path, str | os.PathLike):
             ds, self._owns_dataset = open_dataset(dataset_or_path, fields), True
+        elif isinstance(dataset_or_path, Mapping):
+            ds, self._owns_dataset = ArraySet(dataset_or_path, fields), False
         else:
-            raise ConfigError(f"dataset_or_path must be a Dataset or a dataset directory, got "
+            raise ConfigError(f"dataset_or_path must be a Dataset, a dataset directory or a dict of arrays, got "
                               f"{type(dataset_or_path).__name__}")
         self.dataset = ds
         self.requested_chunk_rows = chunk_rows  # before rounding: a sharded (MPI) plan rounds it anew
         try:
             if ds.rows == 0:
                 raise ConfigError(f"{ds.path}: the dataset is empty (0 rows): nothing to stream")
-            self._check_dtypes(dtypes or {})
+            for f in ds.fields:
+                check_streamable(str(getattr(ds.fields[f], "path", ds.path)), f, ds.field(f).dtype)
             self.spec: PlanSpec = make_spec(ds.rows, chunk_rows, batch_size, policy=policy, mix=mix, seed=seed,
                                             drop_last=drop_last, start=ds.start)
-            self.sources = sources_of(ds)
-            self.device = DeviceBuffers(self.sources, self.spec.chunk_rows, self.spec.batch_size, name)
+            self.sources = ds.sources if isinstance(ds, ArraySet) else sources_of(ds)
+            self._transform = None if transform is None else Augment(
+                transform, self.sources, seed=self.spec.seed, piece_rows=self.spec.piece_rows, start=ds.start,
+                outputs=parse_outputs(outputs, self.sources))
+            buffers = self.sources if self._transform is None else self._transform.buffer_sources
+            self._check_dtypes(dtypes or {}, buffers)
+            check = getattr(self._loader_cls, "check", None)
+            if callable(check):  # what the loader cannot do is refused now, not at the first epoch
+                check(self.sources, self._transform, self.workers)
+            self.device = DeviceBuffers(buffers, self.spec.chunk_rows, self.spec.batch_size, name)
         except BaseException:
             if self._owns_dataset:
                 ds.close()
             raise
         self.name = name
-        self._transform = None if transform is None else ValidRows(transform)
         self._box: dict = {"loader": None}
         self._finalizer = weakref.finalize(self, _close_box, self._box)
         self._pending: tuple[int, int, Load] | None = None
@@ -265,7 +286,9 @@ class ChunkStream:
 
     def _loader(self):
         if self._box["loader"] is None:
-            self._box["loader"] = self._loader_cls(self.sources, self.spec.chunk_rows, transform=self._transform)
+            kwargs = {"workers": self.workers} if self.workers != 1 else {}
+            self._box["loader"] = self._loader_cls(self.sources, self.spec.chunk_rows, transform=self._transform,
+                                                   **kwargs)
         return self._box["loader"]
 
     def _submit(self, plan: EpochPlan, g: int) -> None:
@@ -327,19 +350,23 @@ class ChunkStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check_dtypes(self, dtypes: Mapping[str, Any]) -> None:
+    def _check_dtypes(self, dtypes: Mapping[str, Any], buffers: Mapping[str, Any]) -> None:
         for field, want in dtypes.items():
-            have = self.dataset.field(field).dtype
+            self.dataset.field(field)  # ConfigError naming the fields
+            have = np.dtype(buffers[field].dtype)
             try:
                 want = np.dtype(want)
             except TypeError:
                 raise ConfigError(f"dtypes[{field!r}]: {want!r} is not a dtype") from None
             if have != want:
-                raise ConfigError(f"{self.dataset.fields[field].path}: field {field!r} is stored as {have} but "
+                raise ConfigError(f"{self._field_path(field)}: field {field!r} is stored as {have} but "
                                   f"{want} is needed; write a converted copy of the dataset once instead of "
                                   "casting every chunk (a cast would copy each buffer)")
+
+    def _field_path(self, field: str) -> str:
+        return str(getattr(self.dataset.fields[field], "path", self.dataset.path))
 
     def __repr__(self) -> str:
         s = self.spec
         return (f"<ChunkStream {self.name!r} {s.rows} rows, batch {s.batch_size}, chunk {s.chunk_rows}, "
-                f"{s.policy}, mix {s.mix}, seed {s.seed}, loader {self.loader}>")
+                f"{s.policy}, mix {s.mix}, seed {s.seed}, loader {self.loader}, workers {self.workers}>")

@@ -1,16 +1,20 @@
-"""One buffer fill as data, and the function that performs it: contiguous reads, then a permutation.
+"""One buffer fill as data, and the function that performs it: one copy from the file into the buffer.
 
 Pure numpy (no graph library), so a loader *process* can import it. A ``Load`` names absolute file rows
-and the order they take in the buffer; ``fill`` reads them with ``os.preadv`` into reused scratch arrays
-(never a memmap held across chunks, so no file-backed RSS builds up) and gathers them into the staging
-arrays with ``np.take(..., mode='clip')`` (``mode='raise'`` goes through a temporary: 1.6-3.4x slower).
+and the order they take in the buffer. ``fill`` performs it in one copy: in file order (no permutation)
+with ``os.preadv`` straight into the staging array; shuffled by mapping the load's row span for the
+duration of one gather (``mmap``, ``np.take(..., mode='clip')`` into the staging array, unmap), so no
+scratch copy is made and no file-backed RSS outlives the fill. ``mode='raise'`` would go through a
+temporary (1.6-3.4x slower); the indices are checked when the Load is built instead.
+Fields given as in-memory arrays (``FieldSource.array``) are gathered from the array.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +31,7 @@ class FieldSource:
     ``offset`` is the byte offset of row 0 of the *file* (a split's rows are addressed by absolute row).
     ``identity`` (device, inode, size, mtime_ns) of the file when the stream was set up: a file replaced or
     rewritten since is refused at the next read instead of silently streaming other rows (None: no check).
+    ``array``: the rows as an in-memory array (``path`` is then only a label; thread loaders only).
     """
 
     name: str
@@ -35,6 +40,7 @@ class FieldSource:
     dtype: str
     row_shape: tuple[int, ...]
     identity: tuple[int, int, int, int] | None = None
+    array: np.ndarray | None = field(default=None, compare=False, repr=False)  # in-memory rows (no file)
 
     @property
     def row_bytes(self) -> int:
@@ -72,11 +78,14 @@ class Load:
     ``ranges``: absolute file rows ``[start, stop)``, read contiguously, in order.
     ``perm``: the order of rows in the buffer, as indices into the concatenated ranges (None = as read).
     ``n_valid``: rows valid in the buffer after the fill (== total rows of ``ranges``); the rest are zeroed.
+    ``epoch``, ``number``: where the plan puts this fill (what a transform's random generator is keyed on).
     """
 
     ranges: tuple[tuple[int, int], ...]
     perm: np.ndarray | None
     n_valid: int
+    epoch: int = 0
+    number: int = 0
 
     def __post_init__(self) -> None:
         total = 0
@@ -97,7 +106,8 @@ class Load:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Load):
             return NotImplemented
-        if self.ranges != other.ranges or self.n_valid != other.n_valid:
+        if (self.ranges, self.n_valid, self.epoch, self.number) != (other.ranges, other.n_valid, other.epoch,
+                                                                    other.number):
             return False
         if self.perm is None or other.perm is None:
             return self.perm is None and other.perm is None
@@ -160,18 +170,6 @@ def _check_identity(src: FieldSource, now: tuple[int, int, int, int]) -> None:
                        "the ones the stream was set up with (reopen the dataset)")
 
 
-def _scratch_for(scratch: dict | None, src: FieldSource, rows: int) -> np.ndarray:
-    """A reused contiguous array of at least ``rows`` rows for ``src`` (grown, never shrunk)."""
-    dtype = np.dtype(src.dtype)
-    if scratch is None:
-        return np.empty((rows, *src.row_shape), dtype=dtype)
-    arr = scratch.get(src.name)
-    if arr is None or arr.shape[0] < rows or arr.dtype != dtype or arr.shape[1:] != src.row_shape:
-        arr = np.empty((rows, *src.row_shape), dtype=dtype)
-        scratch[src.name] = arr
-    return arr[:rows]
-
-
 def check_out(sources: Mapping[str, FieldSource], out: Mapping[str, np.ndarray], rows: int) -> None:
     """Raise ConfigError unless ``out`` has, per field, an owned C-contiguous array of >= rows rows."""
     for name, src in sources.items():
@@ -188,41 +186,81 @@ def check_out(sources: Mapping[str, FieldSource], out: Mapping[str, np.ndarray],
                               "C-contiguous array (never a memmap)")
 
 
-def fill(sources: Mapping[str, FieldSource], load: Load, out: Mapping[str, np.ndarray],
-         scratch: dict | None = None) -> None:
-    """Perform ``load``: read its ranges contiguously, permute into ``out[name][:n_valid]``, zero the rest.
+def _sub_ranges(ranges: tuple[tuple[int, int], ...], lo: int, hi: int) -> tuple[tuple[int, int], ...]:
+    """The file row ranges holding positions ``lo:hi`` of the concatenated ``ranges``."""
+    out, pos = [], 0
+    for a, b in ranges:
+        n = b - a
+        s, e = max(lo - pos, 0), min(hi - pos, n)
+        if s < e:
+            out.append((a + s, a + e))
+        pos += n
+    return tuple(out)
 
-    ``scratch`` (a dict kept by the caller across fills) holds the reused read arrays; without it each
-    call allocates. Raises DatasetError naming the file on a failed or short read.
+
+def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[i] = file row rows[i]``: map the rows' span for this gather only, copy once, unmap."""
+    rb = src.row_bytes
+    if rb == 0 or len(rows) == 0:
+        return
+    first, last = int(rows.min()), int(rows.max()) + 1
+    try:
+        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if src.identity is not None:
+            _check_identity(src, file_identity(st))
+        start, stop = src.offset + first * rb, src.offset + last * rb
+        if st.st_size < stop:  # a mapping past the end would fault (SIGBUS) instead of reading short
+            raise DatasetError(src.path, f"short read: rows up to {last} need {stop} bytes, the file has "
+                               f"{st.st_size} (truncated or replaced after the dataset was opened?)")
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
+            m = mmap.mmap(fd, stop - base, prot=mmap.PROT_READ, offset=base)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(src.path, f"cannot map bytes {start}..{stop}: {exc}") from exc
+    finally:
+        os.close(fd)
+    try:
+        span = np.frombuffer(m, np.uint8, count=stop - start, offset=start - base)
+        span = span.view(np.dtype(src.dtype)).reshape(last - first, *src.row_shape)
+        np.take(span, rows - first, axis=0, out=dst, mode="clip")
+        del span
+    finally:
+        m.close()
+
+
+def fill(sources: Mapping[str, FieldSource], load: Load, out: Mapping[str, np.ndarray],
+         scratch: dict | None = None, lo: int = 0, hi: int | None = None, zero_tail: bool = True) -> None:
+    """Perform positions ``lo:hi`` of ``load`` (default: all) into ``out[name][lo:hi]``; zero the rows past it.
+
+    One copy per row: file order is read with ``os.preadv``, a permutation is gathered from a mapping of
+    the load's span. ``scratch`` is accepted for compatibility (unused). ``zero_tail``: zero the rows
+    ``n_valid:`` of ``out`` (no step may see rows of a previous chunk). DatasetError names the file on a
+    failed or short read.
     """
     n = load.n_valid
+    hi = n if hi is None else hi
+    if not 0 <= lo <= hi <= n:
+        raise ConfigError(f"fill: positions {lo}:{hi} are outside the load's 0:{n}")
     check_out(sources, out, n)
+    rows = None
     for name, src in sources.items():
         dst = out[name]
-        if load.perm is None:
-            _read_ranges(src, load.ranges, dst[:n])
-        else:
-            tmp = _scratch_for(scratch, src, n)
-            _read_ranges(src, load.ranges, tmp)
-            np.take(tmp, load.perm, axis=0, out=dst[:n], mode="clip")
-        if dst.shape[0] > n:
+        if hi > lo:
+            if load.perm is None and src.array is None:
+                _read_ranges(src, _sub_ranges(load.ranges, lo, hi), dst[lo:hi])
+            else:
+                if rows is None:
+                    rows = load.rows()[lo:hi]  # file rows in buffer order
+                if src.array is not None:
+                    np.take(src.array, rows, axis=0, out=dst[lo:hi], mode="clip")
+                else:
+                    _gather_file(src, rows, dst[lo:hi])
+        if zero_tail and dst.shape[0] > n:
             dst[n:] = 0  # no step may ever see rows of a previous chunk
-
-
-class ValidRows:
-    """Adapts a user transform ``fn(arrays)`` to the loader's ``(arrays, n_valid)``: it sees valid rows only.
-
-    ``fn`` gets, per field, a view of the filled rows and changes them in place (picklable if ``fn`` is).
-    """
-
-    def __init__(self, fn: Callable[[dict[str, np.ndarray]], None]):
-        self.fn = fn
-
-    def __call__(self, arrays: dict[str, np.ndarray], n_valid: int) -> None:
-        result = self.fn({name: arr[:n_valid] for name, arr in arrays.items()})
-        if result is not None:
-            raise TypeError(f"transform {getattr(self.fn, '__name__', self.fn)!r} returned a value; it must "
-                            "modify the arrays it is given in place and return None")
 
 
 class Loader(Protocol):

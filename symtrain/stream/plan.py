@@ -32,6 +32,8 @@ from symtrain.stream.load import Load
 
 POLICIES = ("sequential", "shuffle")
 PLAN_VERSION = 1
+MAX_BLOCKS = 1 << 24  # blocks per epoch: their permutation is an int64 vector (128 MiB at the bound)
+MAX_CHUNK_ROWS = 1 << 27  # rows per buffer: a fill's permutation is an int64 vector (1 GiB at the bound)
 
 
 def _int_arg(name: str, value: object, minimum: int) -> int:
@@ -89,6 +91,13 @@ class PlanSpec:
         """(load, local batch index) of in-epoch step ``step``."""
         return divmod(step, self.batches_per_load)
 
+    @property
+    def piece_rows(self) -> int:
+        """Rows per transform piece: a whole number of batches, about 1/8 of a buffer (a plan fact)."""
+        from symtrain.stream.transform import PIECES_PER_LOAD
+
+        return self.batch_size * max(1, -(-self.batches_per_load // PIECES_PER_LOAD))
+
     def to_dict(self) -> dict:
         return {"plan_version": PLAN_VERSION, **asdict(self)}
 
@@ -123,6 +132,14 @@ def make_spec(rows: int, chunk_rows: int, batch_size: int, *, policy: str = "shu
         raise ConfigError(f"chunk_rows={chunk_rows} must be >= lcm(batch_size, mix)={unit} so that each of the "
                           f"mix={mix} blocks of a buffer has a whole number of rows and the buffer whole batches")
     cap = min(chunk_rows // unit * unit, -(-rows // unit) * unit)
+    if cap > MAX_CHUNK_ROWS:
+        raise ConfigError(f"chunk_rows={cap} rows per buffer is more than a plan can hold ({MAX_CHUNK_ROWS}: each "
+                          "fill's row permutation takes 8 bytes a row); lower chunk_rows")
+    blocks = -(-rows // (cap if policy == "sequential" else cap // mix))
+    if blocks > MAX_BLOCKS:
+        raise ConfigError(f"rows={rows} in buffers of {cap} rows (mix={mix}) makes {blocks} blocks per epoch, "
+                          f"more than a plan can order ({MAX_BLOCKS}: 8 bytes a block); raise chunk_rows, "
+                          "or stream a split of the dataset")
     return PlanSpec(rows=rows, chunk_rows=cap, batch_size=batch_size, policy=str(policy), mix=mix, seed=seed,
                     drop_last=bool(drop_last), start=start)
 
@@ -164,7 +181,7 @@ class EpochPlan:
         s = self.spec
         if s.policy == "sequential":
             a, b = g * s.chunk_rows, min((g + 1) * s.chunk_rows, s.rows)
-            return Load(((s.start + a, s.start + b),), None, b - a)
+            return Load(((s.start + a, s.start + b),), None, b - a, self.epoch, g)
         p = s.block_rows
         ranges: list[list[int]] = []
         for blk in sorted(int(b) for b in self.blocks[g * s.mix:(g + 1) * s.mix]):
@@ -174,7 +191,7 @@ class EpochPlan:
             else:
                 ranges.append([a, b])
         n = sum(b - a for a, b in ranges)
-        return Load(tuple((a, b) for a, b in ranges), _rng(s, self.epoch, 1 + g).permutation(n), n)
+        return Load(tuple((a, b) for a, b in ranges), _rng(s, self.epoch, 1 + g).permutation(n), n, self.epoch, g)
 
     def __iter__(self) -> Iterator[Load]:
         return (self.load(g) for g in range(len(self)))

@@ -16,31 +16,39 @@ interpreter exit, and the multiprocessing resource tracker unlinks them if the p
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib.machinery
+import importlib.util
 import mmap
 import multiprocessing as mp
 import os
 import pickle
+import pickletools
 import signal
 import sys
+import time
 import traceback
 import types
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from symtrain.errors import ConfigError, StreamError
-from symtrain.stream.load import FieldSource, Load, fill
+from symtrain.stream.load import FieldSource, Load
+from symtrain.stream.prefetch import check_workers, whole_fill
+from symtrain.stream.transform import as_loader_transform, fill_part, split_pieces
 
 _ALIGN = 64  # byte alignment of each field inside a staging block (cache line; numpy needs itemsize)
 _POLL = 0.05  # seconds between liveness checks while waiting for the worker
 _START_TIMEOUT = 60.0  # seconds for the worker to start and attach the blocks (a spawn costs ~1 s)
 _JOIN_GRACE = 0.5  # seconds a closing worker gets to finish its current fill before it is terminated
-
-Transform = Callable[[dict[str, np.ndarray], int], Any]
+_KILL_WAIT = 5.0  # seconds to reap a SIGKILLed worker (bounded: an exit path never hangs)
+IN_WORKER_ENV = "SYMTRAIN_LOADER_WORKER"  # set in loader processes (a nested loader start is refused)
 
 
 class WorkerError(Exception):
@@ -100,19 +108,36 @@ def _unpack_error(kind: str, payload: Any, name: str, tb: str) -> BaseException:
     return exc
 
 
-def _worker(conn: Any, names: list[str], sources: dict[str, FieldSource], rows: int, transform: Any) -> None:
-    """The loader process: attach both blocks, then fill one per request until told to stop."""
+def _load_script_modules(modules: list[tuple[str, str]]) -> None:
+    """Import, under their own names, the modules loaded from a path (a ``symtrain train`` script)."""
+    for name, path in modules:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {name!r} from {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+def _worker(conn: Any, names: list[str], sources: dict[str, FieldSource], rows: int, transform: Any,
+            modules: list[tuple[str, str]]) -> None:
+    """The loader process: attach both blocks, then fill its share of one per request until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
+    os.environ[IN_WORKER_ENV] = "1"
     blocks: list[shared_memory.SharedMemory] = []
     sets: list[dict[str, np.ndarray]] = []
     try:
-        offsets, _ = _layout(sources, rows)
+        if transform is not None:
+            _load_script_modules(modules)
+            transform = pickle.loads(transform)
+        buffers = transform.buffer_sources if transform is not None else sources
+        offsets, _ = _layout(buffers, rows)
         for name in names:
             shm = shared_memory.SharedMemory(name=name)
             blocks.append(shm)
-            sets.append(_arrays(shm.buf, sources, rows, offsets))
-        if transform is not None:
-            transform = pickle.loads(transform)
+            sets.append(_arrays(shm.buf, buffers, rows, offsets))
     except BaseException as exc:
         conn.send(("error", -1, *_pack_error(exc)))
         return
@@ -126,11 +151,9 @@ def _worker(conn: Any, names: list[str], sources: dict[str, FieldSource], rows: 
                 break  # the parent is gone
             if msg is None:
                 break
-            index, load = msg
+            index, load, pieces, zero_tail = msg
             try:
-                fill(sources, load, sets[index], scratch)
-                if transform is not None:
-                    transform(sets[index], load.n_valid)
+                fill_part(sources, load, sets[index], transform, pieces, scratch, zero_tail)
             except BaseException as exc:
                 conn.send(("error", index, *_pack_error(exc)))
             else:
@@ -161,28 +184,34 @@ class _Resources:
     """Everything a ProcessLoader must release; kept apart from the loader so a finalizer can hold it."""
 
     def __init__(self) -> None:
-        self.proc: Any = None
-        self.conn: Any = None
+        self.procs: list[Any] = []
+        self.conns: list[Any] = []
         self.shms: list[shared_memory.SharedMemory] = []
         self.maps: list[mmap.mmap] = []
 
     def release(self) -> None:
-        proc, conn = self.proc, self.conn
-        self.proc = self.conn = None
-        if proc is not None:
-            if proc.is_alive() and conn is not None:
+        """Stop every worker (bounded: ask, terminate, kill), unlink the blocks, unmap what can be."""
+        procs, conns = self.procs, self.conns
+        self.procs, self.conns = [], []
+        for proc, conn in zip(procs, conns):
+            if proc.is_alive():
                 with contextlib.suppress(OSError, ValueError):
                     conn.send(None)
-            proc.join(_JOIN_GRACE)
+        deadline = time.monotonic() + _JOIN_GRACE
+        for proc in procs:
+            proc.join(max(deadline - time.monotonic(), 0.0))
+        for proc in procs:
             if proc.is_alive():
                 proc.terminate()
-                proc.join(2.0)
+        deadline = time.monotonic() + 2.0
+        for proc in procs:
+            proc.join(max(deadline - time.monotonic(), 0.0))
             if proc.is_alive():
                 proc.kill()
-                proc.join()
+                proc.join(_KILL_WAIT)  # SIGKILL cannot be refused; bounded all the same
             with contextlib.suppress(ValueError):
                 proc.close()
-        if conn is not None:
+        for conn in conns:
             conn.close()
         for shm in self.shms:
             with contextlib.suppress(FileNotFoundError):
@@ -194,49 +223,131 @@ class _Resources:
         self.maps.clear()
 
 
-def _check_transform(transform: Any) -> bytes | None:
+def _check_transform(transform: Any) -> tuple[bytes | None, list[tuple[str, str]]]:
+    """The pickled transform, and the path-loaded modules the worker must import first to unpickle it."""
     if transform is None:
-        return None
-    if not callable(transform):
-        raise ConfigError(f"transform must be a callable (arrays, n_valid), got {transform!r}")
+        return None, []
+    fn = getattr(transform, "fn", transform)
     try:
-        return pickle.dumps(transform)
+        payload = pickle.dumps(transform)
     except Exception as exc:
-        raise ConfigError(f"transform {transform!r} cannot be sent to the loader process ({exc}): use a "
+        raise ConfigError(f"transform {fn!r} cannot be sent to the loader process ({exc}): use a "
                           "module-level function (or a functools.partial of one), or loader='thread'") from None
+    names = {arg for op, arg, _ in pickletools.genops(payload) if isinstance(arg, str)}
+    if "__main__" in names:
+        _check_main_guard(fn)
+    modules = []
+    for name in sorted(names):
+        mod = sys.modules.get(name)
+        path = getattr(mod, "__file__", None)
+        if mod is None or not path or name == "__main__" or "." in name:
+            continue
+        spec = getattr(mod, "__spec__", None)
+        if spec is not None and spec.name == name and _importable(name):
+            continue
+        modules.append((name, str(path)))
+    return payload, modules
+
+
+def _importable(name: str) -> bool:
+    """True if a fresh interpreter would find top-level module ``name`` (on sys.path or built in)."""
+    if name in sys.builtin_module_names or importlib.machinery.FrozenImporter.find_spec(name) is not None:
+        return True
+    try:
+        return importlib.machinery.PathFinder.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _check_main_guard(fn: Any) -> None:
+    """A transform defined in the ``__main__`` script makes the worker import that script: refuse the
+    script unless its top-level code is under ``if __name__ == "__main__":`` (else it would run again)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if os.environ.get(IN_WORKER_ENV):
+        raise ConfigError("a loader process is starting another loader process: the script that defines the "
+                          "transform runs its training code on import; put it under "
+                          "`if __name__ == \"__main__\":`")
+    if not path:
+        raise ConfigError(f"transform {fn!r} is defined interactively (in __main__ without a file), which a "
+                          "loader process cannot import: define it in a module, or use loader='thread'")
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return  # cannot tell; multiprocessing's own bootstrapping check still applies
+    if not any(_is_main_guard(node) for node in tree.body):
+        raise ConfigError(f"{path}: transform {getattr(fn, '__name__', fn)!r} is defined in this script, which "
+                          "each loader process imports to find it; the script has no "
+                          "`if __name__ == \"__main__\":` guard, so every worker would run the training "
+                          "again: put the script's training code under that guard, move the transform into "
+                          "a module, or use loader='thread'")
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    parts = [node.test.left, *node.test.comparators]
+    return (any(isinstance(p, ast.Name) and p.id == "__name__" for p in parts)
+            and any(isinstance(p, ast.Constant) and p.value == "__main__" for p in parts))
 
 
 class ProcessLoader:
-    """A ``Loader`` whose fills run in a spawned worker process, into two shared-memory staging sets.
+    """A ``Loader`` whose fills run in ``workers`` spawned processes, into two shared-memory staging sets.
 
-    ``submit(load)`` sends the load to the worker and returns at once; ``wait()`` blocks until it is
-    filled and returns that set (the other set is filled by the next ``submit``). A failure in the worker
-    is raised as ``StreamError`` whose ``__cause__`` is the worker's exception (its traceback attached as
-    a note); a worker that dies is detected within ``_POLL`` seconds. Use ``close()`` or ``with``.
+    ``submit(load)`` sends each worker its share of the load and returns at once; ``wait()`` blocks until
+    every share is filled and returns that set (the other set is filled by the next ``submit``). A
+    failure in a worker is raised as ``StreamError`` whose ``__cause__`` is the worker's exception (its
+    traceback attached as a note); a worker that dies is detected within ``_POLL`` seconds. Use
+    ``close()`` or ``with``. ``transform``: an ``Augment`` or a plain ``fn(arrays, n_valid)`` (one worker).
     """
 
-    def __init__(self, sources: Mapping[str, FieldSource], chunk_rows: int, transform: Transform | None = None):
+    def __init__(self, sources: Mapping[str, FieldSource], chunk_rows: int, transform: Any = None,
+                 workers: int = 1):
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int | np.integer) or chunk_rows < 1:
             raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-        if not sources or not all(isinstance(s, FieldSource) for s in sources.values()):
-            raise ConfigError("sources must be a non-empty mapping of field name -> FieldSource")
         self.sources = dict(sources)
         self.chunk_rows = int(chunk_rows)
-        payload = _check_transform(transform)
+        self.workers = check_workers(workers)
+        self.transform = as_loader_transform(transform, self.sources)
+        payload, modules = self.check(self.sources, self.transform, self.workers)
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
         self._sets: list[dict[str, np.ndarray]] = []
         self._free = 0  # the set the next submit fills
         self._pending: tuple[int, Load] | None = None
         self._closed = False
+        self.pids: list[int] = []
         try:
-            self._start(payload)
+            self._start(payload, modules)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, payload: bytes | None) -> None:
-        offsets, size = _layout(self.sources, self.chunk_rows)
+    @staticmethod
+    def check(sources: Mapping[str, FieldSource], transform: Any, workers: int = 1
+              ) -> tuple[bytes | None, list[tuple[str, str]]]:
+        """ConfigError now (before any process starts) for what a worker could not do: in-memory fields,
+        a transform that does not pickle, one defined in an unguarded ``__main__`` script. Returns the
+        pickled transform and the path-loaded modules a worker imports first."""
+        if not sources or not all(isinstance(s, FieldSource) for s in sources.values()):
+            raise ConfigError("sources must be a non-empty mapping of field name -> FieldSource")
+        in_memory = [n for n, s in sources.items() if s.array is not None]
+        if in_memory:
+            raise ConfigError(f"loader='process' reads fields from files, but {in_memory} are in-memory arrays: "
+                              "pass np.memmap/np.load(..., mmap_mode='r') arrays, or use loader='thread'")
+        transform = as_loader_transform(transform, sources)
+        if transform is not None:
+            transform.pieces(0, workers)  # a loader-level transform refuses workers > 1 here
+        return _check_transform(transform)
+
+    @property
+    def pid(self) -> int:
+        """The first worker's pid."""
+        return self.pids[0]
+
+    def _start(self, payload: bytes | None, modules: list[tuple[str, str]]) -> None:
+        buffers = self.transform.buffer_sources if self.transform is not None else self.sources
+        offsets, size = _layout(buffers, self.chunk_rows)
         for _ in range(2):
             shm = shared_memory.SharedMemory(create=True, size=size)
             self._res.shms.append(shm)
@@ -245,25 +356,29 @@ class ProcessLoader:
             m = mmap.mmap(shm._fd, size)
             self._res.maps.append(m)
             shm.close()
-            self._sets.append(_arrays(m, self.sources, self.chunk_rows, offsets))
+            self._sets.append(_arrays(m, buffers, self.chunk_rows, offsets))
         ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._res.conn = parent
-        proc = ctx.Process(target=_worker, name="symtrain-loader", daemon=True,
-                           args=(child, [s.name for s in self._res.shms], self.sources, self.chunk_rows, payload))
-        with _without_main(payload):
-            proc.start()
-        self._res.proc = proc
-        child.close()
-        msg = self._receive(_START_TIMEOUT, "starting")
-        if msg[0] != "ready":
-            cause = _unpack_error(*msg[2:])
-            raise StreamError(f"loader process failed to start: {cause}") from cause
-        self.pid = msg[1]
+        for k in range(self.workers):
+            parent, child = ctx.Pipe()
+            self._res.conns.append(parent)
+            proc = ctx.Process(target=_worker, daemon=True,
+                               name="symtrain-loader" if self.workers == 1 else f"symtrain-loader-{k}",
+                               args=(child, [s.name for s in self._res.shms], self.sources, self.chunk_rows,
+                                     payload, modules))
+            with _without_main(payload):
+                proc.start()
+            self._res.procs.append(proc)
+            child.close()
+        for k in range(self.workers):
+            msg = self._receive(k, _START_TIMEOUT, "starting")
+            if msg[0] != "ready":
+                cause = _unpack_error(*msg[2:])
+                raise StreamError(f"loader process failed to start: {cause}") from cause
+            self.pids.append(msg[1])
 
-    def _receive(self, timeout: float | None, doing: str) -> tuple:
-        """The worker's next message; StreamError if it dies (or, with a timeout, does not answer)."""
-        conn, proc = self._res.conn, self._res.proc
+    def _receive(self, k: int, timeout: float | None, doing: str) -> tuple:
+        """Worker ``k``'s next message; StreamError if it dies (or, with a timeout, does not answer)."""
+        conn, proc = self._res.conns[k], self._res.procs[k]
         waited = 0.0
         while True:
             try:
@@ -297,13 +412,20 @@ class ProcessLoader:
             raise StreamError("submit() called twice without wait(): one fill at a time")
         if load.n_valid > self.chunk_rows:
             raise ConfigError(f"the load holds {load.n_valid} rows, the staging buffers {self.chunk_rows}")
+        if self.transform is not None:
+            parts = split_pieces(self.transform.pieces(load.n_valid, self.workers), self.workers)
+        else:
+            parts = [[p] for p in whole_fill(load.n_valid, self.workers)]
+            parts += [[] for _ in range(self.workers - len(parts))]
         index = self._free
-        try:
-            self._res.conn.send((index, load))
-        except (OSError, ValueError) as exc:
-            proc = self._res.proc
-            raise StreamError(f"loader process (pid {proc.pid}) is gone: "
-                              f"{_describe_exit(proc.exitcode)}") from exc
+        for k, conn in enumerate(self._res.conns):
+            try:
+                conn.send((index, load, parts[k], k == 0))
+            except (OSError, ValueError) as exc:
+                proc = self._res.procs[k]
+                self._closed = True  # the other workers may hold a share of this fill: unusable now
+                raise StreamError(f"loader process (pid {proc.pid}) is gone: "
+                                  f"{_describe_exit(proc.exitcode)}") from exc
         self._pending = (index, load)
 
     def wait(self) -> dict[str, np.ndarray]:
@@ -312,14 +434,20 @@ class ProcessLoader:
         if self._pending is None:
             raise StreamError("wait() called with no fill submitted")
         index, load = self._pending
+        failure: tuple | None = None
         try:
-            msg = self._receive(None, "filling a chunk")
+            for k in range(self.workers):
+                msg = self._receive(k, None, "filling a chunk")
+                if msg[0] == "error" and failure is None:
+                    failure = msg
         except StreamError:
             self._pending = None
+            self._closed = True  # a worker is gone: the others' replies can no longer be matched up
             raise
-        self._pending = None
-        if msg[0] == "error":
-            cause = _unpack_error(*msg[2:])
+        finally:
+            self._pending = None
+        if failure is not None:
+            cause = _unpack_error(*failure[2:])
             first = load.ranges[0] if load.ranges else ()
             raise StreamError(f"chunk loader process failed on the load starting at rows {first} "
                               f"({load.n_valid} rows): {cause}") from cause
@@ -327,7 +455,7 @@ class ProcessLoader:
         return self._sets[index]
 
     def close(self) -> None:
-        """Stop and join the worker, unlink the shared memory; idempotent, safe on every exit path."""
+        """Stop and join the workers (bounded), unlink the shared memory; idempotent, safe on every exit path."""
         self._closed = True
         self._pending = None
         self._sets = []
@@ -340,8 +468,9 @@ class ProcessLoader:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"pid {getattr(self, 'pid', '?')}"
-        return f"<ProcessLoader {list(self.sources)} chunk_rows={self.chunk_rows} {state}>"
+        state = "closed" if self._closed else f"pids {self.pids}"
+        return (f"<ProcessLoader {list(self.sources)} chunk_rows={self.chunk_rows} workers={self.workers} "
+                f"{state}>")
 
 
 def _describe_exit(code: int | None) -> str:
