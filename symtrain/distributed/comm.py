@@ -104,3 +104,12 @@ def world_size() -> int:
         if value and value.isdigit():
             return int(value)
     return 1
+
+
+def world_rank() -> int:
+    """This process's rank in the MPI job, from the launcher's environment (0 outside MPI)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        value = os.environ.get(var)
+        if value and value.isdigit():
+            return int(value)
+    return 0

@@ -117,3 +117,16 @@ def _rank_of(pid_dir: str, pid: int) -> int | None:
         return int(Path(pid_dir, f"{pid}.rank").read_text())
     except (OSError, ValueError):
         return None
+
+
+def without_ranks(argv: Sequence[str]) -> list[str]:
+    """``argv`` minus its ``--ranks N`` / ``--ranks=N`` (the ranks run the same command on one rank each)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ranks":
+            skip = True
+        elif not arg.startswith("--ranks="):
+            out.append(arg)
+    return out

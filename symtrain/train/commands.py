@@ -41,6 +41,7 @@ def run_script(script: str | Path, data: str | Path, run_dir: str | Path, *, val
                epochs: int | None = None, resume: bool = False, overwrite: bool = False,
                stream_options: dict | None = None, fit_options: dict | None = None) -> Any:
     """What ``symtrain train`` does, callable from Python: returns the History."""
+    from symtrain.distributed.comm import world_size
     from symtrain.stream import ChunkStream
     from symtrain.train.fit import fit
 
@@ -63,6 +64,8 @@ def run_script(script: str | Path, data: str | Path, run_dir: str | Path, *, val
             if "step" not in built:
                 raise ConfigError(f"{script}: build() must return a Step or a dict with a 'step' key")
             kwargs = {**fopts, **{k: v for k, v in built.items() if k != "step"}, **(fit_options or {})}
+            if world_size() > 1:  # started by mpiexec (or --ranks): train data-parallel over its ranks
+                kwargs.setdefault("distributed", True)
             return fit(built["step"], train, run_dir=run_dir, resume=resume, overwrite=overwrite, **kwargs)
         finally:
             if vstream is not None:
@@ -70,6 +73,12 @@ def run_script(script: str | Path, data: str | Path, run_dir: str | Path, *, val
 
 
 def _train(args: argparse.Namespace) -> int:
+    from symtrain.distributed.comm import world_rank, world_size
+
+    if args.ranks is not None and args.ranks != 1 and world_size() == 1:
+        from symtrain.distributed.launch import launch, without_ranks
+
+        return launch(args.ranks, without_ranks(args.argv))
     fit_options: dict[str, Any] = {}
     if args.checkpoint_every_steps is not None:
         fit_options["checkpoint_every_steps"] = args.checkpoint_every_steps
@@ -78,9 +87,12 @@ def _train(args: argparse.Namespace) -> int:
     history = run_script(args.script, args.data, args.run_dir, valid=args.valid, epochs=args.epochs,
                          resume=args.resume, overwrite=args.overwrite,
                          stream_options={k: getattr(args, k) for k in STREAM_KEYS}, fit_options=fit_options)
+    if world_rank() != 0:  # rank 0 reports for the whole job
+        return 130 if history.interrupted else 0
     if history.interrupted:
+        ranks = f" --ranks {world_size()}" if world_size() > 1 else ""
         print(f"interrupted; resume with: symtrain train {args.script} --data {args.data} --run-dir "
-              f"{args.run_dir} --resume", file=sys.stderr)
+              f"{args.run_dir} --resume{ranks}", file=sys.stderr)
         return 130
     best = history.best
     print(f"{history.stop_reason}: {history.global_step} steps, {len(history.epochs)} epochs; run directory "
@@ -112,6 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--loader", choices=("thread", "process"))
     p.add_argument("--checkpoint-every-steps", type=int, dest="checkpoint_every_steps")
+    p.add_argument("--ranks", type=int, metavar="N",
+                   help="train data-parallel on N MPI ranks: starts `mpiexec -n N` itself (--batch-size is per rank)")
     p.set_defaults(run=_train)
 
     q = sub.add_parser("plot", help="draw a run's learning curves to a PNG")

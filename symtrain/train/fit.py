@@ -85,7 +85,8 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
         checkpoint_every_epochs: int | None = 1, checkpoint_best: bool = True, keep: int = 3,
         restore_best: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
         log_every: int = 50, on_nonfinite: str = "raise", loss_key: str = "loss",
-        handle_signals: bool = True) -> History:
+        handle_signals: bool = True, distributed: bool = False, comm: Any = None,
+        check_sync_every: int | None = None) -> History:
     """Train ``step`` over ``stream`` until ``epochs`` epochs are done (counted from the run's start).
 
     ``validation``: an Evaluator (``st.compile_eval`` over a sequential validation stream) or a callable
@@ -96,6 +97,12 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
     fresh when there is none). ``restore_best``: load the best validation state into the variables at the
     end. ``on_nonfinite``: "raise" (NonFiniteLossError) or "skip" (undo the step and go on; costs one copy of
     the state per step). Returns the :class:`History`.
+
+    ``distributed=True`` (or an mpi4py ``comm=``) trains data-parallel over the MPI job's ranks (started
+    with ``mpiexec -n N`` or ``symtrain train --ranks N``): the stream's batch size is the per-rank batch,
+    rank 0 writes checkpoints, logs and progress, and a single rank runs exactly as without MPI.
+    ``check_sync_every=K`` compares a checksum of the state across ranks every K steps (a debug aid).
+    See docs/distributed.md.
     """
     epochs = _int("epochs", epochs, 1)
     validate_every = _int("validate_every", validate_every, 1, allow_none=True)
@@ -117,13 +124,40 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
     if resume and run_dir is None:
         raise ConfigError("resume=True needs run_dir= (the directory holding the checkpoints)")
     run_dir = None if run_dir is None else check_path_arg("run_dir", run_dir)
-    if run_dir is not None:
-        _prepare_run_dir(run_dir, resume, overwrite)
+    options = dict(run_dir=run_dir, keep=keep, loss_key=loss_key, monitor=monitor, best_mode=mode,
+                   validate_every=validate_every, validate_every_steps=validate_every_steps,
+                   on_nonfinite=on_nonfinite, handle_signals=handle_signals, restore_best=restore_best)
+    builtins = dict(early_stopping=early_stopping, log_every=log_every, progress=progress,
+                    checkpoints=(checkpoint_every_steps, checkpoint_every_epochs, checkpoint_best))
+    mpi = None
+    if distributed is not False or comm is not None:
+        from symtrain.distributed import run as dist
 
-    trainer = Trainer(step, stream, epochs, run_dir=run_dir, keep=keep, loss_key=loss_key, monitor=monitor,
-                      best_mode=mode, validation=validate, validate_every=validate_every,
-                      validate_every_steps=validate_every_steps, on_nonfinite=on_nonfinite,
-                      handle_signals=handle_signals, restore_best=restore_best)
+        mpi = dist.resolve_comm(distributed, comm)
+    if mpi is None:
+        if run_dir is not None:
+            _prepare_run_dir(run_dir, resume, overwrite)
+        trainer = Trainer(step, stream, epochs, validation=validate, **options)
+        return _start(trainer, callbacks, resume, **builtins)
+
+    def start_distributed() -> History:
+        from symtrain.distributed.trainer import DistributedTrainer
+
+        if run_dir is not None:
+            dist.on_root(mpi, lambda: _prepare_run_dir(run_dir, resume, overwrite))
+        trainer = DistributedTrainer(step, stream, epochs, comm=mpi, validation=validation,
+                                     check_every=check_sync_every, **options)
+        return _start(trainer, callbacks, resume, **builtins)
+
+    return dist.guarded(mpi, start_distributed)
+
+
+def _start(trainer: Trainer, callbacks: Sequence[Callback], resume: bool, *,
+           early_stopping: EarlyStopping | None, log_every: int, progress: bool, checkpoints: tuple) -> History:
+    """Attach the built-in callbacks (writers only log; under MPI every rank checkpoints collectively,
+    rank 0 writes), resume when asked, run."""
+    run_dir = trainer.run_dir
+    collective = getattr(trainer, "comm", None) is not None
     builtins: list[Callback] = []
     if early_stopping is not None:
         builtins.append(early_stopping)
@@ -131,8 +165,8 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
         builtins.append(MetricsLog(run_dir, every=log_every))
     if progress and trainer.is_writer:
         builtins.append(ProgressBar())
-    if run_dir is not None and trainer.is_writer:
-        builtins.append(Checkpointer(checkpoint_every_steps, checkpoint_every_epochs, checkpoint_best))
+    if run_dir is not None and (trainer.is_writer or collective):
+        builtins.append(Checkpointer(*checkpoints))
     trainer.callbacks = CallbackList([*callbacks, *builtins])
     if resume:
         trainer.resume()

@@ -75,7 +75,8 @@ class ProgressBar(Callback):
         self._pending = 0
         self._last = now
         dt = max(now - self._t0, 1e-9)
-        rows = (trainer.global_step - self._s0) * trainer.stream.batch_size
+        batch = getattr(trainer, "global_batch_size", trainer.stream.batch_size)  # all ranks under MPI
+        rows = (trainer.global_step - self._s0) * batch
         wait = (trainer.stream.wait_seconds - self._w0) / dt
         post = {}
         if self.running is not None:
