@@ -1,4 +1,7 @@
-"""Shared checks for paths a command is about to write, so every writer fails the same clear way up front.
+"""Shared argument checks, so every module accepts the same types and fails the same clear way up front.
+
+``check_int`` is the one integer-argument rule (a Python or NumPy integer, never a bool, within bounds).
+The path checks cover paths a command is about to write.
 
 ``os.access`` is not a writability test (root passes it everywhere, and /proc or a read-only mount say
 "yes" to it too): the only honest test is to create something, so ``check_path_writable`` makes and removes
@@ -11,7 +14,31 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from symtrain.errors import ConfigError, DatasetError
+
+
+def is_int(value: object) -> bool:
+    """True for a Python or NumPy integer; False for a bool (``True`` is no count) and everything else."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: object, minimum: int | None = None, maximum: int | None = None, *,
+              allow_none: bool = False, expected: str | None = None) -> int | None:
+    """``value`` as an int in ``[minimum, maximum]`` (or None when allowed), else ConfigError naming ``name``.
+
+    ``expected`` replaces the default description ("an integer >= 1", "an integer in 0..10") in the message.
+    """
+    if value is None and allow_none:
+        return None
+    if is_int(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return int(value)
+    if expected is None:
+        bounds = ("" if minimum is None and maximum is None else f" >= {minimum}" if maximum is None
+                  else f" <= {maximum}" if minimum is None else f" in {minimum}..{maximum}")
+        expected = f"{'None or ' if allow_none else ''}an integer{bounds}"
+    raise ConfigError(f"{name} must be {expected}, got {value!r}")
 
 
 def check_path_arg(name: str, value: object) -> Path:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from symtrain.atomic import fsync_dir, partial_name, publish_dir, remove_stale_leftovers
-from symtrain.errors import CheckpointError, ConfigError
+from symtrain.errors import CheckpointError
+from symtrain.validate import check_int
 
 log = logging.getLogger(__name__)
 
@@ -330,9 +331,8 @@ def clean_leftovers(directory: str | Path) -> None:
 
 
 def check_keep(keep: Any) -> int:
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ConfigError(f"keep must be an integer >= 1 (how many checkpoints to keep), got {keep!r}")
-    return keep
+    """``keep`` (how many checkpoints to keep) as an int >= 1, else ConfigError."""
+    return check_int("keep", keep, 1, expected="an integer >= 1 (how many checkpoints to keep)")
 
 
 def _bench(repeats: int = 10) -> None:

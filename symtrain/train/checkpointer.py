@@ -8,30 +8,22 @@ once more when the run ends if the last one is not at the final cursor. Only the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from symtrain.errors import ConfigError
 from symtrain.train.callbacks import Callback
+from symtrain.validate import check_int
 
 if TYPE_CHECKING:
     from symtrain.train.contracts import TrainerLike
     from symtrain.train.history import History
 
 
-def _every(name: str, v: Any) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"{name} must be None or an integer >= 1, got {v!r}")
-    return v
-
-
 class Checkpointer(Callback):
     """Writes checkpoints through ``trainer.save_checkpoint``; put it after every callback with state."""
 
     def __init__(self, every_steps: int | None = None, every_epochs: int | None = 1, best: bool = True):
-        self.every_steps = _every("checkpoint_every_steps", every_steps)
-        self.every_epochs = _every("checkpoint_every_epochs", every_epochs)
+        self.every_steps = check_int("checkpoint_every_steps", every_steps, 1, allow_none=True)
+        self.every_epochs = check_int("checkpoint_every_epochs", every_epochs, 1, allow_none=True)
         self.best = bool(best)
         self.last_cursor: tuple[int, int] | None = None
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from symtrain.errors import ConfigError
 from symtrain.train.callbacks import Callback
+from symtrain.validate import check_int
 
 if TYPE_CHECKING:
     from symtrain.train.contracts import TrainerLike
@@ -53,9 +54,8 @@ class EarlyStopping(Callback):
                  wait: int | None = None):
         if patience is None and wait is None:
             raise ConfigError("EarlyStopping needs patience (DLT steps) or wait (validations), or both")
-        for name, v in (("patience", patience), ("wait", wait)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"{name} must be None or an integer >= 1, got {v!r}")
+        patience = check_int("patience", patience, 1, allow_none=True)
+        wait = check_int("wait", wait, 1, allow_none=True)
         if not (isinstance(patience_increase, int | float) and patience_increase >= 1):
             raise ConfigError(f"patience_increase must be a number >= 1, got {patience_increase!r}")
         if not (isinstance(improvement_threshold, int | float) and 0 < improvement_threshold <= 1):

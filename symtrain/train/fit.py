@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.train import checkpoint as ckpt
 from symtrain.train.callbacks import Callback, CallbackList
@@ -25,19 +23,11 @@ from symtrain.train.history import History
 from symtrain.train.metrics import CSV, JSONL, MetricsLog
 from symtrain.train.progress import ProgressBar
 from symtrain.train.trainer import CHECKPOINTS, HISTORY_TAIL, NONFINITE, Trainer, validation_fn
-from symtrain.validate import check_path_arg, check_path_writable
+from symtrain.validate import check_int, check_path_arg, check_path_writable
 
 __all__ = ["fit", "Trainer", "CHECKPOINTS", "HISTORY_TAIL"]
 
 log = logging.getLogger("symtrain.fit")
-
-
-def _int(name: str, v: Any, minimum: int, allow_none: bool = False) -> int | None:
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-        raise ConfigError(f"{name} must be {'None or ' if allow_none else ''}an integer >= {minimum}, got {v!r}")
-    return int(v)
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -104,9 +94,9 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
     ``check_sync_every=K`` compares a checksum of the state across ranks every K steps (a debug aid).
     See docs/distributed.md.
     """
-    epochs = _int("epochs", epochs, 1)
-    validate_every = _int("validate_every", validate_every, 1, allow_none=True)
-    validate_every_steps = _int("validate_every_steps", validate_every_steps, 1, allow_none=True)
+    epochs = check_int("epochs", epochs, 1)
+    validate_every = check_int("validate_every", validate_every, 1, allow_none=True)
+    validate_every_steps = check_int("validate_every_steps", validate_every_steps, 1, allow_none=True)
     keep = ckpt.check_keep(keep)
     mode = check_mode(mode)
     if on_nonfinite not in NONFINITE:

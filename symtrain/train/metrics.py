@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from symtrain.errors import ConfigError
 from symtrain.train.callbacks import Callback
+from symtrain.validate import check_int
 
 if TYPE_CHECKING:
     from symtrain.train.contracts import TrainerLike
@@ -98,10 +98,8 @@ class MetricsLog(Callback):
     state_key = "metrics_log"
 
     def __init__(self, run_dir: str | Path, every: int = 50):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ConfigError(f"log_every must be an integer >= 1, got {every!r}")
+        self.every = check_int("log_every", every, 1)
         self.run_dir = Path(run_dir)
-        self.every = every
         self.lines = 0
         self.elapsed = 0.0
         self._t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from symtrain.optim.schedules import Schedule
 from symtrain.optim.updates import slot
 from symtrain.train.contracts import SymbolicStream
 from symtrain.train.means import EpochMean
+from symtrain.validate import check_int
 
 MODES = ("NUMBA", "CVM", "C", "FAST_COMPILE", "FAST_RUN", "JAX", "PYTORCH")
 
@@ -212,8 +213,7 @@ def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, 
     params = check_params(params)
     if not callable(optimizer):
         raise ConfigError(f"optimizer must be callable as optimizer(loss_or_grads, params), got {optimizer!r}")
-    if isinstance(accumulate, bool) or not isinstance(accumulate, int | np.integer) or accumulate < 1:
-        raise ConfigError(f"accumulate must be an integer >= 1, got {accumulate!r}")
+    accumulate = check_int("accumulate", accumulate, 1)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name must be a non-empty string, got {name!r}")
     mode_obj, mode_name = resolve_mode(mode)
