@@ -26,6 +26,7 @@ from symtrain.stream.load import Load, sources_of
 from symtrain.stream.plan import EpochPlan, PlanSpec, epoch_loads, epoch_order, make_spec
 from symtrain.stream.prefetch import ThreadLoader, check_workers
 from symtrain.stream.transform import Augment, check_streamable, parse_outputs
+from symtrain.validate import check_int
 
 LOADERS = ("thread", "process")
 DEFAULT_LOADER = "thread"
@@ -240,13 +241,10 @@ class ChunkStream:
         """Iterate the chunks of epoch ``e`` from in-epoch step ``start_step`` (0 <= start_step <= steps)."""
         if self._closed:
             raise StreamError(f"stream {self.name!r} is closed")
-        if isinstance(e, bool) or not isinstance(e, int | np.integer) or e < 0:
-            raise ConfigError(f"epoch must be a non-negative integer, got {e!r}")
-        if (isinstance(start_step, bool) or not isinstance(start_step, int | np.integer)
-                or not 0 <= start_step <= self.steps_per_epoch):
-            raise ConfigError(f"start_step must be an integer in 0..{self.steps_per_epoch}, got {start_step!r}")
+        e = check_int("epoch", e, 0, expected="a non-negative integer")
+        start_step = check_int("start_step", start_step, 0, self.steps_per_epoch)
         self._close_active()
-        gen = self._run_epoch(int(e), int(start_step))
+        gen = self._run_epoch(e, start_step)
         self._active = weakref.ref(gen)
         return gen
 

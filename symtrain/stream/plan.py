@@ -29,6 +29,7 @@ import numpy as np
 
 from symtrain.errors import ConfigError
 from symtrain.stream.load import Load
+from symtrain.validate import check_int
 
 POLICIES = ("sequential", "shuffle")
 PLAN_VERSION = 1
@@ -37,11 +38,11 @@ MAX_CHUNK_ROWS = 1 << 27  # rows per buffer: a fill's permutation is an int64 ve
 
 
 def _int_arg(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    """An integer argument; the type and the bound get separate messages ("must be an integer", ">= 1")."""
+    value = check_int(name, value)
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return value
 
 
 @dataclass(frozen=True)

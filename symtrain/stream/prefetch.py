@@ -21,15 +21,14 @@ import numpy as np
 from symtrain.errors import ConfigError, StreamError
 from symtrain.stream.load import FieldSource, Load
 from symtrain.stream.transform import as_loader_transform, fill_part, split_pieces
+from symtrain.validate import check_int
 
 JOIN_TIMEOUT = 2.0  # seconds close() waits for the threads before leaving a stuck one behind
 
 
 def check_workers(workers: object) -> int:
     """``workers`` as a positive int (ConfigError otherwise)."""
-    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or not 1 <= workers <= 64:
-        raise ConfigError(f"workers must be an integer in 1..64, got {workers!r}")
-    return int(workers)
+    return check_int("workers", workers, 1, 64)
 
 
 def whole_fill(n_valid: int, workers: int) -> list[tuple[int, int]]:
@@ -49,8 +48,7 @@ class ThreadLoader:
                  workers: int = 1):
         if not sources:
             raise ConfigError("ThreadLoader: no fields to load")
-        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int | np.integer) or chunk_rows < 1:
-            raise ConfigError(f"ThreadLoader: chunk_rows must be a positive integer, got {chunk_rows!r}")
+        check_int("ThreadLoader: chunk_rows", chunk_rows, 1, expected="a positive integer")
         self.sources = dict(sources)
         self.chunk_rows = int(chunk_rows)
         self.workers = check_workers(workers)

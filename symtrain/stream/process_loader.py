@@ -42,6 +42,7 @@ from symtrain.errors import ConfigError, StreamError
 from symtrain.stream.load import FieldSource, Load
 from symtrain.stream.prefetch import check_workers, whole_fill
 from symtrain.stream.transform import as_loader_transform, fill_part, split_pieces
+from symtrain.validate import check_int
 
 _ALIGN = 64  # byte alignment of each field inside a staging block (cache line; numpy needs itemsize)
 _POLL = 0.05  # seconds between liveness checks while waiting for the worker
@@ -303,8 +304,7 @@ class ProcessLoader:
 
     def __init__(self, sources: Mapping[str, FieldSource], chunk_rows: int, transform: Any = None,
                  workers: int = 1):
-        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int | np.integer) or chunk_rows < 1:
-            raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+        check_int("chunk_rows", chunk_rows, 1, expected="a positive integer")
         self.sources = dict(sources)
         self.chunk_rows = int(chunk_rows)
         self.workers = check_workers(workers)

@@ -20,6 +20,7 @@ import numpy as np
 
 from symtrain.errors import ConfigError
 from symtrain.stream.load import FieldSource, Load
+from symtrain.validate import is_int
 
 AUGMENT_TAG = 0x61756731  # keeps the transform's random streams apart from the plan's (same seed)
 PIECES_PER_LOAD = 8  # pieces per full buffer fill: the unit of parallel work and of random streams
@@ -80,7 +81,7 @@ def parse_outputs(outputs: Mapping[str, Any] | None, sources: Mapping[str, Field
             raise ConfigError(f"outputs[{name!r}]: {dtype!r} is not a dtype") from None
         check_streamable(f"outputs[{name!r}]", name, dtype)
         if (not isinstance(shape, tuple | list) or len(shape) > 31
-                or any(isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0 for d in shape)):
+                or any(not is_int(d) or d < 0 for d in shape)):
             raise ConfigError(f"outputs[{name!r}]: row shape must be a tuple of ints >= 0, got {shape!r}")
         out[name] = replace(src, dtype=dtype.str, row_shape=tuple(int(d) for d in shape))
     return out
