@@ -23,6 +23,7 @@ from symtrain import backend
 from symtrain.backend import pt
 from symtrain.errors import ConfigError, StreamError
 from symtrain.stream.load import FieldSource
+from symtrain.validate import check_int
 
 DEFAULT_CHUNK_BYTES = 64 << 20
 DEFAULT_MAX_LOAD_BYTES = 256 << 20
@@ -269,9 +270,8 @@ def _default_chunk_rows(row_bytes: int) -> int:
 
 
 def _check_positive(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
+    """``value`` as an int >= 1 (ConfigError naming ``what``)."""
+    return check_int(what, value, 1, expected="a positive integer")
 
 
 def shared(value: Any, chunk_rows: int | None = None, name: str | None = None, borrow: bool = False,

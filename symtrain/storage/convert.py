@@ -28,6 +28,7 @@ from symtrain.storage.group import build_group
 from symtrain.storage.manifest import check_field_name
 from symtrain.storage.npyfile import check_dtype, read_into
 from symtrain.storage.writer import DatasetWriter
+from symtrain.validate import check_int
 
 CHUNK_BYTES = 64 << 20
 PICKLE_SPLITS = ("train", "valid", "test")
@@ -102,9 +103,7 @@ def cast(a: np.ndarray, dtype: np.dtype, field: str, where: str | Path) -> np.nd
 
 def _rows_per_chunk(row_bytes: int, chunk_rows: int | None) -> int:
     if chunk_rows is not None:
-        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-            raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-        return chunk_rows
+        return check_int("chunk_rows", chunk_rows, 1, expected="a positive integer")
     return max(1, CHUNK_BYTES // max(1, row_bytes))
 
 

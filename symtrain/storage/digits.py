@@ -20,6 +20,7 @@ import numpy as np
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.group import build_group, check_group_target
 from symtrain.storage.writer import DatasetWriter
+from symtrain.validate import check_int
 
 SIDE = 28
 FEATURES = SIDE * SIDE
@@ -220,12 +221,9 @@ def build_digits(out: str | Path, rows: int | None = None, seed: int = 0, *, ove
     images, rows are distorted copies. The whole directory appears atomically when finished.
     """
     out = Path(out)
-    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
-        raise ConfigError(f"rows must be a positive integer, got {rows!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    if not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    rows = check_int("rows", rows, 1, allow_none=True, expected="a positive integer")
+    seed = check_int("seed", seed, 0)
+    chunk_rows = check_int("chunk_rows", chunk_rows, 1, expected="a positive integer")
     augment = dict(AUGMENT, **(augment or {}))
     check_group_target(out, overwrite, META_FILE)
     images, labels = load_originals()

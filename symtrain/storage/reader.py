@@ -6,7 +6,6 @@ grow or corrupt the user's data.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.manifest import FieldSpec, Manifest, read_manifest
 from symtrain.storage.npyfile import check_size, read_header, read_into
-from symtrain.validate import check_path_arg
+from symtrain.validate import check_int, check_path_arg
 
 
 @dataclass(frozen=True)
@@ -150,8 +149,7 @@ class Dataset:
         """Rows ``[start, stop)`` of this dataset as a new Dataset sharing the same files (no copy)."""
         stop = self.rows if stop is None else stop
         for arg, value in (("start", start), ("stop", stop)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise ConfigError(f"{self.path}: split {arg} must be an integer row index, got {value!r}")
+            check_int(f"{self.path}: split {arg}", value, expected="an integer row index")
         if not 0 <= start <= stop <= self.rows:
             raise ConfigError(f"{self.path}: split({start}, {stop}) is outside 0 <= start <= stop <= {self.rows}")
         return Dataset(self.path, self.manifest, self.fields, self.start + int(start), self.start + int(stop),

@@ -20,7 +20,7 @@ from symtrain.atomic import partial_name, remove_stale_leftovers
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.reader import open_dataset
 from symtrain.storage.writer import DatasetWriter, check_replaceable
-from symtrain.validate import check_path_writable
+from symtrain.validate import check_int, check_path_writable
 
 DEFAULT_MEMORY = 512 << 20
 MAX_OPEN_FILES = 256  # keep bucket files open while B * fields stays below this
@@ -30,8 +30,8 @@ def plan_buckets(rows: int, row_bytes: int, memory_limit: int) -> tuple[int, int
     """(number of buckets, rows per scatter chunk). A bucket is expected to take <= memory_limit / 6 (the
     bucket plus its permuted copy, with room for an unlucky bucket 1.5x the mean); a scatter chunk
     (and its sorted copy) at most memory_limit / 4."""
-    if isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or memory_limit < (1 << 20):
-        raise ConfigError(f"memory_limit must be an integer number of bytes >= 1 MiB, got {memory_limit!r}")
+    memory_limit = check_int("memory_limit", memory_limit, 1 << 20,
+                             expected="an integer number of bytes >= 1 MiB")
     row_bytes = max(1, row_bytes)
     if 6 * row_bytes > memory_limit:
         raise ConfigError(f"memory_limit={memory_limit} is too small for rows of {row_bytes} bytes")
@@ -73,8 +73,7 @@ def shuffle_dataset(src: str | Path, dst: str | Path, seed: int, *, memory_limit
     next to ``dst``."""
     from tqdm.auto import tqdm
 
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_int("seed", seed, 0)
     dst = Path(dst)
     if Path(src).resolve() == dst.resolve():
         raise ConfigError("shuffle output must differ from its input")
