@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from symtrain.backend import SharedVariable, pt
 from symtrain.errors import ConfigError
+from symtrain.validate import is_int
 
 
 def static_dims(var) -> tuple[int | None, ...]:
@@ -23,12 +24,12 @@ def dim(var, axis: int):
 
 def int_pair(value, name: str, minimum: int) -> tuple[int, int]:
     """Accept an int or a pair of ints (Theano accepted both) and check the lower bound."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    if len(pair) != 2 or not all(is_int(v) for v in pair):
         raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
     if any(v < minimum for v in pair):
         raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
 
 
 def pad_to(x, top: int, left: int, rows, cols, fill):

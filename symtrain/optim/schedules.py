@@ -19,6 +19,7 @@ import numpy as np
 
 from symtrain.backend import config, shared
 from symtrain.errors import ConfigError
+from symtrain.validate import check_int
 
 PERIODS = ("step", "epoch")
 
@@ -82,9 +83,8 @@ def _finite(name: str, v: Any) -> float:
 
 
 def _count(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
+    """``v`` as an int >= 1 (ConfigError naming ``name``)."""
+    return check_int(name, v, 1, expected="a positive integer")
 
 
 @dataclass(eq=False)
