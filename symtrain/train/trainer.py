@@ -163,7 +163,8 @@ class Trainer:
             try:
                 self.callbacks.call("on_fit_begin", self)
                 if self.epoch >= self.epochs:
-                    log.info("nothing to do: the run already has %d epochs (epochs=%d)", self.epoch, self.epochs)
+                    log.info("nothing to do: the run already has %d epochs (epochs=%d)", self.epoch,
+                             self.epochs)
                 while self.epoch < self.epochs and not self.stop_reason:
                     self.run_epoch(self.epoch)
                 if not self.stop_reason:
@@ -225,7 +226,7 @@ class Trainer:
         self.callbacks.call("on_step_end", self, g, metrics)
 
     def nonfinite(self, loss: float, i: int, chunk: ChunkLike, backup: dict[str, Any] | None) -> None:
-        """A non-finite loss: NonFiniteLossError naming the step, or (``skip``) undo the step and record it."""
+        """A non-finite loss: NonFiniteLossError naming the step, or (``skip``) undo the step, record it."""
         g, e = self.global_step, self.epoch
         where = (f"global step {g} (epoch {e + 1}, step {self.step_in_epoch} of {self.steps_per_epoch} "
                  f"in the epoch, batch {i} of chunk {chunk.number})")
@@ -244,7 +245,8 @@ class Trainer:
         t0 = time.perf_counter()
         metrics = {k: float(v) for k, v in dict(self.validation()).items()}
         if self.monitor not in metrics:
-            raise ConfigError(f"monitor={self.monitor!r} is not among the validation metrics {sorted(metrics)}")
+            raise ConfigError(f"monitor={self.monitor!r} is not among the validation metrics "
+                              f"{sorted(metrics)}")
         score = metrics[self.monitor]
         best = self.history.best
         self.improved = better(score, None if best is None else best["score"], self.best_mode)
@@ -256,7 +258,8 @@ class Trainer:
                 self.best_values = ckpt.snapshot(self.variables)
         self.epoch_validation = metrics
         self.last_validated = self.global_step
-        log.debug("validation at step %d took %.2f s: %s", self.global_step, time.perf_counter() - t0, metrics)
+        log.debug("validation at step %d took %.2f s: %s", self.global_step, time.perf_counter() - t0,
+                  metrics)
         self.callbacks.call("on_validation_end", self, metrics)
         return metrics
 
@@ -291,7 +294,7 @@ class Trainer:
                                              "received")
 
     def _close_callbacks(self, finished_ok: bool) -> None:
-        """``on_fit_end`` for all; after an error only closes what callbacks hold open (no final checkpoint)."""
+        """``on_fit_end`` for all; after an error only close what callbacks hold open (no final save)."""
         if finished_ok or self.stop_reason:
             self.callbacks.call("on_fit_end", self, self.history)
             return
@@ -321,11 +324,11 @@ class Trainer:
                          if k not in ("epoch", "step", "seconds", "wait_share") and isinstance(v, float)
                          and not k.startswith("val_rows"))
         best = self.history.best
-        mark = (" (best)" if best is not None and best["step"] == self.global_step and best["epoch"] == self.epoch
-                else "")
+        is_best = best is not None and best["step"] == self.global_step and best["epoch"] == self.epoch
+        mark = " (best)" if is_best else ""
         share = record["wait_share"]
-        log.info("epoch %d/%d: %s%s [%.1f s, waiting for data %.0f%%]", record["epoch"] + 1, self.epochs, shown,
-                 mark, record["seconds"], 100 * share if math.isfinite(share) else 0)
+        log.info("epoch %d/%d: %s%s [%.1f s, waiting for data %.0f%%]", record["epoch"] + 1, self.epochs,
+                 shown, mark, record["seconds"], 100 * share if math.isfinite(share) else 0)
 
     # ----- checkpoints -----------------------------------------------------------------------------
     def meta(self, reason: str) -> dict:
@@ -389,10 +392,10 @@ class Trainer:
         except CheckpointError as exc:
             raise CheckpointError(f"{c.path}: refusing to resume, {exc}") from None
         if meta.get("accumulate", 1) != self.accumulate:
-            raise CheckpointError(f"{c.path}: the checkpoint accumulates {meta.get('accumulate')} micro-batches "
-                                  f"per update, the step {self.accumulate}; compile the step with the same "
-                                  "accumulate=")
-        saved = {e["name"]: ({"dtype": e["dtype"], "shape": e["shape"]} if "key" in e else {"kind": e["kind"]})
+            raise CheckpointError(f"{c.path}: the checkpoint accumulates {meta.get('accumulate')} "
+                                  f"micro-batches per update, the step {self.accumulate}; compile the step "
+                                  "with the same accumulate=")
+        saved = {e["name"]: {"dtype": e["dtype"], "shape": e["shape"]} if "key" in e else {"kind": e["kind"]}
                  for e in meta["variables"]}
         ckpt.check_variables(saved, self.variables, c.path)
         cur = meta["cursor"]
@@ -400,7 +403,8 @@ class Trainer:
             raise CheckpointError(f"{c.path}: {cur['steps_per_epoch']} steps per epoch in the checkpoint, "
                                   f"{self.steps_per_epoch} now")
         ckpt.restore(c.arrays, self.variables)
-        self.epoch, self.step_in_epoch, self.global_step = cur["epoch"], cur["step_in_epoch"], cur["global_step"]
+        self.epoch, self.step_in_epoch = cur["epoch"], cur["step_in_epoch"]
+        self.global_step = cur["global_step"]
         es = meta.get("epoch_state", {})
         self.epoch_mean = EpochMean(es.get("sums", {}), int(es.get("count", 0)))
         self.epoch_validation = dict(es.get("validation", {}))
