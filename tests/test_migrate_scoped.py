@@ -299,3 +299,62 @@ def test_persistent_chain_runs_after_the_rewrite():
     ns: dict = {}
     exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
     assert list(ns["ups"]) == [ns["chain"]] and ns["none"] == {}
+
+
+# ---- 5. Python 2 division: integer-valued numpy calls are integers; float/symbolic sides are quiet ----
+DIVISION_HEADER = "import numpy\nimport numpy as np\nimport theano\nimport theano.tensor as tensor\n" \
+                  "from theano import tensor as TT\nprint 'py2'\n"
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("fan_out = shape[0] * numpy.prod(shape[2:]) / numpy.prod(pool)",
+     "fan_out = shape[0] * numpy.prod(shape[2:]) // numpy.prod(pool)"),
+    ("w = (image_shape[2] - filter_shape[2] + 1) / poolsize[0]",
+     "w = (image_shape[2] - filter_shape[2] + 1) // poolsize[0]"),
+    ("h = np.sum(sizes) / 2", "h = np.sum(sizes) // 2"),
+    ("k = len(layers) / 2", "k = len(layers) // 2"),
+    ("c = data.shape[1] / np.prod((2, 2))", "c = data.shape[1] // np.prod((2, 2))"),
+    ("q = max(len(a), 3) / 2", "q = max(len(a), 3) // 2"),
+    ("r = x.size / x.shape[0]", "r = x.size // x.shape[0]"),
+])
+def test_integer_operands_are_floor_divided(line, expected):
+    new, findings = mig(DIVISION_HEADER + "def f(x, a, data, layers, shape, pool, image_shape, filter_shape, "
+                        "poolsize, sizes):\n    " + line + "\n")
+    assert "    " + expected in new.splitlines(), new
+    assert lines_of(findings, "changed") == [8] and not lines_of(findings, "review")
+
+
+@pytest.mark.parametrize("line", [
+    "y = tensor.sum(x) / x.shape[0]",
+    "y = TT.dot(x, x) / 2",
+    "y = numpy.sqrt(6. / (n_in + n_out))",
+    "y = (x ** 2).mean() / 3",
+    "y = np.mean(errs) / 2",
+    "y = float(n) / batch_size",
+    "y = lr / 2",
+    "y = h / 2",
+    "y = numpy.prod(numpy.ones(3) * 0.5) / 2",
+    "y = math.sqrt(n) / 2",
+])
+def test_float_and_symbolic_operands_are_quiet(line):
+    src = DIVISION_HEADER + "import math\nlr = 0.1\ndef f(x, n, n_in, n_out, errs, batch_size):\n" \
+        "    h = tensor.matrix()\n    " + line + "\n"
+    new, findings = mig(src)
+    assert "    " + line in new.splitlines(), new
+    assert not [f for f in findings if "division" in f[2]], findings
+
+
+@pytest.mark.parametrize("line", ["y = foo(x) / 3", "y = err / seen", "y = self.cost / n"])
+def test_doubtful_division_is_reported(line):
+    new, findings = mig(DIVISION_HEADER + "def f(self, x, err, seen, n):\n    " + line + "\n")
+    assert "    " + line in new.splitlines()
+    assert lines_of(findings, "review") == [8]
+
+
+def test_lenet_fan_out_is_an_integer_again():
+    new, _ = mig(DIVISION_HEADER + "def fans(shape, pool):\n    return numpy.prod(shape[1:]), "
+                 "shape[0] * numpy.prod(shape[2:]) / numpy.prod(pool)\n")
+    ns: dict = {}
+    exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
+    assert ns["fans"]((20, 1, 5, 5), (2, 2)) == (25, 125)
+    assert ns["fans"]((50, 20, 5, 5), (3, 3)) == (500, 138)  # 1250 / 9 floored, as Python 2 computed

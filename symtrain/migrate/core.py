@@ -19,6 +19,7 @@ import libcst as cst
 
 from symtrain.errors import MigrationError
 from symtrain.migrate import py2
+from symtrain.migrate.division import fix_division
 from symtrain.migrate.oneshot import wrap_one_shot
 from symtrain.migrate.report import Finding, format_report
 from symtrain.migrate.transform import rewrite_module
@@ -61,7 +62,7 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
     except cst.ParserSyntaxError as exc:
         raise MigrationError(f"{path}: cannot parse after the Python 2 conversion: {exc}") from exc
     if python2:
-        module, found = py2.fix_division(module, path)
+        module, found = fix_division(module, path)
         findings += found
     module, found = rewrite_module(module, path, python2)
     findings += found

@@ -1,0 +1,252 @@
+"""Python 2 ``/`` between integers: rewrite to ``//`` where both sides are integers, report the doubtful.
+
+Each operand is classed from what the file itself says:
+
+- **integer**: integer literals, ``len(...)``, ``int(...)``, ``x.shape[i]``, ``x.size``/``x.ndim``, an
+  element of a shape-like tuple (``filter_shape[0]``, ``poolsize[1]``), integer-valued numpy calls
+  (``numpy.prod``, ``argmax``, ``count_nonzero``, ``sum`` of integers), ``max``/``min`` of integers, names
+  assigned such values, and names that read as counts (``n_*``, ``*_size``, ``batch*``, ``patience``...);
+- **float**: float literals, ``float(...)``, ``math`` and other numpy calls, ``.mean()``/``.std()``, names
+  assigned floats or parameters with float defaults;
+- **symbolic**: calls through the graph library however it is imported (``T``, ``tensor`` from ``import
+  theano.tensor as tensor``, ``from theano import tensor``...) and names assigned such calls: Theano's ``/``
+  on them was already true division (it refused integer tensors).
+
+``/`` with a float or symbolic side is left alone silently; with two integer sides it becomes ``//`` and
+is listed in the report (kind ``changed``); anything else is left as it is and reported for review.
+"""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from symtrain.migrate.report import Finding
+
+_INT_NAME = re.compile(r"(^|_)(n|num|size|batch|batches|index|idx|count|len|length|patience|iter|epoch|"
+                       r"step|steps|rows|cols|dim|width|height|nb|number|total|chunk|frequency)(_|s?$)|^[ijkn]$",
+                       re.IGNORECASE)
+_SHAPE_NAME = re.compile(r"(^|_)(shape|shapes|size|sizes|poolsize|pool|ds|ws|stride|strides|subsample|dims)$",
+                         re.IGNORECASE)
+INT_NUMPY = frozenset({"prod", "product", "argmax", "argmin", "count_nonzero", "size", "ndim", "int8", "int16",
+                       "int32", "int64", "uint8", "floor_divide", "searchsorted"})
+FLOAT_METHODS = frozenset({"mean", "std", "var", "norm", "item"})
+FLOAT_MODULES = frozenset({"math", "time", "random", "scipy"})
+GRAPH_MODULES = ("theano", "aesara", "pytensor", "lasagne", "keras", "blocks")
+INT, FLOAT, SYMBOLIC, UNKNOWN = "int", "float", "symbolic", "unknown"
+
+
+def _dotted(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr.value}"
+    return None
+
+
+class _Aliases(cst.CSTVisitor):
+    """Local names of numpy, float-valued modules and the graph library; then names by assigned kind."""
+
+    def __init__(self) -> None:
+        self.modules: dict[str, str] = {}  # local name -> module root (numpy, math, theano, ...)
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            dotted = _dotted(alias.name) or ""
+            if alias.asname and isinstance(alias.asname.name, cst.Name):
+                self.modules[alias.asname.name.value] = dotted.split(".")[0]
+            else:
+                self.modules[dotted.split(".")[0]] = dotted.split(".")[0]
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        module = (_dotted(node.module) if node.module else "") or ""
+        root = module.split(".")[0]
+        if isinstance(node.names, cst.ImportStar) or root not in (*GRAPH_MODULES, "numpy", *FLOAT_MODULES):
+            return
+        for alias in node.names:
+            local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+                else alias.name.value
+            self.modules[local] = root
+
+
+class _Classify:
+    def __init__(self, modules: dict[str, str]):
+        self.modules = modules
+        self.names: dict[str, str] = {}
+
+    def kind(self, node: cst.BaseExpression) -> str:  # noqa: C901 - one case per expression type
+        if isinstance(node, cst.Integer):
+            return INT
+        if isinstance(node, cst.Float | cst.Imaginary):
+            return FLOAT
+        if isinstance(node, cst.Name | cst.Attribute) and _dotted(node) in self.names:
+            return self.names[_dotted(node)]
+        if isinstance(node, cst.Name):
+            return INT if _INT_NAME.search(node.value) else UNKNOWN
+        if isinstance(node, cst.Attribute):
+            if node.attr.value in ("size", "ndim"):
+                return INT
+            if node.attr.value in ("floatX",):
+                return UNKNOWN
+            return INT if _INT_NAME.search(node.attr.value) else UNKNOWN
+        if isinstance(node, cst.Subscript):
+            base = node.value
+            if isinstance(base, cst.Attribute) and base.attr.value == "shape":
+                return INT
+            name = _dotted(base) or ""
+            if _SHAPE_NAME.search(name.rsplit(".", 1)[-1]) and all(
+                    isinstance(e.slice, cst.Index) for e in node.slice):
+                return INT
+            inner = self.kind(base)
+            return inner if inner in (FLOAT, SYMBOLIC) else UNKNOWN
+        if isinstance(node, cst.Call):
+            return self._call(node)
+        if isinstance(node, cst.BinaryOperation):
+            left, right = self.kind(node.left), self.kind(node.right)
+            for k in (SYMBOLIC, FLOAT):
+                if k in (left, right):
+                    return k
+            if left == right == INT and isinstance(node.operator, cst.Add | cst.Subtract | cst.Multiply |
+                                                   cst.FloorDivide | cst.Divide | cst.Modulo | cst.Power):
+                return INT
+            return UNKNOWN
+        if isinstance(node, cst.UnaryOperation):
+            return self.kind(node.expression)
+        return UNKNOWN
+
+    def _call(self, node: cst.Call) -> str:
+        func = _dotted(node.func) or ""
+        root, _, attr = func.rpartition(".")
+        module = self.modules.get(func.split(".")[0])
+        args = [a.value for a in node.args if a.keyword is None]
+        if func in ("len", "int", "long", "ord"):
+            return INT
+        if func in ("float", "abs") or module in FLOAT_MODULES:
+            return FLOAT if func != "abs" else (self.kind(args[0]) if args else UNKNOWN)
+        if func in ("max", "min", "sum") and args:
+            kinds = {self.kind(a) for a in args} if func != "sum" else {self._elements(args[0])}
+            return kinds.pop() if len(kinds) == 1 else UNKNOWN
+        if module == "numpy":
+            if attr in INT_NUMPY:
+                return INT if attr != "prod" or not args or self._elements(args[0]) != FLOAT else FLOAT
+            if attr == "sum" and args:
+                return INT if self._elements(args[0]) == INT else FLOAT
+            return FLOAT
+        if module in GRAPH_MODULES:
+            return SYMBOLIC
+        if isinstance(node.func, cst.Attribute):
+            if node.func.attr.value in FLOAT_METHODS:
+                return FLOAT
+            owner = self.kind(node.func.value)
+            if owner == SYMBOLIC:
+                return SYMBOLIC
+        return UNKNOWN
+
+    def _elements(self, node: cst.BaseExpression) -> str:
+        """The kind of the elements of a sequence argument (``shape``, ``(2, 2)``, ``[a, b]``)."""
+        if isinstance(node, cst.Tuple | cst.List) and node.elements:
+            kinds = {self.kind(e.value) for e in node.elements}
+            return kinds.pop() if len(kinds) == 1 else UNKNOWN
+        if isinstance(node, cst.Attribute) and node.attr.value == "shape":
+            return INT
+        if isinstance(node, cst.Subscript):
+            return self._elements(node.value)
+        name = _dotted(node) or ""
+        if _SHAPE_NAME.search(name.rsplit(".", 1)[-1]):
+            return INT
+        kind = self.kind(node)
+        return kind if kind in (FLOAT, SYMBOLIC) else UNKNOWN
+
+
+class _Assigned(cst.CSTVisitor):
+    """Record the kind of every plain assignment (twice: later names may depend on earlier ones)."""
+
+    def __init__(self, classify: _Classify):
+        self.c = classify
+        self.seen: dict[str, set[str]] = {}
+
+    def _bind(self, target: cst.BaseExpression, kind: str) -> None:
+        name = _dotted(target)
+        if name is not None and kind != UNKNOWN:
+            self.seen.setdefault(name, set()).add(kind)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        kind = self.c.kind(node.value)
+        for t in node.targets:
+            self._bind(t.target, kind)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        kind = self.c.kind(node.value)
+        if kind in (FLOAT, SYMBOLIC):
+            self._bind(node.target, kind)
+
+    def visit_Param(self, node: cst.Param) -> None:
+        if node.default is not None:
+            kind = self.c.kind(node.default)
+            if kind in (FLOAT, INT):
+                self.seen.setdefault(node.name.value, set()).add(kind)
+
+    def finish(self) -> None:
+        for name, kinds in self.seen.items():
+            # one float or symbolic assignment makes a name non-integer, whatever it is called
+            self.c.names[name] = SYMBOLIC if SYMBOLIC in kinds else FLOAT if FLOAT in kinds else INT
+
+
+class _Division(cst.CSTTransformer):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, path: str, classify: _Classify):
+        super().__init__()
+        self.path = path
+        self.c = classify
+        self.findings: list[Finding] = []
+
+    def _judge(self, node: cst.CSTNode, left: cst.BaseExpression, right: cst.BaseExpression, op: str) -> bool:
+        kinds = {self.c.kind(left), self.c.kind(right)}
+        if kinds & {FLOAT, SYMBOLIC}:
+            return False
+        line = self.get_metadata(PositionProvider, node).start.line
+        code = " ".join(cst.Module(body=[]).code_for_node(node).split())
+        if kinds == {INT}:
+            self.findings.append(Finding(self.path, line, "changed", f"`{code}`: integer division in Python 2, "
+                                         f"rewritten to `{op}`"))
+            return True
+        self.findings.append(Finding(self.path, line, "review", f"`{code}`: `/` is true division in Python 3 "
+                                     "(it was integer division in Python 2 if both sides were ints); use `//` "
+                                     "if integers are meant"))
+        return False
+
+    def leave_BinaryOperation(self, original_node: cst.BinaryOperation, updated_node: cst.BinaryOperation):
+        if not isinstance(original_node.operator, cst.Divide) or not self._judge(
+                original_node, original_node.left, original_node.right, "//"):
+            return updated_node
+        op = original_node.operator
+        return updated_node.with_changes(operator=cst.FloorDivide(
+            whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after))
+
+    def leave_AugAssign(self, original_node: cst.AugAssign, updated_node: cst.AugAssign):
+        if not isinstance(original_node.operator, cst.DivideAssign) or not self._judge(
+                original_node, original_node.target, original_node.value, "//="):
+            return updated_node
+        op = original_node.operator
+        return updated_node.with_changes(operator=cst.FloorDivideAssign(
+            whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after))
+
+
+def fix_division(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
+    """Rewrite integer ``/`` to ``//`` (see the module docstring); a no-op under ``from __future__ import division``."""
+    if re.search(r"^from __future__ import [^\n]*\bdivision\b", module.code, re.MULTILINE):
+        return module, []
+    aliases = _Aliases()
+    module.visit(aliases)
+    classify = _Classify(aliases.modules)
+    for _ in range(2):
+        assigned = _Assigned(classify)
+        module.visit(assigned)
+        assigned.finish()
+    fixer = _Division(path, classify)
+    new = MetadataWrapper(module, unsafe_skip_copy=True).visit(fixer)
+    return new, fixer.findings
