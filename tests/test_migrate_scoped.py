@@ -358,3 +358,79 @@ def test_lenet_fan_out_is_an_integer_again():
     exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
     assert ns["fans"]((20, 1, 5, 5), (2, 2)) == (25, 125)
     assert ns["fans"]((50, 20, 5, 5), (3, 3)) == (500, 138)  # 1250 / 9 floored, as Python 2 computed
+
+
+# ---- 6. Python 2 str through subprocess pipes ----------------------------------------------------------
+@pytest.mark.parametrize("call, expected", [
+    ("p = Popen(['sort'], stdin=PIPE, stdout=PIPE)", "p = Popen(['sort'], stdin=PIPE, stdout=PIPE, text=True)"),
+    ("p = subprocess.Popen(cmd, stdout=subprocess.PIPE)", "p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)"),
+    ("p = sp.Popen(cmd, stderr=sp.PIPE)", "p = sp.Popen(cmd, stderr=sp.PIPE, text=True)"),
+    ("v = subprocess.check_output(['echo', 'x'])", "v = subprocess.check_output(['echo', 'x'], text=True)"),
+    ("v = check_output('ls', shell=True)", "v = check_output('ls', shell=True, text=True)"),
+    ("p = Popen(['ls'])", "p = Popen(['ls'])"),
+    ("p = Popen(cmd, stdout=PIPE, universal_newlines=True)", "p = Popen(cmd, stdout=PIPE, universal_newlines=True)"),
+])
+def test_python2_pipes_carry_text(call, expected):
+    src = ("import subprocess\nimport subprocess as sp\nfrom subprocess import Popen, PIPE, check_output\n"
+           f"import theano\n{call}\nprint 'done'\n")
+    new, findings = mig(src)
+    assert expected in new.splitlines(), new
+    assert lines_of(findings, "changed") == ([5] if expected != call else [])
+
+
+def test_pipe_with_kwargs_is_reported_and_text_round_trips():
+    new, findings = mig("import subprocess\nimport theano\nq = subprocess.Popen(cmd, **opts)\nprint 'x'\n")
+    assert "q = subprocess.Popen(cmd, **opts)" in new and lines_of(findings, "review") == [3]
+    new, _ = mig("import sys\nfrom subprocess import Popen, PIPE\nimport theano\n"
+                 "p = Popen([sys.executable, '-c', 'import sys; print(sys.stdin.read().upper())'], stdin=PIPE, "
+                 "stdout=PIPE)\nout, _ = p.communicate('abc')\nprint out.strip()\n")
+    ns: dict = {}
+    exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
+    assert ns["out"].strip() == "ABC"
+
+
+# ---- 7. T.round's mode follows the file's Theano API era ------------------------------------------------
+@pytest.mark.parametrize("marker, mode, kind", [
+    ("from theano.tensor.signal import downsample", True, "changed"),
+    ("from theano.tensor.nnet import conv", True, "changed"),
+    ("p = theano.Param(x, default=1)", True, "changed"),
+    ("from theano.tensor.signal import pool", False, None),
+    ("from theano.tensor.signal.pool import pool_2d", False, None),
+    ("y = T.nnet.conv2d(x, w)", False, None),
+    ("i = theano.In(x, value=1)", False, None),
+    ("z = 1", False, "review"),
+])
+def test_round_mode_from_the_api_era(marker, mode, kind):
+    src = f"import theano\nimport theano.tensor as T\n{marker}\nr = T.round(x)\n"
+    new, findings = mig(src)
+    line = [x for x in new.splitlines() if x.startswith("r = ")][0]
+    assert ("half_away_from_zero" in line) == mode
+    assert [k for n, k, m in findings if n == 4 and "round" in m] == ([kind] if kind else [])
+
+
+# ---- 8. unseeded MRG_RandomStreams uses Theano's default seed -----------------------------------------
+def test_unseeded_mrg_streams_repeat_run_to_run():
+    src = ("import theano\nfrom theano.sandbox.rng_mrg import MRG_RandomStreams\nrng = MRG_RandomStreams()\n"
+           "other = MRG_RandomStreams(7)\nu = rng.uniform((4,))\nf = theano.function([], u)\n")
+    new, findings = mig(src)
+    assert "rng = MRG_RandomStreams(seed=12345)" in new and "other = MRG_RandomStreams(7)" in new
+    assert lines_of(findings, "changed") == [3]
+    draws = []
+    for _ in range(2):
+        ns: dict = {}
+        exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
+        draws.append(ns["f"]())
+    assert (draws[0] == draws[1]).all()
+    from symtrain.migrate.runtime import MRG_RandomStreams
+
+    a, b = MRG_RandomStreams().uniform((3,)), MRG_RandomStreams().uniform((3,))
+    assert (a.eval() == b.eval()).all()
+
+
+# ---- print((...)) double parentheses --------------------------------------------------------------------
+def test_print_statements_have_single_parentheses():
+    new, findings = mig("import theano\nprint ('a %d' % 3)\nprint ('loss', 2)\nprint (x)\nprint 'x', 1\n"
+                        "print ((1, 2))\n")
+    assert new.splitlines()[1:] == ["print('a %d' % 3)", "print('loss', 2)", "print (x)", "print('x', 1)",
+                                    "print ((1, 2))"]
+    assert lines_of(findings, "changed") == [3]

@@ -22,6 +22,7 @@ from symtrain.migrate import py2
 from symtrain.migrate.division import fix_division
 from symtrain.migrate.oneshot import wrap_one_shot
 from symtrain.migrate.report import Finding, format_report
+from symtrain.migrate.subproc import fix_pipes
 from symtrain.migrate.transform import rewrite_module
 from symtrain.migrate.truth import fix_truth_tests
 
@@ -64,6 +65,11 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
     if python2:
         module, found = fix_division(module, path)
         findings += found
+        module, found = fix_pipes(module, path)
+        findings += found
+        if not python3_syntax:
+            module, found = py2.fix_print_parens(module, path)
+            findings += found
     module, found = rewrite_module(module, path, python2)
     findings += found
     theano_era = python2 or bool(_THEANO_ERA.search(source))

@@ -20,6 +20,7 @@ import re
 import tokenize
 
 import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from symtrain.errors import MigrationError
 from symtrain.migrate.report import Finding
@@ -155,3 +156,46 @@ def fixer_wrappings(source: str, converted: str, path: str) -> list[Finding]:
                 findings.append(Finding(path, j + 1, "changed", f"{what} wrapped in list(...): a Python 3 "
                                         "iterator/view is consumed once (Python 2 returned a list)"))
     return findings
+
+
+class _PrintParens(cst.CSTTransformer):
+    """``print((x))`` -> ``print(x)``; ``print(("a", b))`` -> ``print("a", b)`` (reported: the output changes
+    from the tuple's repr to its items separated by spaces, which is what such code meant)."""
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.findings: list[Finding] = []
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        if not (isinstance(updated_node.func, cst.Name) and updated_node.func.value == "print"
+                and len(updated_node.args) == 1 and updated_node.args[0].keyword is None
+                and not updated_node.args[0].star):
+            return updated_node
+        value = updated_node.args[0].value
+        if not value.lpar:
+            return updated_node
+        if isinstance(value, cst.Tuple):
+            if len(value.lpar) > 1:
+                return updated_node  # `print ((1, 2))` was written so (the fixer adds one pair): a tuple
+            elements = [e for e in value.elements if not isinstance(e, cst.StarredElement)]
+            if len(elements) != len(value.elements) or not elements:
+                return updated_node
+            line = self.get_metadata(PositionProvider, original_node).start.line
+            self.findings.append(Finding(self.path, line, "changed", "`print (a, b)` printed a tuple in Python 2; "
+                                         "it now prints the items separated by spaces"))
+            args = [cst.Arg(value=e.value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+                    for e in elements]
+            args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            return updated_node.with_changes(args=args)
+        return updated_node.with_changes(args=[cst.Arg(value=value.with_changes(
+            lpar=value.lpar[1:], rpar=value.rpar[1:]))])
+
+
+def fix_print_parens(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
+    """Drop the double parentheses the print fixer leaves around ``print (x)`` statements."""
+    fixer = _PrintParens(path)
+    new = MetadataWrapper(module, unsafe_skip_copy=True).visit(fixer)
+    return new, fixer.findings

@@ -8,6 +8,8 @@ looked up with ``aesara`` read as ``theano`` first, then with their own table (`
 
 from __future__ import annotations
 
+import re
+
 ROOTS = ("theano", "aesara")
 NNET = "symtrain.nnet"
 RUNTIME = "symtrain.migrate.runtime"
@@ -164,10 +166,34 @@ AESARA_ONLY: dict[str, str] = {
 
 # Call rewrites keyed by the resolved old dotted name: keyword arguments added when absent.
 ADD_KWARGS: dict[str, dict[str, str]] = {
-    # Theano 0.7 rounded halves away from zero; PyTensor rounds them to even.
+    # Theano 0.7 rounded halves away from zero; Theano >= 0.9 and PyTensor round them to even
+    # (added only to files that use the 0.7 API, see api_era)
     "theano.tensor.round": {"mode": "'half_away_from_zero'"},
     "theano.tensor.basic.round": {"mode": "'half_away_from_zero'"},
 }
+# Theano's MRG_RandomStreams(seed=12345): unseeded legacy runs were identical run to run.
+MRG_DEFAULT_SEED = 12345
+
+# API that dates a file: only in Theano 0.7-era code, or only from Theano 0.8/0.9 on (T.round's default
+# changed from half away from zero to half to even in 0.9).
+ERA_0_7 = re.compile(r"\bsignal\.downsample\b|\bimport downsample\b|\bdownsample\.max_pool_2d\b|"
+                     r"\bnnet\.conv\.conv2d\b|\bnnet import conv\b|\bconv\.conv2d\(|\bParam\(|\bpfunc\b|"
+                     r"\bcompat\.python2x\b")
+ERA_0_9 = re.compile(r"\bsignal\.pool\b|\bsignal import pool\b|\bpool_2d\(|\bnnet\.conv2d\(|"
+                     r"\bnnet import [^\n]*\bconv2d\b|\bIn\(|\bgpuarray\b|\bnnet\.bn\b|\babstract_conv\b|"
+                     r"\bbatch_normalization\b|\breturn_list\b")
+
+
+def api_era(code: str) -> tuple[str | None, int, str]:
+    """("0.7" | "0.9" | None, line, marker): the Theano API generation a file uses (0.9 wins a tie: a file
+    that uses the newer API ran on a newer Theano)."""
+    for era, pattern in (("0.9", ERA_0_9), ("0.7", ERA_0_7)):
+        match = pattern.search(code)
+        if match:
+            return era, code.count("\n", 0, match.start()) + 1, match.group(0).rstrip("(")
+    return None, 0, ""
+
+
 # Theano 0.7's conv.conv2d(input, filters, filter_shape, image_shape, border_mode, subsample): later
 # conv2d put input_shape third, so positional arguments become keywords.
 POSITIONAL_NAMES: dict[str, tuple[str, ...]] = {

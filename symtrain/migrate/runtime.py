@@ -86,7 +86,11 @@ class RandomStreams:
         return getattr(self._stream, name)
 
 
-MRG_RandomStreams = RandomStreams
+class MRG_RandomStreams(RandomStreams):  # noqa: N801 - Theano's name
+    """Theano's ``rng_mrg.MRG_RandomStreams``: unseeded it uses Theano's default seed 12345, so runs repeat."""
+
+    def __init__(self, seed: int | None = 12345, use_cuda: Any = None):
+        super().__init__(seed, use_cuda)
 
 
 def _size(size):

@@ -209,6 +209,7 @@ class _Analysis(cst.CSTVisitor):
         self.uses_defaults = False
         self.none_params: list[set[str]] = []
         self.pending_ifs: list[tuple[cst.If, str]] = []
+        self.api_era: tuple[str | None, int, str] = (None, 0, "")
 
     def visit_Import(self, node: cst.Import) -> None:
         found: list[tuple[str, str]] = []
@@ -471,9 +472,15 @@ class _Rewriter(cst.CSTTransformer):
         if adds and not any(a.star for a in call.args):
             if "mode" in adds and (positional >= 2 or "mode" in keywords):
                 adds = {}
+            elif "mode" in adds:
+                adds = self._round_mode(original_node, adds)
             new_args = [(k, v) for k, v in adds.items() if k not in keywords]
             if new_args:
                 call = _add_kwargs(call, new_args)
+        if norm == "theano.sandbox.rng_mrg.MRG_RandomStreams" and not call.args:
+            call = _add_kwargs(call, [("seed", str(rules.MRG_DEFAULT_SEED))])
+            self.report(original_node, "changed", f"unseeded MRG_RandomStreams() gets Theano's default seed "
+                        f"{rules.MRG_DEFAULT_SEED} (legacy runs were identical run to run)")
         new = self.new_name(original_node.func)
         if self.old_pickles and new in rules.PICKLE_LOADS and "encoding" not in keywords and \
                 not any(a.star for a in call.args):
@@ -490,6 +497,18 @@ class _Rewriter(cst.CSTTransformer):
                 call = call.with_changes(args=[call.args[0], call.args[1].with_changes(
                     value=self._clean_flag_string(original_node, call.args[1].value)), *call.args[2:]])
         return call
+
+    def _round_mode(self, node: cst.Call, adds: dict[str, str]) -> dict[str, str]:
+        """Theano 0.7 rounded halves away from zero, Theano >= 0.9 to even (as PyTensor): date the file."""
+        era, line, marker = self.a.api_era
+        if era == "0.7":
+            self.report(node, "changed", f"`round` keeps Theano 0.7's mode='half_away_from_zero': this file "
+                        f"uses the 0.7 API (`{marker}`, line {line})")
+            return adds
+        if era is None:
+            self.report(node, "review", "`round` rounds halves to even, as Theano >= 0.9 and PyTensor do; "
+                        "nothing in this file dates it: if it ran on Theano 0.7, pass mode='half_away_from_zero'")
+        return {}
 
     def _clean_flag_string(self, where: cst.CSTNode, value: cst.BaseExpression) -> cst.BaseExpression:
         text = _string_value(value)
@@ -752,6 +771,7 @@ def rewrite_module(module: cst.Module, path: str, python2: bool = False) -> tupl
             where = ", ".join(map(str, pickled))
             rewriter.findings.append(Finding(path, line, "review", f"`open()` left in its mode: `{name}` is "
                                              f"pickled at line {where}, but through another binding"))
+    analysis.api_era = rules.api_era(module.code)
     rewriter.if_none = _symbolic_default_ifs(analysis, rewriter)
     rewriter.symbolic_names = _symbolic_names(wrapper.module, rewriter)
     new = wrapper.visit(rewriter)

@@ -1,0 +1,97 @@
+"""Python 2 ``str`` through subprocess pipes: ``Popen(..., stdout=PIPE)`` and ``check_output`` get ``text=True``.
+
+Python 2 pipes carried ``str``; Python 3 pipes carry ``bytes`` unless ``text=True``: ``communicate(text)``
+with a ``str`` raises, and ``check_output(...) == 'ok'`` is silently False. Calls that already choose
+(``text=``, ``universal_newlines=``, ``encoding=``, ``errors=``) are left alone; calls passing ``**kwargs``
+are reported instead.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from symtrain.migrate.report import Finding
+
+PIPES = ("stdin", "stdout", "stderr")
+CHOSEN = frozenset({"text", "universal_newlines", "encoding", "errors"})
+
+
+def _dotted(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr.value}"
+    return None
+
+
+class _Names(cst.CSTVisitor):
+    """Local spellings of ``subprocess.Popen``/``check_output`` (``import subprocess as sp``, ``from ...``)."""
+
+    def __init__(self) -> None:
+        self.popen: set[str] = set()
+        self.output: set[str] = set()
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            if _dotted(alias.name) == "subprocess":
+                local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+                    else "subprocess"
+                self.popen.add(f"{local}.Popen")
+                self.output.add(f"{local}.check_output")
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.module is None or _dotted(node.module) != "subprocess" or isinstance(node.names, cst.ImportStar):
+            return
+        for alias in node.names:
+            local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+                else alias.name.value
+            {"Popen": self.popen, "check_output": self.output}.get(alias.name.value, set()).add(local)
+
+
+class _Text(cst.CSTTransformer):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, path: str, names: _Names):
+        super().__init__()
+        self.path = path
+        self.names = names
+        self.findings: list[Finding] = []
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        name = _dotted(original_node.func)
+        keywords = {a.keyword.value for a in original_node.args if a.keyword is not None}
+        if name in self.names.popen:
+            if not keywords & set(PIPES) and not any(a.star == "**" for a in original_node.args):
+                return updated_node
+        elif name not in self.names.output:
+            return updated_node
+        if keywords & CHOSEN:
+            return updated_node
+        line = self.get_metadata(PositionProvider, original_node).start.line
+        if any(a.star for a in original_node.args):
+            self.findings.append(Finding(self.path, line, "review", f"`{name}(...)`: Python 2 pipes carried str; "
+                                         "pass text=True if this call exchanges text (Python 3 pipes carry bytes)"))
+            return updated_node
+        self.findings.append(Finding(self.path, line, "changed", f"`{name}(...)` gets text=True: Python 2 pipes "
+                                     "carried str (Python 3 pipes carry bytes)"))
+        args = list(updated_node.args)
+        last = args[-1]
+        if not isinstance(last.comma, cst.Comma):
+            args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        args.append(cst.Arg(keyword=cst.Name("text"), value=cst.Name("True"),
+                            equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
+                                                  whitespace_after=cst.SimpleWhitespace(""))))
+        return updated_node.with_changes(args=args)
+
+
+def fix_pipes(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
+    """Give the subprocess pipes of a Python 2 module ``text=True`` (see the module docstring)."""
+    names = _Names()
+    module.visit(names)
+    if not names.popen and not names.output:
+        return module, []
+    fixer = _Text(path, names)
+    new = MetadataWrapper(module, unsafe_skip_copy=True).visit(fixer)
+    return new, fixer.findings
