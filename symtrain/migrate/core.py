@@ -68,7 +68,7 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
         module, found = fix_pipes(module, path)
         findings += found
         if not python3_syntax:
-            module, found = py2.fix_print_parens(module, path)
+            module, found = py2.fix_print_parens(module, path, py2.converted_lines(source, text))
             findings += found
     module, found = rewrite_module(module, path, python2)
     findings += found

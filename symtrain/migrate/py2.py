@@ -164,12 +164,15 @@ class _PrintParens(cst.CSTTransformer):
 
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, lines: set[int]):
         super().__init__()
         self.path = path
+        self.lines = lines
         self.findings: list[Finding] = []
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        if self.get_metadata(PositionProvider, original_node).start.line not in self.lines:
+            return updated_node  # written so in the source, not by the print fixer
         if not (isinstance(updated_node.func, cst.Name) and updated_node.func.value == "print"
                 and len(updated_node.args) == 1 and updated_node.args[0].keyword is None
                 and not updated_node.args[0].star):
@@ -178,8 +181,6 @@ class _PrintParens(cst.CSTTransformer):
         if not value.lpar:
             return updated_node
         if isinstance(value, cst.Tuple):
-            if len(value.lpar) > 1:
-                return updated_node  # `print ((1, 2))` was written so (the fixer adds one pair): a tuple
             elements = [e for e in value.elements if not isinstance(e, cst.StarredElement)]
             if len(elements) != len(value.elements) or not elements:
                 return updated_node
@@ -194,8 +195,14 @@ class _PrintParens(cst.CSTTransformer):
             lpar=value.lpar[1:], rpar=value.rpar[1:]))])
 
 
-def fix_print_parens(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
-    """Drop the double parentheses the print fixer leaves around ``print (x)`` statements."""
-    fixer = _PrintParens(path)
+def converted_lines(source: str, converted: str) -> set[int]:
+    """Line numbers of ``converted`` that the fixers changed."""
+    matcher = difflib.SequenceMatcher(a=source.splitlines(), b=converted.splitlines(), autojunk=False)
+    return {j + 1 for tag, _, _, j1, j2 in matcher.get_opcodes() if tag != "equal" for j in range(j1, j2)}
+
+
+def fix_print_parens(module: cst.Module, path: str, lines: set[int]) -> tuple[cst.Module, list[Finding]]:
+    """Drop the double parentheses the print fixer leaves around ``print (x)`` statements (on ``lines``)."""
+    fixer = _PrintParens(path, lines)
     new = MetadataWrapper(module, unsafe_skip_copy=True).visit(fixer)
     return new, fixer.findings
