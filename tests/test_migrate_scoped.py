@@ -434,3 +434,31 @@ def test_print_statements_have_single_parentheses():
     assert new.splitlines()[1:] == ["print('a %d' % 3)", "print('loss', 2)", "print (x)", "print('x', 1)",
                                     "print ((1, 2))"]
     assert lines_of(findings, "changed") == [3]
+
+
+# ---- 9. conv2d with a kernel size known only at run time -----------------------------------------------
+@pytest.mark.parametrize("call", ["T.nnet.conv2d(x, w)", "conv.conv2d(x, w)", "conv2d(x, w, border_mode='full')"])
+def test_conv2d_with_a_run_time_kernel_size_migrates_and_runs(call):
+    import numpy as np
+
+    new, findings = mig(f"""\
+        import theano
+        import theano.tensor as T
+        from theano.tensor.nnet import conv, conv2d
+        x, w = T.tensor4('x'), T.tensor4('w')
+        f = theano.function([x, w], {call}, mode='FAST_COMPILE')
+        """)
+    assert not [f for f in findings if f[1] == "untranslated"]
+    ns: dict = {}
+    exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
+    rng = np.random.default_rng(0)
+    img = rng.standard_normal((2, 1, 5, 5)).astype(ns["theano" if "theano" in ns else "pytensor"].config.floatX)
+    ker = rng.standard_normal((3, 1, 2, 2)).astype(img.dtype)
+    out = ns["f"](img, ker)
+    full = "full" in call
+    assert out.shape == ((2, 3, 6, 6) if full else (2, 3, 4, 4))
+    flipped = ker[:, :, ::-1, ::-1]  # Theano's conv2d flips the kernel (a true convolution)
+    padded = np.pad(img, ((0, 0), (0, 0), (1, 1), (1, 1))) if full else img
+    ref = np.array([[[[np.sum(padded[b, 0, i:i + 2, j:j + 2] * flipped[k, 0]) for j in range(out.shape[3])]
+                      for i in range(out.shape[2])] for k in range(3)] for b in range(2)])
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
