@@ -22,6 +22,11 @@ class DatasetError(SymtrainError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class RunDirError(ConfigError):
+    """A run directory cannot be used: in use by another run, holds files symtrain did not write, not
+    writable, or a write into it failed (disk full, read-only)."""
+
+
 class SchemaError(SymtrainError, ValueError):
     """Rows given to a writer (or data given to a stream) do not match the declared fields."""
 

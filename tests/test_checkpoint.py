@@ -25,6 +25,13 @@ class Var:
         self.value = value
 
 
+def _meta(epoch=0, step=0, spe=10):
+    """The smallest checkpoint.json body the schema accepts."""
+    return {"epochs": max(epoch, 1), "cursor": {"epoch": epoch, "step_in_epoch": step, "steps_per_epoch": spe,
+                                                "global_step": epoch * spe + step},
+            "stream": {"plan": {"batch_size": 2}, "fingerprint": "f", "fields": ["x"], "rows": 20}}
+
+
 def _vars():
     return {"W": Var(np.arange(6, dtype=np.float32).reshape(2, 3)), "adam/t": Var(np.asarray(4, np.int64)),
             "rng": Var(np.random.default_rng(3))}
@@ -36,7 +43,7 @@ def test_round_trip_copies_and_generators(tmp_path):
     variables["W"].value[0, 0] = 99  # a later step must not change the snapshot
     assert values["W"][0, 0] == 0
     expect_draw = np.random.default_rng(3).random()
-    ckpt.write_checkpoint(tmp_path / "epoch-00000-step-00000001", values, {"cursor": {"epoch": 0}})
+    ckpt.write_checkpoint(tmp_path / "epoch-00000-step-00000001", values, _meta(0, 1))
     c = ckpt.read_checkpoint(tmp_path / "epoch-00000-step-00000001")
     fresh = {"W": Var(None), "adam/t": Var(None), "rng": Var(None)}
     ckpt.restore(c.arrays, fresh)
@@ -51,7 +58,7 @@ def test_round_trip_copies_and_generators(tmp_path):
 def test_damage_is_detected_and_rotation_keeps_k(tmp_path):
     values = ckpt.snapshot(_vars())
     for s in range(5):
-        ckpt.write_checkpoint(tmp_path / ckpt.checkpoint_name(0, s), values, {})
+        ckpt.write_checkpoint(tmp_path / ckpt.checkpoint_name(0, s), values, _meta(0, s))
         ckpt.prune(tmp_path, 3)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_name(0, s) for s in (2, 3, 4)]
     newest = tmp_path / ckpt.checkpoint_name(0, 4)
@@ -87,8 +94,8 @@ def test_write_failure_is_a_checkpoint_error_and_leaves_nothing(tmp_path, monkey
     import errno
 
     ck = tmp_path / "checkpoints"
-    ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 1), ckpt.snapshot(_vars()), {"cursor": {}})
-    ckpt.write_checkpoint(ck / ckpt.BEST, ckpt.snapshot(_vars()), {"cursor": {}})
+    ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 1), ckpt.snapshot(_vars()), _meta())
+    ckpt.write_checkpoint(ck / ckpt.BEST, ckpt.snapshot(_vars()), _meta())
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -96,9 +103,9 @@ def test_write_failure_is_a_checkpoint_error_and_leaves_nothing(tmp_path, monkey
     monkeypatch.setattr(ckpt.np, "savez", full)
     with pytest.raises(CheckpointError, match=r"epoch-00000-step-00000002: writing the checkpoint failed "
                                               r"\(No space left on device\).*epoch-00000-step-00000001 remains"):
-        ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 2), ckpt.snapshot(_vars()), {"cursor": {}})
+        ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 2), ckpt.snapshot(_vars()), _meta())
     with pytest.raises(CheckpointError, match=r"best: writing .*the previous best remains"):
-        ckpt.write_checkpoint(ck / ckpt.BEST, ckpt.snapshot(_vars()), {"cursor": {}})
+        ckpt.write_checkpoint(ck / ckpt.BEST, ckpt.snapshot(_vars()), _meta())
     assert sorted(p.name for p in ck.iterdir()) == [ckpt.BEST, ckpt.checkpoint_name(0, 1)]
     assert ckpt.read_checkpoint(ck / ckpt.BEST).arrays["W"].shape == (2, 3)
     (tmp_path / "a_file").write_text("x")

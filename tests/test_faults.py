@@ -178,7 +178,9 @@ from symtrain.storage.shuffle import shuffle_dataset
 root = pathlib.Path(sys.argv[1])
 out = {}
 ck = root / "run" / "checkpoints"
-ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 5), {"w": np.full(1000, 5.0)}, {"cursor": {"epoch": 0}})
+meta = {"epochs": 1, "cursor": {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "steps_per_epoch": 9},
+        "stream": {"plan": {}, "fingerprint": "f", "fields": [], "rows": 1}}  # the least the schema takes
+ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 5), {"w": np.full(1000, 5.0)}, meta)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
 big = {"x": np.ones((4096, 128), np.float32)}   # 2 MiB: over the limit
@@ -187,8 +189,7 @@ for name, call in [
     ("dataset_overwrite", lambda: write_dataset(root / "existing", big, overwrite=True)),
     ("shuffle", lambda: shuffle_dataset(root / "big", root / "shuffled", 1, progress=False)),
     ("convert", lambda: convert(root / "big.npy", root / "converted", progress=False)),
-    ("checkpoint", lambda: ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 10), {"w": np.ones(10**6)},
-                                                 {"cursor": {"epoch": 0}})),
+    ("checkpoint", lambda: ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 10), {"w": np.ones(10**6)}, meta)),
 ]:
     try:
         call()
@@ -271,7 +272,9 @@ print("ready", flush=True)
 for k in range(start, start + 10**6):
     n = 20000 + 997 * (k % 50)            # sizes vary, so kills land in different phases of a write
     values = {"w": np.full(n, float(k)), "k": np.array(k), "b": np.arange(k % 7, dtype=np.int32)}
-    ckpt.write_checkpoint(ck / ckpt.checkpoint_name(k, 0), values, {"cursor": {"epoch": k, "k": k}})
+    meta = {"epochs": k + 1, "cursor": {"epoch": k, "step_in_epoch": 0, "global_step": k, "steps_per_epoch": 1,
+                                        "k": k}, "stream": {"plan": {}, "fingerprint": "f", "fields": [], "rows": 1}}
+    ckpt.write_checkpoint(ck / ckpt.checkpoint_name(k, 0), values, meta)
     ckpt.prune(ck, 2)
 """
 
@@ -405,7 +408,10 @@ def test_checkpoint_damaged_after_the_fact_falls_back(tmp_path):
 
     ck = tmp_path / "checkpoints"
     for k in (1, 2):
-        ckpt.write_checkpoint(ck / ckpt.checkpoint_name(k, 0), {"w": np.full(100, float(k))}, {"cursor": {}})
+        ckpt.write_checkpoint(ck / ckpt.checkpoint_name(k, 0), {"w": np.full(100, float(k))},
+                              {"epochs": k, "cursor": {"epoch": k, "step_in_epoch": 0, "global_step": k,
+                                                       "steps_per_epoch": 1},
+                               "stream": {"plan": {}, "fingerprint": "f", "fields": [], "rows": 1}})
     newest = ck / ckpt.checkpoint_name(2, 0) / ckpt.ARRAYS
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -37,8 +37,26 @@ JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=10),
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3), max_leaves=10)
-CURSORS = st.fixed_dictionaries({"epoch": st.integers(0, 10**6), "step_in_epoch": st.integers(0, 10**9),
-                                 "global_step": st.integers(0, 10**12)}, optional={"extra": JSONISH})
+STREAM = {"plan": {"batch_size": 1}, "fingerprint": "f", "fields": ["x"], "rows": 1}
+
+
+@st.composite
+def cursors(draw):
+    """A cursor the checkpoint schema accepts: global_step = epoch * steps_per_epoch + step_in_epoch."""
+    spe = draw(st.integers(1, 10**6))
+    c = {"epoch": draw(st.integers(0, 10**6)), "step_in_epoch": draw(st.integers(0, spe)), "steps_per_epoch": spe}
+    c["global_step"] = c["epoch"] * spe + c["step_in_epoch"]
+    if draw(st.booleans()):
+        c["extra"] = draw(JSONISH)
+    return c
+
+
+def _meta(cursor=None):
+    cursor = cursor or {"epoch": 0, "step_in_epoch": 0, "steps_per_epoch": 1, "global_step": 0}
+    return {"epochs": max(1, cursor["epoch"]), "cursor": cursor, "stream": STREAM}
+
+
+CURSORS = cursors()
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +73,12 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 def test_write_read_round_trip(scratch, values, cursor, extra):
     target = scratch / f"run{next(_counter)}" / ckpt.checkpoint_name(cursor["epoch"], cursor["step_in_epoch"])
     try:
-        ckpt.write_checkpoint(target, values, {"cursor": cursor, "stream": {"x": extra}})
+        ckpt.write_checkpoint(target, values, {**_meta(cursor), "extra": extra})
         c = ckpt.read_checkpoint(target)
         assert set(c.arrays) == set(values)
         for name, v in values.items():
             assert _same(c.arrays[name], v), name
-        assert c.cursor == cursor and c.meta["stream"] == {"x": extra}
+        assert c.cursor == cursor and c.meta["extra"] == extra
         assert ckpt.load_latest(target.parent).path == target
     finally:
         shutil.rmtree(target.parent, ignore_errors=True)
@@ -78,7 +96,7 @@ def test_snapshot_restore_round_trip_through_disk(scratch, values, seed):
     live["rng"] = shared(rng, name="rng")
     target = scratch / f"snap{next(_counter)}" / ckpt.checkpoint_name(0, 0)
     try:
-        ckpt.write_checkpoint(target, ckpt.snapshot(live), {"cursor": {}})
+        ckpt.write_checkpoint(target, ckpt.snapshot(live), _meta())
         expected_draws = live["rng"].get_value(borrow=True).random(5)  # advances the live generator
         fresh = {f"p{i}": shared(np.zeros_like(v), name=f"p{i}") for i, v in enumerate(values)}
         fresh["rng"] = shared(np.random.default_rng(0), name="rng")
@@ -98,7 +116,7 @@ def test_any_damage_to_arrays_is_detected(scratch, values, data):
     """Flipping, truncating or extending arrays.npz is always a CheckpointError (sha256), never wrong values."""
     target = scratch / f"dmg{next(_counter)}" / ckpt.checkpoint_name(1, 0)
     try:
-        ckpt.write_checkpoint(target, values, {"cursor": {}})
+        ckpt.write_checkpoint(target, values, _meta())
         f = target / ckpt.ARRAYS
         raw = bytearray(f.read_bytes())
         how = data.draw(st.sampled_from(["flip", "truncate", "extend"]))

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from symtrain.atomic import fsync_dir, partial_name, publish_dir, remove_stale_leftovers
-from symtrain.errors import CheckpointError
+from symtrain.errors import CheckpointError, ConfigError
+from symtrain.train.checkpoint_schema import validate_meta
+from symtrain.train.rundir import BEST, check_regular, read_regular
 from symtrain.validate import check_int
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,7 @@ FORMAT = "symtrain-checkpoint"
 VERSION = 1
 ARRAYS = "arrays.npz"
 META = "checkpoint.json"
-BEST = "best"
-_NAME = re.compile(r"^epoch-(\d{5,})-step-(\d{8,})$")
+NAME_RE = re.compile(r"^epoch-(\d{5,})-step-(\d{8,})$")
 
 
 def checkpoint_name(epoch: int, step_in_epoch: int) -> str:
@@ -186,6 +187,9 @@ def write_checkpoint(target: Path, values: Mapping[str, Any], meta: Mapping[str,
     CheckpointError naming ``target`` and the checkpoint that remains; the half-built directory is removed.
     """
     target = Path(target)
+    if os.path.lexists(target) and not is_symtrain_checkpoint(target):
+        raise CheckpointError(f"{target}: exists and is not a symtrain checkpoint; symtrain never replaces "
+                              "what it did not write: move it away")
     tmp = partial_name(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -235,36 +239,91 @@ def _remaining(target: Path) -> str:
 
 # ----- reading ---------------------------------------------------------------------------------------
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Load and verify one checkpoint directory; CheckpointError saying what is wrong with it."""
-    path = Path(path)
+def _read_meta(path: Path) -> dict:
+    """checkpoint.json of checkpoint directory ``path``: a regular file inside it, valid JSON, symtrain's."""
     try:
-        meta = json.loads((path / META).read_text())
+        data = read_regular(path / META, path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no {META} (not a checkpoint, or a half-written one)") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}/{META}: unreadable ({exc})") from exc
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    try:
+        meta = json.loads(data)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}/{META}: unreadable ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}/{META}: not a symtrain checkpoint")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r} is not supported "
                               f"(this symtrain reads version {VERSION})")
+    return meta
+
+
+def is_symtrain_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` is a real directory whose checkpoint.json says symtrain wrote it (not necessarily
+    intact): the only directories symtrain deletes or replaces under a run's ``checkpoints/``."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        _read_meta(path)
+    except CheckpointError as exc:
+        return "format version" in str(exc)
+    return True
+
+
+def _check_arrays_file(path: Path) -> None:
+    try:
+        check_regular(path / ARRAYS, path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no {ARRAYS} (a half-written checkpoint)") from None
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _check_generator(path: Path, entry: dict) -> None:
+    """Rebuild a generator entry once, so a tampered state fails here and not in the middle of restore."""
+    try:
+        restore({entry["name"]: entry}, {entry["name"]: _Sink()})
+    except Exception as exc:
+        raise CheckpointError(f"{path}/{META}: variable {entry['name']!r}: its random-generator state is "
+                              f"invalid ({type(exc).__name__}: {exc})") from None
+
+
+class _Sink:
+    def set_value(self, value: Any, borrow: bool = False) -> None:
+        pass
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load and verify one checkpoint directory; CheckpointError saying what is wrong with it.
+
+    checkpoint.json is validated whole against its schema and bounds first (``checkpoint_schema``); only
+    regular files inside the checkpoint directory are read (a FIFO or an escaping symlink is refused).
+    """
+    path = Path(path)
+    meta = _read_meta(path)
+    validate_meta(meta, f"{path}/{META}")
+    _check_arrays_file(path)
     try:
         digest = _sha256(path / ARRAYS)
     except OSError as exc:
         raise CheckpointError(f"{path}/{ARRAYS}: unreadable ({exc})") from exc
-    if digest != meta.get("arrays_sha256"):
+    if digest != meta["arrays_sha256"]:
         raise CheckpointError(f"{path}/{ARRAYS}: checksum mismatch (the file is corrupt or truncated)")
     arrays: dict[str, Any] = {}
     try:
         with np.load(path / ARRAYS, allow_pickle=False) as npz:
             for entry in meta["variables"]:
                 if "key" in entry:
+                    if entry["key"] not in npz.files:
+                        raise CheckpointError(f"{path}: array {entry['name']!r} ({entry['key']}) is not in {ARRAYS}")
                     arr = npz[entry["key"]]
-                    if arr.dtype.str != entry["dtype"] or list(arr.shape) != entry["shape"]:
+                    if arr.dtype.str != np.dtype(entry["dtype"]).str or list(arr.shape) != entry["shape"]:
                         raise CheckpointError(f"{path}: array {entry['name']!r} does not match its table entry")
                     arrays[entry["name"]] = arr
                 else:
+                    _check_generator(path, entry)
                     arrays[entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
     except CheckpointError:
         raise
@@ -280,8 +339,8 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
         return []
     found = []
     for entry in directory.iterdir():
-        m = _NAME.match(entry.name)
-        if m and entry.is_dir():
+        m = NAME_RE.match(entry.name)
+        if m and entry.is_dir() and not entry.is_symlink():
             found.append(((int(m[1]), int(m[2])), entry))
     return [p for _, p in sorted(found)]
 
@@ -307,9 +366,12 @@ def load_latest(directory: str | Path) -> Checkpoint | None:
 
 
 def prune(directory: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints (``best`` is never touched); returns what was removed."""
+    """Delete all but the newest ``keep`` checkpoints (``best`` is never touched; a directory that is not
+    a symtrain checkpoint is never deleted); returns what was removed."""
     removed = []
     for path in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        if not is_symtrain_checkpoint(path):
+            continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
@@ -356,7 +418,9 @@ def _bench(repeats: int = 10) -> None:
         times = []
         for i in range(repeats):
             t0 = time.perf_counter()
-            write_checkpoint(Path(d) / checkpoint_name(0, i), snapshot(variables), {"cursor": {}})
+            meta = {"epochs": 1, "cursor": {"epoch": 0, "step_in_epoch": i, "global_step": i, "steps_per_epoch": 99},
+                    "stream": {"plan": {}, "fingerprint": "", "fields": [], "rows": 1}}
+            write_checkpoint(Path(d) / checkpoint_name(0, i), snapshot(variables), meta)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         load_latest(d)

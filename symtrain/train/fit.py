@@ -7,65 +7,28 @@ docs/callbacks.md and docs/checkpoints.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from symtrain.errors import ConfigError, DatasetError
+from symtrain.errors import ConfigError
 from symtrain.train import checkpoint as ckpt
+from symtrain.train import rundir
 from symtrain.train.callbacks import Callback, CallbackList
 from symtrain.train.checkpointer import Checkpointer
 from symtrain.train.contracts import StepLike
 from symtrain.train.early_stopping import EarlyStopping, check_mode
 from symtrain.train.history import History
-from symtrain.train.metrics import CSV, JSONL, MetricsLog
+from symtrain.train.metrics import MetricsLog
 from symtrain.train.progress import ProgressBar
 from symtrain.train.trainer import CHECKPOINTS, HISTORY_TAIL, NONFINITE, Trainer, validation_fn
-from symtrain.validate import check_int, check_path_arg, check_path_writable
+from symtrain.validate import check_int, check_path_arg
 
 __all__ = ["fit", "Trainer", "CHECKPOINTS", "HISTORY_TAIL"]
 
 log = logging.getLogger("symtrain.fit")
-
-
-def _check_run_dir(run_dir: Path) -> None:
-    """ConfigError naming run_dir unless it is (or can be created as) a writable directory.
-
-    A missing run_dir is diagnosed at its first missing component (parent not a directory, read-only,
-    /proc, ...) so nothing is created or deleted before the error.
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run_dir={str(run_dir)!r} is not a directory (a file of that name exists)")
-    probe = run_dir / CHECKPOINTS
-    if not run_dir.is_dir():  # the first component that does not exist yet must be creatable
-        probe = run_dir.absolute()
-        while probe.parent != probe and not probe.parent.exists():
-            probe = probe.parent
-    elif probe.exists():
-        return
-    try:
-        check_path_writable(probe)
-    except DatasetError as exc:
-        raise ConfigError(f"run_dir={str(run_dir)!r} cannot be used: {exc}") from None
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    _check_run_dir(run_dir)
-    cdir = run_dir / CHECKPOINTS
-    if overwrite and not resume:
-        shutil.rmtree(cdir, ignore_errors=True)
-        for name in (JSONL, CSV):
-            (run_dir / name).unlink(missing_ok=True)
-    elif not resume and ckpt.list_checkpoints(cdir):
-        raise ConfigError(f"run_dir={str(run_dir)!r} already holds checkpoints of a run: pass resume=True to "
-                          "continue it, overwrite=True to start over, or choose another run_dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"run_dir={str(run_dir)!r} cannot be created ({exc.strerror or exc})") from None
-    ckpt.clean_leftovers(cdir)
 
 
 def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate_every: int | None = 1,
@@ -125,19 +88,21 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
 
         mpi = dist.resolve_comm(distributed, comm)
     if mpi is None:
-        if run_dir is not None:
-            _prepare_run_dir(run_dir, resume, overwrite)
-        trainer = Trainer(step, stream, epochs, validation=validate, **options)
-        return _start(trainer, callbacks, resume, **builtins)
+        with contextlib.ExitStack() as held:
+            if run_dir is not None:  # the lock (held for the run), ownership checks, overwrite: rundir.py
+                held.enter_context(rundir.session(run_dir, resume, overwrite))
+            trainer = Trainer(step, stream, epochs, validation=validate, **options)
+            return _start(trainer, callbacks, resume, **builtins)
 
     def start_distributed() -> History:
         from symtrain.distributed.trainer import DistributedTrainer
 
-        if run_dir is not None:
-            dist.on_root(mpi, lambda: _prepare_run_dir(run_dir, resume, overwrite))
-        trainer = DistributedTrainer(step, stream, epochs, comm=mpi, validation=validation,
-                                     check_every=check_sync_every, **options)
-        return _start(trainer, callbacks, resume, **builtins)
+        with contextlib.ExitStack() as held:
+            if run_dir is not None:  # rank 0 writes, so rank 0 holds the run dir's lock for the run
+                dist.on_root(mpi, lambda: held.enter_context(rundir.session(run_dir, resume, overwrite)))
+            trainer = DistributedTrainer(step, stream, epochs, comm=mpi, validation=validation,
+                                         check_every=check_sync_every, **options)
+            return _start(trainer, callbacks, resume, **builtins)
 
     return dist.guarded(mpi, start_distributed)
 

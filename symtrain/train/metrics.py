@@ -18,15 +18,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from symtrain.errors import ConfigError, RunDirError
 from symtrain.train.callbacks import Callback
+from symtrain.train.rundir import CSV, JSONL, check_regular
 from symtrain.validate import check_int
 
 if TYPE_CHECKING:
     from symtrain.train.contracts import TrainerLike
     from symtrain.train.history import History
 
-JSONL = "metrics.jsonl"
-CSV = "metrics.csv"
+__all__ = ["CSV", "JSONL", "MetricsLog", "csv_columns", "history_records", "read_metrics", "write_csv"]
 FIRST = ("kind", "epoch", "step", "time")
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The records of ``run_dir/metrics.jsonl`` (a torn last line from a crash is ignored)."""
     path = Path(run_dir) / JSONL
+    check_regular(path, run_dir)  # a FIFO would hang, a symlink could point anywhere
     out = []
     with open(path) as f:
         for line in f:
@@ -72,6 +74,7 @@ def history_records(run_dir: str | Path, lines: int) -> dict[str, list[dict]] | 
     out: dict[str, list[dict]] = {"epochs": [], "validations": []}
     where = {"epoch": "epochs", "valid": "validations"}
     try:
+        check_regular(path, run_dir)
         with open(path) as f:
             for _, line in zip(range(lines), f):
                 try:
@@ -81,7 +84,7 @@ def history_records(run_dir: str | Path, lines: int) -> dict[str, list[dict]] | 
                 key = where.get(rec.get("kind")) if isinstance(rec, dict) else None
                 if key is not None:
                     out[key].append({k: _unclean(v) for k, v in rec.items() if k not in ("kind", "time")})
-    except OSError:
+    except (OSError, ConfigError):
         return None
     return out
 
@@ -109,10 +112,25 @@ class MetricsLog(Callback):
         self._csv_columns: list[str] | None = None  # header of metrics.csv as written; None: rewrite it
         self._csv_pending: list[dict] = []  # records in metrics.jsonl not yet in metrics.csv
 
+    def _failed(self, path: Path, exc: OSError) -> RunDirError:
+        """One clear error for a failed log write (disk full, read-only): training stops, checkpoints stay."""
+        return RunDirError(f"{path}: writing the metrics log failed ({exc.strerror or exc}); training stopped "
+                           "here, the checkpoints already written remain: free space or fix the directory, then "
+                           "resume")
+
     def _open(self) -> None:
+        if self._file is None:
+            try:
+                self._open_log()
+            except OSError as exc:
+                raise self._failed(self.run_dir / JSONL, exc) from None
+
+    def _open_log(self) -> None:
         if self._file is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             path = self.run_dir / JSONL
+            if path.exists():
+                check_regular(path, self.run_dir)
             if self.lines and not path.is_file():
                 log.warning("%s is missing; starting a new metrics log", path)
                 self.lines = 0
@@ -137,8 +155,11 @@ class MetricsLog(Callback):
         self._open()
         rec = {"kind": kind, "epoch": epoch, "step": step, "time": round(self.now(), 3),
                **{k: _clean(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(rec) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(rec) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise self._failed(self.run_dir / JSONL, exc) from None
         self.lines += 1
         self._csv_pending.append(rec)
 
@@ -170,6 +191,12 @@ class MetricsLog(Callback):
     def write_csv(self) -> None:
         """Bring metrics.csv up to date: append the new rows (O(rows added)); rewrite the whole table from
         metrics.jsonl only when a record brings a new column, the file is gone, or after a resume."""
+        try:
+            self._write_csv()
+        except OSError as exc:
+            raise self._failed(self.run_dir / CSV, exc) from None
+
+    def _write_csv(self) -> None:
         if self._file is None:
             return
         path = self.run_dir / CSV
@@ -185,9 +212,12 @@ class MetricsLog(Callback):
 
     def on_fit_end(self, trainer: TrainerLike, history: History) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
             self.write_csv()
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except OSError as exc:
+                raise self._failed(self.run_dir / JSONL, exc) from None
 
     def state_dict(self) -> dict:
         return {"lines": self.lines, "elapsed": self.now(), "sums": dict(self._sums), "count": self._count}

@@ -37,12 +37,12 @@ from symtrain.train.contracts import (
 from symtrain.train.early_stopping import better
 from symtrain.train.history import History
 from symtrain.train.means import EpochMean
-from symtrain.train.metrics import JSONL, MetricsLog, history_records
+from symtrain.train.metrics import MetricsLog, history_records
+from symtrain.train.rundir import CHECKPOINTS, JSONL
 from symtrain.train.signals import GracefulInterrupt
 
 log = logging.getLogger("symtrain.fit")
 
-CHECKPOINTS = "checkpoints"
 HISTORY_TAIL = 20  # epochs/validations a checkpoint embeds; older ones are read back from metrics.jsonl
 NONFINITE = ("raise", "skip")
 
