@@ -189,7 +189,8 @@ for name, call in [
     ("dataset_overwrite", lambda: write_dataset(root / "existing", big, overwrite=True)),
     ("shuffle", lambda: shuffle_dataset(root / "big", root / "shuffled", 1, progress=False)),
     ("convert", lambda: convert(root / "big.npy", root / "converted", progress=False)),
-    ("checkpoint", lambda: ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 10), {"w": np.ones(10**6)}, meta)),
+    ("checkpoint", lambda: ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 10), {"w": np.ones(10**6)},
+                                                 meta)),
 ]:
     try:
         call()
@@ -272,8 +273,9 @@ print("ready", flush=True)
 for k in range(start, start + 10**6):
     n = 20000 + 997 * (k % 50)            # sizes vary, so kills land in different phases of a write
     values = {"w": np.full(n, float(k)), "k": np.array(k), "b": np.arange(k % 7, dtype=np.int32)}
-    meta = {"epochs": k + 1, "cursor": {"epoch": k, "step_in_epoch": 0, "global_step": k, "steps_per_epoch": 1,
-                                        "k": k}, "stream": {"plan": {}, "fingerprint": "f", "fields": [], "rows": 1}}
+    cursor = {"epoch": k, "step_in_epoch": 0, "global_step": k, "steps_per_epoch": 1, "k": k}
+    stream = {"plan": {}, "fingerprint": "f", "fields": [], "rows": 1}
+    meta = {"epochs": k + 1, "cursor": cursor, "stream": stream}
     ckpt.write_checkpoint(ck / ckpt.checkpoint_name(k, 0), values, meta)
     ckpt.prune(ck, 2)
 """

@@ -44,7 +44,8 @@ STREAM = {"plan": {"batch_size": 1}, "fingerprint": "f", "fields": ["x"], "rows"
 def cursors(draw):
     """A cursor the checkpoint schema accepts: global_step = epoch * steps_per_epoch + step_in_epoch."""
     spe = draw(st.integers(1, 10**6))
-    c = {"epoch": draw(st.integers(0, 10**6)), "step_in_epoch": draw(st.integers(0, spe)), "steps_per_epoch": spe}
+    c = {"epoch": draw(st.integers(0, 10**6)), "step_in_epoch": draw(st.integers(0, spe)),
+         "steps_per_epoch": spe}
     c["global_step"] = c["epoch"] * spe + c["step_in_epoch"]
     if draw(st.booleans()):
         c["extra"] = draw(JSONISH)

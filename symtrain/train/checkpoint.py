@@ -317,10 +317,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             for entry in meta["variables"]:
                 if "key" in entry:
                     if entry["key"] not in npz.files:
-                        raise CheckpointError(f"{path}: array {entry['name']!r} ({entry['key']}) is not in {ARRAYS}")
+                        raise CheckpointError(f"{path}: array {entry['name']!r} ({entry['key']}) is not in "
+                                              f"{ARRAYS}")
                     arr = npz[entry["key"]]
                     if arr.dtype.str != np.dtype(entry["dtype"]).str or list(arr.shape) != entry["shape"]:
-                        raise CheckpointError(f"{path}: array {entry['name']!r} does not match its table entry")
+                        raise CheckpointError(f"{path}: array {entry['name']!r} does not match its table "
+                                              "entry")
                     arrays[entry["name"]] = arr
                 else:
                     _check_generator(path, entry)
@@ -418,7 +420,8 @@ def _bench(repeats: int = 10) -> None:
         times = []
         for i in range(repeats):
             t0 = time.perf_counter()
-            meta = {"epochs": 1, "cursor": {"epoch": 0, "step_in_epoch": i, "global_step": i, "steps_per_epoch": 99},
+            cursor = {"epoch": 0, "step_in_epoch": i, "global_step": i, "steps_per_epoch": 99}
+            meta = {"epochs": 1, "cursor": cursor,
                     "stream": {"plan": {}, "fingerprint": "", "fields": [], "rows": 1}}
             write_checkpoint(Path(d) / checkpoint_name(0, i), snapshot(variables), meta)
             times.append(time.perf_counter() - t0)

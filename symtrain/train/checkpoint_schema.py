@@ -58,8 +58,16 @@ class _Doc:
             raise self.fail(prefix + key, f"has {len(v)} entries, more than {MAX_ENTRIES}")
         return v
 
-    def int(self, d: Mapping[str, Any], key: str, prefix: str = "", lo: int = 0, hi: int = MAX_COUNT,
-            required: bool = True, none: bool = False) -> int | None:
+    def int(
+        self,
+        d: Mapping[str, Any],
+        key: str,
+        prefix: str = "",
+        lo: int = 0,
+        hi: int = MAX_COUNT,
+        required: bool = True,
+        none: bool = False,
+    ) -> int | None:
         v = self.get(d, key, prefix, required)
         if v is None and (none or not required):
             return None
@@ -67,8 +75,15 @@ class _Doc:
             raise self.fail(prefix + key, f"must be an integer in {lo}..{hi}, got {_show(v)}")
         return v
 
-    def num(self, d: Mapping[str, Any], key: str, prefix: str = "", required: bool = True,
-            finite: bool = True, none: bool = False) -> float | None:
+    def num(
+        self,
+        d: Mapping[str, Any],
+        key: str,
+        prefix: str = "",
+        required: bool = True,
+        finite: bool = True,
+        none: bool = False,
+    ) -> float | None:
         v = self.get(d, key, prefix, required)
         if v is None and (none or not required):
             return None
@@ -77,8 +92,14 @@ class _Doc:
             raise self.fail(prefix + key, f"must be a {'finite ' if finite else ''}number, got {_show(v)}")
         return v
 
-    def str(self, d: Mapping[str, Any], key: str, prefix: str = "", required: bool = True,
-            choices: tuple[str, ...] | None = None) -> str | None:
+    def str(
+        self,
+        d: Mapping[str, Any],
+        key: str,
+        prefix: str = "",
+        required: bool = True,
+        choices: tuple[str, ...] | None = None,
+    ) -> str | None:
         v = self.get(d, key, prefix, required)
         if v is None and not required:
             return None
@@ -131,8 +152,10 @@ def _cursor(d: _Doc, meta: dict, epochs: int) -> None:
     step = d.int(c, "step_in_epoch", "cursor.", hi=spe)
     g = d.int(c, "global_step", "cursor.")
     if g != epoch * spe + step:
-        raise d.fail("cursor.global_step", f"is {g}, but epoch {epoch} x {spe} steps per epoch + step {step} "
-                     f"= {epoch * spe + step}")
+        raise d.fail(
+            "cursor.global_step",
+            f"is {g}, but epoch {epoch} x {spe} steps per epoch + step {step} = {epoch * spe + step}",
+        )
     d.int(c, "batch_size", "cursor.", lo=1, required=False)
     d.int(c, "chunk_rows", "cursor.", lo=1, required=False)
     d.int(c, "seed", "cursor.", required=False, none=True)
@@ -175,9 +198,12 @@ def _variables(d: _Doc, meta: dict) -> None:
             if dt.hasobject or dt.kind not in "biufc":
                 raise d.fail(p + "dtype", f"must be a numeric dtype, got {dtype!r}")
             shape = d.list(e, "shape", p)
-            if len(shape) > 32 or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT
-                                          for n in shape):
-                raise d.fail(p + "shape", f"must be a list of at most 32 non-negative integers, got {_show(shape)}")
+            if len(shape) > 32 or not all(
+                isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT for n in shape
+            ):
+                raise d.fail(
+                    p + "shape", f"must be a list of at most 32 non-negative integers, got {_show(shape)}"
+                )
             elements += math.prod(shape)
             if elements > MAX_ELEMENTS:
                 raise d.fail(p + "shape", f"makes the arrays hold more than {MAX_ELEMENTS} elements")

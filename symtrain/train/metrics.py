@@ -114,9 +114,9 @@ class MetricsLog(Callback):
 
     def _failed(self, path: Path, exc: OSError) -> RunDirError:
         """One clear error for a failed log write (disk full, read-only): training stops, checkpoints stay."""
-        return RunDirError(f"{path}: writing the metrics log failed ({exc.strerror or exc}); training stopped "
-                           "here, the checkpoints already written remain: free space or fix the directory, then "
-                           "resume")
+        return RunDirError(f"{path}: writing the metrics log failed ({exc.strerror or exc}); training "
+                           "stopped here, the checkpoints already written remain: free space or fix the "
+                           "directory, then resume")
 
     def _open(self) -> None:
         if self._file is None:

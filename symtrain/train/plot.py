@@ -98,4 +98,5 @@ def _save_atomic(fig: object, out: Path) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise ConfigError(f"{out}: cannot write the plot ({exc.strerror or exc}); nothing was written") from None
+        raise ConfigError(f"{out}: cannot write the plot ({exc.strerror or exc}); nothing was "
+                          "written") from None

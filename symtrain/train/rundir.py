@@ -51,8 +51,9 @@ MAX_JSON_BYTES = 64 << 20  # a run-dir JSON file larger than this is not one sym
 
 # ----- reading small files safely --------------------------------------------------------------------
 
+
 def _open_regular(path: Path, root: str | Path | None) -> int:
-    """An O_RDONLY descriptor of ``path``, a regular file resolving inside ``root`` (never blocks on a FIFO)."""
+    """A read-only descriptor of ``path``, a regular file resolving inside ``root`` (a FIFO never blocks)."""
     if root is not None:
         real, top = os.path.realpath(path), os.path.realpath(root)
         if os.path.commonpath([real, top]) != top:
@@ -84,7 +85,9 @@ def read_regular(path: str | Path, root: str | Path | None = None, limit: int = 
     try:
         size = os.fstat(fd).st_size
         if size > limit:
-            raise RunDirError(f"{path}: {size} bytes, more than the {limit} a symtrain file of this kind can have")
+            raise RunDirError(
+                f"{path}: {size} bytes, more than the {limit} a symtrain file of this kind can have"
+            )
         chunks, total = [], 0
         while total <= limit:
             block = os.read(fd, 1 << 20)
@@ -102,8 +105,14 @@ def read_regular(path: str | Path, root: str | Path | None = None, limit: int = 
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -119,6 +128,7 @@ def read_json(path: str | Path, root: str | Path | None = None) -> Any:
 
 
 # ----- checks before anything is created -------------------------------------------------------------
+
 
 def check_run_dir(run_dir: Path) -> None:
     """RunDirError naming run_dir unless it is (or can be created as) a writable directory.
@@ -155,6 +165,7 @@ def make_run_dir(run_dir: Path) -> bool:
 
 # ----- the lock: one writer per run directory ----------------------------------------------------------
 
+
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of process ``pid`` (field 22 of /proc/PID/stat), telling a reused pid apart."""
     try:
@@ -166,8 +177,11 @@ def _start_time(pid: int) -> str | None:
 
 def _owner_text(info: Mapping[str, Any]) -> str:
     started = info.get("started")
-    when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started)) \
-        if isinstance(started, int | float) and 0 < started < 1e11 else ""
+    when = (
+        time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started))
+        if isinstance(started, int | float) and 0 < started < 1e11
+        else ""
+    )
     return f"pid {info.get('pid')!r} on host {info.get('host')!r}{when}"
 
 
@@ -217,8 +231,10 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             why = "it is a symlink" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
-            raise RunDirError(f"run_dir={str(self.run_dir)!r} cannot be written: the lock {self.path} cannot "
-                              f"be created ({why})") from None
+            raise RunDirError(
+                f"run_dir={str(self.run_dir)!r} cannot be written: the lock {self.path} cannot "
+                f"be created ({why})"
+            ) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise RunDirError(f"{self.path}: the lock is not a regular file; remove it")
@@ -234,25 +250,31 @@ class RunLock:
         return info if isinstance(info, dict) else {}
 
     def _busy(self, info: Mapping[str, Any]) -> str:
-        return (f"run_dir={str(self.run_dir)!r} is in use by another run ({_owner_text(info)}; lock {self.path}): "
-                "one run writes a run directory at a time; wait for it to end or stop it, or choose another "
-                "--run-dir")
+        return (
+            f"run_dir={str(self.run_dir)!r} is in use by another run ({_owner_text(info)}; "
+            f"lock {self.path}): "
+            "one run writes a run directory at a time; wait for it to end or stop it, or choose another "
+            "--run-dir"
+        )
 
     def _take(self, fd: int) -> None:
-        """We hold the flock: refuse a lock a live process still claims, take over a dead one's, write ours."""
+        """With the flock held: refuse a lock a live process still claims, take over a dead one's."""
         info = self._read_info(fd)
         host, pid = socket.gethostname(), os.getpid()
         if info and info.get("pid") != pid:
             other_pid, other_host = info.get("pid"), info.get("host")
             if other_host != host:
-                raise RunDirError(f"{self.path}: the lock belongs to {_owner_text(info)}, another host; this host "
-                                  "cannot tell whether that run is still going: if it is over, delete the lock "
-                                  "file and rerun")
+                raise RunDirError(
+                    f"{self.path}: the lock belongs to {_owner_text(info)}, another host; this host "
+                    "cannot tell whether that run is still going: if it is over, delete the lock "
+                    "file and rerun"
+                )
             alive = isinstance(other_pid, int) and not isinstance(other_pid, bool) and pid_alive(other_pid)
             if alive and info.get("start_time") in (None, _start_time(other_pid)):
                 raise RunDirError(self._busy(info) + f" (if no symtrain run is going, delete {self.path})")
-            log.warning("%s: taking over the stale lock of %s (that process is gone)", self.path,
-                        _owner_text(info))
+            log.warning(
+                "%s: taking over the stale lock of %s (that process is gone)", self.path, _owner_text(info)
+            )
         mine = {"pid": pid, "host": host, "start_time": _start_time(pid), "started": time.time()}
         data = (json.dumps(mine) + "\n").encode()
         try:
@@ -260,8 +282,10 @@ class RunLock:
             os.pwrite(fd, data, 0)
             os.fsync(fd)
         except OSError as exc:
-            raise RunDirError(f"run_dir={str(self.run_dir)!r} cannot be written: the lock {self.path} "
-                              f"({exc.strerror or exc})") from None
+            raise RunDirError(
+                f"run_dir={str(self.run_dir)!r} cannot be written: the lock {self.path} "
+                f"({exc.strerror or exc})"
+            ) from None
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (idempotent)."""
@@ -297,6 +321,7 @@ def locked(run_dir: str | Path) -> Iterator[RunLock]:
 
 # ----- ownership ------------------------------------------------------------------------------------
 
+
 def read_marker(run_dir: Path) -> dict | None:
     """The ownership marker of run_dir, or None when there is none; RunDirError when it is malformed."""
     path = run_dir / MARKER
@@ -308,7 +333,9 @@ def read_marker(run_dir: Path) -> dict | None:
     if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
         raise RunDirError(f"{path}: not a symtrain run marker")
     if not isinstance(files, list) or not all(isinstance(f, str) and f in LAYOUT for f in files):
-        raise RunDirError(f"{path}: field 'files' must be a list of names among {list(LAYOUT)}, got {files!r}")
+        raise RunDirError(
+            f"{path}: field 'files' must be a list of names among {list(LAYOUT)}, got {files!r}"
+        )
     return marker
 
 
@@ -324,13 +351,18 @@ def claim(run_dir: Path, names: Iterable[str]) -> None:
     new = mine | set(names)
     if new == mine and (run_dir / MARKER).is_file():
         return
-    doc = {"format": MARKER_FORMAT, "version": 1, "files": sorted(new),
-           "note": "symtrain deletes or replaces only the entries listed here (and only its own checkpoints)"}
+    doc = {
+        "format": MARKER_FORMAT,
+        "version": 1,
+        "files": sorted(new),
+        "note": "symtrain deletes or replaces only the entries listed here (and only its own checkpoints)",
+    }
     try:
         write_file_atomic(run_dir / MARKER, (json.dumps(doc, indent=1) + "\n").encode())
     except OSError as exc:
-        raise RunDirError(f"run_dir={str(run_dir)!r} cannot be written: {run_dir / MARKER} "
-                          f"({exc.strerror or exc})") from None
+        raise RunDirError(
+            f"run_dir={str(run_dir)!r} cannot be written: {run_dir / MARKER} ({exc.strerror or exc})"
+        ) from None
 
 
 def foreign(run_dir: Path, names: Iterable[str], mine: set[str]) -> list[str]:
@@ -351,7 +383,9 @@ def own_checkpoints(run_dir: Path) -> list[Path]:
     cdir = run_dir / CHECKPOINTS
     if not cdir.is_dir() or cdir.is_symlink():
         return []
-    return sorted(p for p in cdir.iterdir() if (p.name == BEST or NAME_RE.match(p.name)) and _is_own_checkpoint(p))
+    return sorted(
+        p for p in cdir.iterdir() if (p.name == BEST or NAME_RE.match(p.name)) and _is_own_checkpoint(p)
+    )
 
 
 def _adoptable(run_dir: Path) -> bool:
@@ -384,16 +418,21 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False)
         raise RunDirError(
             f"run_dir={str(run_dir)!r} holds {shown}, which symtrain did not write (no {MARKER} lists "
             f"{'it' if len(others) == 1 else 'them'}); symtrain never replaces or deletes files it did not "
-            "write, so move them away or choose another run_dir")
+            "write, so move them away or choose another run_dir"
+        )
     ours = own_checkpoints(run_dir)
     best = run_dir / CHECKPOINTS / BEST
     if os.path.lexists(best) and best not in ours:
-        raise RunDirError(f"{best} exists and is not a symtrain checkpoint; symtrain writes its best checkpoint "
-                          "there and never replaces what it did not write: move it away")
+        raise RunDirError(
+            f"{best} exists and is not a symtrain checkpoint; symtrain writes its best checkpoint "
+            "there and never replaces what it did not write: move it away"
+        )
     if not resume and not overwrite and any(p.name != BEST for p in ours):
-        raise RunDirError(f"run_dir={str(run_dir)!r} already holds checkpoints of a run: pass resume=True to "
-                          "continue it (--resume), overwrite=True to start over (--overwrite: deletes symtrain's "
-                          "own checkpoints and logs only), or choose another run_dir")
+        raise RunDirError(
+            f"run_dir={str(run_dir)!r} already holds checkpoints of a run: pass resume=True to "
+            "continue it (--resume), overwrite=True to start over (--overwrite: deletes symtrain's "
+            "own checkpoints and logs only), or choose another run_dir"
+        )
     if dry_run:
         return
     claim(run_dir, set(mine) | set(WRITTEN_BY_FIT))
@@ -411,12 +450,16 @@ def _check_kinds(run_dir: Path) -> None:
             continue
         mode = os.lstat(path).st_mode
         if stat.S_ISLNK(mode):
-            raise RunDirError(f"{path} is a symlink (to {os.path.realpath(path)}); symtrain writes only real "
-                              "files inside the run directory: remove the link or choose another run_dir")
+            raise RunDirError(
+                f"{path} is a symlink (to {os.path.realpath(path)}); symtrain writes only real "
+                "files inside the run directory: remove the link or choose another run_dir"
+            )
         want = stat.S_ISDIR if name == CHECKPOINTS else stat.S_ISREG
         if not want(mode):
-            raise RunDirError(f"{path} is {_kind(mode)}, not {'a directory' if name == CHECKPOINTS else 'a regular file'}"
-                              "; move it away or choose another run_dir")
+            raise RunDirError(
+                f"{path} is {_kind(mode)}, not {'a directory' if name == CHECKPOINTS else 'a regular file'}"
+                "; move it away or choose another run_dir"
+            )
 
 
 def _listing(path: Path, most: int = 3) -> str:
@@ -442,8 +485,13 @@ def _discard_run(run_dir: Path, checkpoints: list[Path]) -> None:
     cdir = run_dir / CHECKPOINTS
     kept = [p.name for p in cdir.iterdir() if not p.name.startswith(".")] if cdir.is_dir() else []
     if kept:
-        log.warning("overwrite: kept %d entr%s of %s that symtrain did not write: %s", len(kept),
-                    "y" if len(kept) == 1 else "ies", cdir, ", ".join(sorted(kept)[:5]))
+        log.warning(
+            "overwrite: kept %d entr%s of %s that symtrain did not write: %s",
+            len(kept),
+            "y" if len(kept) == 1 else "ies",
+            cdir,
+            ", ".join(sorted(kept)[:5]),
+        )
 
 
 def claim_plot(run_dir: Path, out: Path) -> None:
@@ -452,12 +500,15 @@ def claim_plot(run_dir: Path, out: Path) -> None:
         return
     mine = owned(run_dir)
     if foreign(run_dir, [PNG], mine):
-        raise RunDirError(f"{out} exists and symtrain did not write it (no {MARKER} lists it); symtrain never "
-                          "replaces it: move it away or pass -o OUT")
+        raise RunDirError(
+            f"{out} exists and symtrain did not write it (no {MARKER} lists it); symtrain never "
+            "replaces it: move it away or pass -o OUT"
+        )
     claim(run_dir, mine | {PNG})
 
 
 # ----- stored run options ----------------------------------------------------------------------------
+
 
 def save_options(run_dir: Path, options: Mapping[str, Any]) -> None:
     """Store the options a run was started with (RUN/options.json), atomically."""
@@ -483,8 +534,9 @@ def load_options(run_dir: Path, schema: Mapping[str, tuple[type, ...]]) -> dict 
     for name, types in schema.items():
         value = doc.get(name)
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            raise RunDirError(f"{path}: field {name!r} must be {' or '.join(_tname(t) for t in types)}, "
-                              f"got {value!r}")
+            raise RunDirError(
+                f"{path}: field {name!r} must be {' or '.join(_tname(t) for t in types)}, got {value!r}"
+            )
         out[name] = value
     return out
 
