@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -91,18 +92,43 @@ def parse(spec: str) -> dict:
 
 # ----- in the children ---------------------------------------------------------------------------------
 class _Clock:
-    """Wall-clock marks of a training loop: the end of the first step, then the end of the epoch."""
+    """Wall-clock marks of a training loop (the end of the first step, the end of the epoch) and what the
+    ``probes`` (running totals: seconds waited, Allreduce seconds and calls) added after the first step,
+    which includes compilation, JIT warm-up and waiting for the slower rank's start-up."""
 
-    def __init__(self) -> None:
+    def __init__(self, probes: dict[str, Callable[[], float]]) -> None:
         self.first = self.end = float("nan")
         self.steps = 0
+        self.probes = probes
+        self.base = dict.fromkeys(probes, 0.0)
 
     def step_done(self) -> None:
         self.steps += 1
         now = time.perf_counter()
         if self.steps == 1:
             self.first = now
+            self.base = {k: f() for k, f in self.probes.items()}
         self.end = now
+
+    def result(self) -> dict[str, float]:
+        """steps, first, end and each probe's growth since the first step."""
+        out = {"steps": self.steps, "first": self.first, "end": self.end}
+        out.update({k: f() - self.base[k] for k, f in self.probes.items()})
+        return out
+
+
+def _alone(reduce_once: Callable[[], None], barrier: Callable[[], None], reps: int = 200) -> float:
+    """Median seconds of one Allreduce of the gradient buffer, back to back after a barrier: the transfer
+    itself, without the waiting for a slower rank that the in-training times include."""
+    for _ in range(10):
+        reduce_once()
+    barrier()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        reduce_once()
+        times.append(time.perf_counter() - t0)
+    return median(times)
 
 
 def _write(out: str, rank: int, res: dict) -> None:
@@ -159,7 +185,10 @@ def child_symtrain(path: str, spec: dict, chunk_rows: int, out: str) -> None:
     logp = common.mlp_log_probs(x, params)
     cost = -pt.mean(logp[pt.arange(x.shape[0]), y])
     step = st.compile_step(cost, params, stream, st.optim.adam(1e-3), mode="NUMBA")
-    clock = _Clock()
+    probes = {"wait_s": lambda: stream.wait_seconds}
+    if timed is not None:
+        probes.update(allreduce_s=lambda: timed.allreduce_s, allreduce_calls=lambda: timed.allreduce_calls)
+    clock = _Clock(probes)
 
     class Tick(Callback):
         def on_step_end(self, trainer, step, metrics) -> None:
@@ -175,30 +204,29 @@ def child_symtrain(path: str, spec: dict, chunk_rows: int, out: str) -> None:
         callbacks=[Tick()],
         **kwargs,
     )
-    res = {
-        "steps": clock.steps,
-        "first": clock.first,
-        "end": clock.end,
-        "wait_s": stream.wait_seconds,
-        "rows_per_step": BATCH * spec["ranks"],
-        "threads": common.BLAS_THREADS,
-    }
-    if timed is not None:
-        res.update(allreduce_s=timed.allreduce_s, allreduce_calls=timed.allreduce_calls)
+    res = {**clock.result(), "rows_per_step": BATCH * spec["ranks"], "threads": common.BLAS_THREADS}
+    if distributed:
+        import numpy as np
+        from mpi4py import MPI
+
+        buf = np.zeros(sum(p.get_value(borrow=True).size for p in params) + 4, dtype=np.float32)
+        world = MPI.COMM_WORLD
+        res["allreduce_alone_s"] = _alone(lambda: world.Allreduce(MPI.IN_PLACE, buf), world.Barrier)
     if hist.epochs:
         res["mean_loss"] = float(hist.epochs[-1].get("loss", float("nan")))
     stream.close()
     _write(out, rank, res)
 
 
-def _torch_epoch(model, loader, clock: _Clock, lr: float = 1e-3) -> dict:
-    """One epoch of Adam on cross-entropy, ticking ``clock`` after every step; seconds waiting for batches."""
+def _torch_epoch(model, loader, clock: _Clock, counters: dict, lr: float = 1e-3) -> dict:
+    """One epoch of Adam on cross-entropy, ticking ``clock`` after every step; ``counters["wait_s"]`` adds up
+    the seconds spent waiting for batches."""
     import torch
     from torch import nn
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    waited, rows, total, steps = 0.0, 0, 0.0, 0
+    rows, total, steps = 0, 0.0, 0
     it = iter(loader)
     while True:
         t0 = time.perf_counter()
@@ -206,7 +234,7 @@ def _torch_epoch(model, loader, clock: _Clock, lr: float = 1e-3) -> dict:
             x, y = next(it)
         except StopIteration:
             break
-        waited += time.perf_counter() - t0
+        counters["wait_s"] += time.perf_counter() - t0
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -215,7 +243,7 @@ def _torch_epoch(model, loader, clock: _Clock, lr: float = 1e-3) -> dict:
         rows += len(y)
         steps += 1
         clock.step_done()
-    return {"wait_s": waited, "rows": rows, "mean_loss": total / max(steps, 1)}
+    return {"rows": rows, "mean_loss": total / max(steps, 1)}
 
 
 def child_torch(path: str, spec: dict, out: str) -> None:
@@ -223,15 +251,10 @@ def child_torch(path: str, spec: dict, out: str) -> None:
     from benchmarks.torch_baselines import make_loader, mlp, set_threads
 
     set_threads(spec["threads"])
-    clock = _Clock()
-    res = _torch_epoch(mlp(0), make_loader(path, "batched", 0, spec["batch"]), clock)
-    res.update(
-        steps=clock.steps,
-        first=clock.first,
-        end=clock.end,
-        rows_per_step=spec["batch"],
-        threads=spec["threads"],
-    )
+    counters = {"wait_s": 0.0}
+    clock = _Clock({"wait_s": lambda: counters["wait_s"]})
+    res = _torch_epoch(mlp(0), make_loader(path, "batched", 0, spec["batch"]), clock, counters)
+    res.update(clock.result(), rows_per_step=spec["batch"], threads=spec["threads"])
     _write(out, 0, res)
 
 
@@ -268,18 +291,20 @@ def child_ddp(path: str, spec: dict, out: str) -> None:
     sampler = BatchSampler(
         DistributedSampler(ds, world, rank, shuffle=True, seed=0), spec["batch"], drop_last=False
     )
-    clock = _Clock()
-    res = _torch_epoch(model, DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0), clock)
-    dist.barrier()
-    res.update(
-        steps=clock.steps,
-        first=clock.first,
-        end=clock.end,
-        rows_per_step=spec["batch"] * world,
-        threads=spec["threads"],
-        allreduce_s=timing["s"],
-        allreduce_calls=timing["calls"],
+    counters = {"wait_s": 0.0}
+    clock = _Clock(
+        {
+            "wait_s": lambda: counters["wait_s"],
+            "allreduce_s": lambda: timing["s"],
+            "allreduce_calls": lambda: timing["calls"],
+        }
     )
+    loader = DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0)
+    res = _torch_epoch(model, loader, clock, counters)
+    dist.barrier()
+    res.update(clock.result(), rows_per_step=spec["batch"] * world, threads=spec["threads"])
+    flat = torch.zeros(sum(p.numel() for p in model.parameters()))
+    res["allreduce_alone_s"] = _alone(lambda: dist.all_reduce(flat), dist.barrier)
     dist.destroy_process_group()
     _write(out, rank, res)
 
@@ -424,7 +449,7 @@ def run_contender(contender: str, path: Path, chunk_rows: int, timeout_s: float)
         return {"contender": contender, "error": why, "wall_s": wall, "load": load}
     steps = ranks[0]["steps"]
     timed_steps = steps - 1
-    secs = max(r["end"] - r["first"] for r in ranks)
+    secs = max((r["end"] - r["first"] for r in ranks if r["steps"] > 1), default=float("nan"))
     rows = timed_steps * ranks[0]["rows_per_step"]
     res = {
         "contender": contender,
@@ -438,9 +463,10 @@ def run_contender(contender: str, path: Path, chunk_rows: int, timeout_s: float)
         **mem,
     }
     if "allreduce_s" in ranks[0]:
-        res["allreduce_ms"] = 1e3 * median([r["allreduce_s"] for r in ranks]) / max(steps, 1)  # per step
+        res["allreduce_ms"] = 1e3 * median([r["allreduce_s"] for r in ranks]) / max(timed_steps, 1)
         res["allreduce_share"] = median([r["allreduce_s"] for r in ranks]) / secs
-        res["allreduce_per_step"] = ranks[0]["allreduce_calls"] / max(steps, 1)
+        res["allreduce_per_step"] = ranks[0]["allreduce_calls"] / max(timed_steps, 1)
+        res["allreduce_alone_ms"] = 1e3 * median([r.get("allreduce_alone_s", float("nan")) for r in ranks])
     return res
 
 
@@ -492,7 +518,7 @@ def table(cfg: Config, runs: dict[str, list[dict]], n_rows: int, nbytes: int) ->
             "rows/s (median)",
             "x symtrain 1 rank",
             f"x {LABELS.get(best_torch, 'fastest PyTorch')}" if best_torch else "x fastest PyTorch",
-            "Allreduce per step",
+            "Allreduce per step: in training (alone)",
             "Allreduce share",
             "waited for data",
             "peak memory (tree)",
@@ -514,7 +540,7 @@ def table(cfg: Config, runs: dict[str, list[dict]], n_rows: int, nbytes: int) ->
                 _rows_s(rates[n]),
                 f"{rates[n] / one:.2f}" if one else "-",
                 f"{rates[n] / rates[best_torch]:.2f}" if best_torch else "-",
-                f"{median(ar):.2f} ms" if ar else "-",
+                f"{median(ar):.2f} ms ({median([r['allreduce_alone_ms'] for r in v]):.2f} ms)" if ar else "-",
                 f"{median([r['allreduce_share'] for r in v if 'allreduce_share' in r]):.0%}" if ar else "-",
                 f"{median([r['wait_share'] for r in v]):.0%}",
                 f"{median([r['peak_mem'] for r in v]) / MiB:.0f} MiB",
@@ -525,32 +551,29 @@ def table(cfg: Config, runs: dict[str, list[dict]], n_rows: int, nbytes: int) ->
         )
     t.notes += [
         f"{cfg.reps} repetition(s) per contender, each a fresh process tree, contenders alternating in a "
-        "rotated "
-        "order; dataset files read once before each run (warm page cache). rows/s = rows trained after the "
-        "first "
-        "step / wall time from the end of the first step to the end of the epoch (the slowest rank's), so "
-        "compilation and JIT warm-up are left out for every contender.",
+        "rotated order; dataset files read once before each run (warm page cache). rows/s = rows trained "
+        "after the first step / wall time from the end of the first step to the end of the epoch (the "
+        "slowest rank's), so compilation and JIT warm-up are left out for every contender.",
         "Threads: 1 BLAS thread per symtrain process (OPENBLAS/OMP/MKL_NUM_THREADS=1), "
-        "torch.set_num_threads(1) "
-        "per DDP process, torch.set_num_threads(2) for the 2-thread contenders. symtrain: Numba mode, "
-        f'ChunkStream(policy="shuffle", chunk_rows={cfg.chunk_rows}), Adam(1e-3); PyTorch: '
-        "nn.Sequential(Linear, "
-        "ReLU, Linear), CrossEntropyLoss, Adam(1e-3), the batched loader with 0 workers (benchmarks/"
-        "torch_baselines.py); DDP adds DistributedSampler(shuffle=True, seed=0).",
-        "Allreduce per step: symtrain times its `Allreduce` calls (the flat gradient buffer, in place); "
-        "DDP times "
-        "its gradient bucket (one bucket for this 0.8 MB model) from its hook to the future's completion. "
-        "Both "
-        "include waiting for the slower rank to arrive. Allreduce share = Allreduce time / epoch time.",
+        "torch.set_num_threads(1) per DDP process, torch.set_num_threads(2) for the 2-thread contenders. "
+        f'symtrain: Numba mode, ChunkStream(policy="shuffle", chunk_rows={cfg.chunk_rows}), Adam(1e-3), '
+        "`st.fit(..., distributed=True)` under `mpiexec -n 2` (the mpich wheel's). PyTorch: "
+        "nn.Sequential(Linear, ReLU, Linear), CrossEntropyLoss, Adam(1e-3), the batched loader with 0 "
+        "workers (benchmarks/torch_baselines.py); DDP adds DistributedSampler(shuffle=True, seed=0) and is "
+        "started by torchrun.",
+        "Allreduce per step, in training: symtrain times its `Allreduce` calls (one flat gradient buffer per "
+        "step, in place); DDP times its gradient bucket (one bucket for this 0.8 MB model) from its hook to "
+        "the future's completion. Both include waiting for the slower rank to arrive, so they grow when a "
+        "rank is descheduled. Alone: the median of 200 back-to-back Allreduces of a buffer of the same size "
+        "after the epoch (the transfer itself). Allreduce share = in-training Allreduce time / epoch time.",
         "peak memory (tree): the largest sum over the launcher, the ranks and their loader processes of "
-        "Pss_Anon + Pss_Shmem (/proc/PID/smaps_rollup, sampled every 100 ms): proportional set size counts a "
-        "page shared by k processes as 1/k in each, so the sum is the tree's real anonymous + shared-memory "
-        "footprint. peak file pages: the same sum of Pss_File (shared libraries, plus the data a memmap "
-        "reader "
-        "has touched; the OS may evict these).",
+        "Pss_Anon + Pss_Shmem (/proc/PID/smaps_rollup, sampled every 100 ms): proportional set size counts "
+        "a page shared by k processes as 1/k in each, so the sum is the tree's real anonymous + "
+        "shared-memory footprint. peak file pages: the same sum of Pss_File (shared libraries, plus the "
+        "data a memmap reader has touched; the OS may evict these).",
         "Load avg at start: the 1-minute load average when each repetition started. The machine has "
-        f"{os.cpu_count()} cores and is shared: a load above the core count means the contenders shared the "
-        "cores with other work, which hurts the 2-process contenders most.",
+        f"{os.cpu_count()} cores and is shared: a load above the core count means the contenders shared "
+        "the cores with other work, which hurts the 2-process contenders most.",
     ]
     t.notes += verdict(runs, rates, ok, best_torch)
     return t
@@ -592,18 +615,20 @@ def verdict(
     t1 = BATCH / one  # s per step, one rank
     t2 = 2 * BATCH / rates[two]  # s per global step (each rank does BATCH rows)
     ar = median([r.get("allreduce_ms", 0.0) for r in v2]) / 1e3
+    alone = median([r.get("allreduce_alone_ms", 0.0) for r in v2]) / 1e3
     w2 = median([r["wait_share"] for r in v2]) * t2
     w1 = median([r["wait_share"] for r in v1]) * t1
     compute2 = t2 - ar - w2
     load = median([r["load"] for r in v2])
     notes.append(
-        f"**What bounds 2 ranks.** Per step: 1 rank {t1 * 1e3:.2f} ms (waiting for data {w1 * 1e3:.2f} ms); "
-        f"2 ranks {t2 * 1e3:.2f} ms = Allreduce {ar * 1e3:.2f} ms + waiting for data {w2 * 1e3:.2f} ms + "
-        f"the rest (gradient, update, loop) {compute2 * 1e3:.2f} ms. A perfect 2x needs the 2-rank step to "
-        "take "
-        f"the 1-rank step's time; the Allreduce alone costs {ar / t1:.0%} of it and the rest of the step is "
-        f"{compute2 / (t1 - w1):.2f}x the 1-rank compute (two ranks plus their loader processes share "
-        f"{os.cpu_count()} cores; load average {load:.1f} at the 2-rank runs' start)."
+        f"**What bounds 2 ranks.** Per step: 1 rank {t1 * 1e3:.2f} ms (of which waiting for data "
+        f"{w1 * 1e3:.2f} ms); 2 ranks {t2 * 1e3:.2f} ms = Allreduce {ar * 1e3:.2f} ms (the transfer alone "
+        f"{alone * 1e3:.2f} ms, the rest waiting for the other rank) + waiting for data {w2 * 1e3:.2f} ms + "
+        f"gradient, update and loop {compute2 * 1e3:.2f} ms. A perfect 2x needs the 2-rank step to take the "
+        f"1-rank step's time: the Allreduce adds {ar / t1:.0%} of it and the computation itself runs "
+        f"{compute2 / max(t1 - w1, 1e-9):.2f}x slower than on one rank alone (two ranks and their loader "
+        f"processes share {os.cpu_count()} cores and the memory bandwidth; load average {load:.1f} when the "
+        "2-rank runs started, so other work took cores too)."
     )
     return notes
 
