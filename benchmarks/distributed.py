@@ -625,9 +625,10 @@ def verdict(
         f"{w1 * 1e3:.2f} ms); 2 ranks {t2 * 1e3:.2f} ms = Allreduce {ar * 1e3:.2f} ms (the transfer alone "
         f"{alone * 1e3:.2f} ms, the rest waiting for the other rank) + waiting for data {w2 * 1e3:.2f} ms + "
         f"gradient, update and loop {compute2 * 1e3:.2f} ms. A perfect 2x needs the 2-rank step to take the "
-        f"1-rank step's time: the Allreduce adds {ar / t1:.0%} of it and the computation itself runs "
-        f"{compute2 / max(t1 - w1, 1e-9):.2f}x slower than on one rank alone (two ranks and their loader "
-        f"processes share {os.cpu_count()} cores and the memory bandwidth; load average {load:.1f} when the "
+        f"1-rank step's time: the Allreduce adds {ar / t1:.0%} of it, and the computation takes "
+        f"{compute2 / max(t1 - w1, 1e-9):.2f}x the 1-rank step's computation (two ranks and their loader "
+        f"processes share {os.cpu_count()} cores and the memory bandwidth; a rank that is descheduled shows "
+        f"up as the other rank's wait in the Allreduce; load average {load:.1f} when the "
         "2-rank runs started, so other work took cores too)."
     )
     return notes
