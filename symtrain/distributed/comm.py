@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -76,13 +76,17 @@ class Comm:
     def barrier(self) -> None:
         self.comm.Barrier()
 
-    def abort(self, error: BaseException | str, code: int = 1) -> None:
+    def abort(self, error: BaseException | str, code: int = 1) -> NoReturn:
         """Log ``error`` naming this rank, flush, then end every rank of the job (never returns)."""
-        message = f"rank {self.rank} of {self.size} (pid {os.getpid()}) failed: {error}"
-        log.error("%s; stopping all ranks", message)
+        what = error
+        if isinstance(error, BaseException):
+            what = f"{type(error).__name__}: {error}"
+            log.debug("rank %d traceback", self.rank, exc_info=error)
+        message = f"rank {self.rank} of {self.size} (pid {os.getpid()}) failed: {what}"
         print(f"symtrain: {message}; stopping all ranks", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        self.comm.Abort(code)
+        self.comm.Abort(code)  # MPICH returns once the process manager has the request; it kills the job
+        os._exit(code)
 
 
 def get_comm(comm: Any = None) -> Comm:

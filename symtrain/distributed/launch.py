@@ -22,6 +22,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from symtrain.errors import ConfigError
 
@@ -73,8 +74,8 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="symtrain-ranks-") as pid_dir:
         env[PID_DIR_ENV] = pid_dir
         cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "symtrain.cli", *argv]
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
-                                start_new_session=True, preexec_fn=_parent_death_signal)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="replace", start_new_session=True, preexec_fn=_parent_death_signal)
         received: list[str] = []
 
         def forward(signum: int, frame: FrameType | None) -> None:
@@ -84,11 +85,14 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         bad: list[int] = []
-        reader = threading.Thread(target=_relay, args=(proc, bad), daemon=True)
-        reader.start()
+        readers = [threading.Thread(target=_relay, args=(src, dst, bad), daemon=True)
+                   for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+        for reader in readers:
+            reader.start()
         try:
             code = proc.wait()
-            reader.join()
+            for reader in readers:
+                reader.join()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -102,11 +106,11 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
     return 130 if received and not killed else (code if code >= 0 else 128 - code)
 
 
-def _relay(proc: subprocess.Popen, bad: list[int]) -> None:
-    """Copy mpiexec's stderr through, noting the pids it reports as badly terminated."""
-    for line in proc.stderr:
-        sys.stderr.write(line)
-        sys.stderr.flush()
+def _relay(src: IO[str], dst: IO[str], bad: list[int]) -> None:
+    """Copy one of mpiexec's output streams through, noting the pids it reports as badly terminated."""
+    for line in src:
+        dst.write(line)
+        dst.flush()
         m = _BAD_PID.search(line)
         if m:
             bad.append(int(m.group(1)))

@@ -54,5 +54,4 @@ def guarded(comm: Comm, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except BaseException as exc:
-        comm.abort(f"{type(exc).__name__}: {exc}")
-        raise
+        comm.abort(exc)
