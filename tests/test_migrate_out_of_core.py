@@ -47,7 +47,7 @@ def test_shared_dataset_and_function_calls_are_rewritten():
     assert any(line.startswith("+ f = symtrain.function([index]") for line in diff)
     assert len([d for d in diff if d.startswith("- ")]) == 3  # the parameter W keeps theano.shared
     assert 'W = theano.shared(numpy.zeros((3, 2), dtype="float32"), name="W")' in new
-    assert [(f.line, f.kind) for f in findings] == [(10, "review")] and "now streams" in findings[0].message
+    assert [(f.line, f.kind) for f in findings] == [(10, "changed")] and "now streams" in findings[0].message
 
 
 @pytest.mark.parametrize("edit, reason", [
@@ -110,3 +110,63 @@ def test_the_rewritten_pytensor_script_runs_and_matches(tmp_path):
             namespace["f"].close()
     assert "symtrain.shared" in new and isinstance(namespace["f"], StreamedFunction)
     assert np.array_equal(results[0], results[1])
+
+
+DIRECT = '''import numpy as np
+import theano
+import theano.tensor as T
+mm = np.load(X_PATH, mmap_mode="r")
+X = theano.shared(mm, borrow=True)
+Y = theano.shared(np.memmap(Y_PATH, dtype="float32", mode="r", shape=(40,)))
+G = theano.shared(lambda batch_num: DATA[batch_num * 10:(batch_num + 1) * 10] if batch_num < 4 else None)
+W = theano.shared(np.ones(3, dtype="float32"))
+i = T.lscalar()
+f = theano.function([i], [T.dot(X[i * 10:(i + 1) * 10], W).sum(), Y[i * 10:(i + 1) * 10].sum(),
+                          G[i * 10:(i + 1) * 10].sum()])
+'''
+
+
+def test_direct_memmap_and_per_batch_generator_stream_and_match(tmp_path):
+    """shared(memmap) and shared(lambda batch_num: ...) become symtrain.shared (the lambda adapted by
+    batch_chunks), function becomes symtrain.function, and the numbers are those of the in-memory data."""
+    from symtrain.legacy import StreamedSharedVariable
+    from symtrain.migrate import migrate_source
+
+    data = np.arange(120, dtype=np.float32).reshape(40, 3)
+    np.save(tmp_path / "x.npy", data)
+    y = np.memmap(tmp_path / "y.dat", dtype="float32", mode="w+", shape=(40,))
+    y[:] = np.arange(40)
+    y.flush()
+    result = migrate_source(DIRECT, "d.py", out_of_core=True)
+    new = result.new
+    assert "X = symtrain.shared(mm, borrow=True)" in new and "Y = symtrain.shared(np.memmap(" in new
+    assert "G = symtrain.shared(symtrain.migrate.runtime.batch_chunks(lambda batch_num:" in new
+    assert "W = pytensor.shared(np.ones(3" in new and "f = symtrain.function([i]" in new
+    changed = sorted(f.line for f in result.findings if f.kind == "changed" and "out-of-core" in f.message)
+    assert changed == [5, 6, 7]
+    assert migrate_source(new, "d.py", out_of_core=True).new == new  # idempotent
+    ns = {"X_PATH": str(tmp_path / "x.npy"), "Y_PATH": str(tmp_path / "y.dat"), "DATA": data}
+    exec(compile(new, "d.py", "exec"), ns)  # noqa: S102 - the point of the test
+    assert all(isinstance(ns[k], StreamedSharedVariable) for k in "XYG")
+    for k in (0, 3, 1):
+        out = ns["f"](k)
+        rows = slice(k * 10, (k + 1) * 10)
+        np.testing.assert_allclose(out, [data[rows].sum(), np.arange(40)[rows].sum(), data[rows].sum()])
+    ns["f"].close()
+
+
+@pytest.mark.parametrize("edit, line, reason", [
+    (("f = theano.function", "X.set_value(np.zeros((40, 3)))\nf = theano.function"), 10, "set_value"),
+    (('X = theano.shared(mm, borrow=True)', 'X = theano.shared(mm, strict=True)'), 5, "strict"),
+    (("lambda batch_num: DATA[batch_num * 10:(batch_num + 1) * 10] if batch_num < 4 else None",
+      "lambda a, b: DATA"), 7, "symtrain.shared(lambda: (batch(k) for k in range(n_batches))"),
+])
+def test_direct_streams_refused_are_reported(edit, line, reason):
+    from symtrain.migrate import migrate_source
+
+    source = DIRECT.replace(*edit)
+    assert source != DIRECT
+    result = migrate_source(source, "d.py", out_of_core=True)
+    refused = [f for f in result.findings if f.kind == "review" and reason in f.message]
+    assert [f.line for f in refused] == [line], result.findings
+    assert "not rewritten" in refused[0].message

@@ -16,9 +16,11 @@ Everything else is left alone and reported with file and line.
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, ScopeProvider
 
 from symtrain.migrate.report import Finding
 from symtrain.migrate.transform import dotted_name
@@ -147,6 +149,101 @@ class _SharedDataset(cst.CSTVisitor):
 
 
 _DATA_HINTS = ("set_x", "set_y")
+_MEMMAP_CALLS = ("memmap", "open_memmap")
+_ADAPTED = ("; the per-batch function is wrapped by symtrain.migrate.runtime.batch_chunks, which calls it for "
+            "batch 0, 1, ... until it returns None or an empty batch, and streams the batches in order as rows: "
+            "slice them with a global index in givens, and pass rows=N to know the length up front")
+_STREAM_KEYWORDS = {"borrow", "name", "chunk_rows", "rows", "max_load_bytes"}
+
+
+def _is_memmap_call(node: cst.BaseExpression) -> bool:
+    """``np.memmap(...)``, ``np.lib.format.open_memmap(...)``, ``np.load(..., mmap_mode=...)``."""
+    if not isinstance(node, cst.Call):
+        return False
+    name = dotted_name(node.func) or ""
+    last = name.rsplit(".", 1)[-1]
+    if last in _MEMMAP_CALLS:
+        return True
+    return last == "load" and any(a.keyword is not None and a.keyword.value == "mmap_mode"
+                                  and not m.matches(a.value, m.Name("None")) for a in node.args)
+
+
+def _yields(node: cst.FunctionDef) -> bool:
+    return bool(m.findall(node.body, m.Yield()))
+
+
+class _DirectStreams(cst.CSTVisitor):
+    """``shared(np.memmap(...))``, ``shared(mm)`` with ``mm`` a memmap bound in the same scope, and
+    generator-backed ``shared(gen_fn)`` / ``shared(lambda: ...)`` / ``shared(lambda batch_num: ...)``."""
+
+    METADATA_DEPENDENCIES = (PositionProvider, ScopeProvider, ParentNodeProvider)
+
+    def __init__(self, names: _Names):
+        self.names = names
+        self.calls: dict[cst.Call, tuple[str | None, str, cst.BaseExpression | None]] = {}
+        self.targets: list[str] = []
+        self.refused: list[tuple[int, str]] = []
+
+    def _bound_value(self, name: cst.Name) -> cst.CSTNode | None:
+        """What ``name`` was last bound to before this use, in its own scope (an assigned value or a def)."""
+        scope = self.get_metadata(ScopeProvider, name, None)
+        if scope is None:
+            return None
+        found = None
+        for access in scope.accesses[name]:
+            if access.node is not name:
+                continue
+            for assignment in access.referents:
+                node = getattr(assignment, "node", None)
+                if getattr(assignment, "scope", None) is not scope or node is None:
+                    continue
+                if isinstance(node, cst.FunctionDef):
+                    found = node
+                    continue
+                parent = self.get_metadata(ParentNodeProvider, node, None)
+                assign = self.get_metadata(ParentNodeProvider, parent, None) if parent is not None else None
+                if isinstance(parent, cst.AssignTarget) and isinstance(assign, cst.Assign):
+                    found = assign.value
+        return found
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if dotted_name(node.func) not in self.names.shared or not node.args or node.args[0].keyword is not None:
+            return
+        value = node.args[0].value
+        bound = self._bound_value(value) if isinstance(value, cst.Name) else value
+        kind, replacement = None, None
+        if _is_memmap_call(bound):
+            kind = "a memmap"
+        elif isinstance(bound, cst.FunctionDef) and _yields(bound) and not bound.params.params:
+            kind = "a generator function"
+        elif isinstance(bound, cst.Lambda) and not bound.params.params and not bound.params.star_arg:
+            kind = "a callable returning chunks"
+        elif isinstance(bound, cst.Lambda) and len(bound.params.params) == 1 and bound is value:
+            kind = "lambda batch_num: ..."
+            replacement = cst.Call(func=cst.parse_expression("symtrain.migrate.runtime.batch_chunks"),
+                                   args=[cst.Arg(value=value)])
+        elif isinstance(bound, cst.Lambda | cst.FunctionDef):
+            line = self.get_metadata(PositionProvider, node).start.line
+            self.refused.append((line, "not rewritten for out-of-core: symtrain.shared takes a callable with no "
+                                 "arguments returning an iterator of row chunks: write "
+                                 "`symtrain.shared(lambda: (batch(k) for k in range(n_batches)), chunk_rows=BATCH, "
+                                 f"rows=N)` and compile with symtrain.function ({_DOC})"))
+            return
+        if kind is None:
+            return
+        extra = {a.keyword.value for a in node.args[1:] if a.keyword is not None} - _STREAM_KEYWORDS
+        if extra or any(a.keyword is None for a in node.args[1:]):
+            line = self.get_metadata(PositionProvider, node).start.line
+            self.refused.append((line, f"not rewritten for out-of-core: shared({kind}) has arguments a streamed "
+                                 f"variable refuses ({sorted(extra) or 'positional'}) ({_DOC})"))
+            return
+        parent = self.get_metadata(ParentNodeProvider, node, None)
+        target = None
+        if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
+            target = dotted_name(parent.targets[0].target)
+        if target is not None:
+            self.targets.append(target.split(".")[-1])
+        self.calls[node] = (target.split(".")[-1] if target else None, kind, replacement)
 
 
 class _RiskyUses(cst.CSTVisitor):
@@ -213,29 +310,35 @@ class _DataNames(cst.CSTVisitor):
 
 
 class _Rewrite(cst.CSTTransformer):
-    def __init__(self, shared_calls: set[int], function_names: set[str]):
+    def __init__(self, shared_calls: set[int], function_names: set[str],
+                 replacements: dict[int, cst.BaseExpression] | None = None):
         self.shared_calls = shared_calls
         self.function_names = function_names
+        self.replacements = replacements or {}
         self.rewrote = 0
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         if id(original) in self.shared_calls:
             self.rewrote += 1
-            return updated.with_changes(func=cst.parse_expression("symtrain.shared"))
+            new = updated.with_changes(func=cst.parse_expression("symtrain.shared"))
+            if id(original) in self.replacements:
+                new = new.with_changes(args=[new.args[0].with_changes(value=self.replacements[id(original)]),
+                                             *new.args[1:]])
+            return new
         if dotted_name(original.func) in self.function_names:
             self.rewrote += 1
             return updated.with_changes(func=cst.parse_expression("symtrain.function"))
         return updated
 
 
-def _add_import(module: cst.Module) -> cst.Module:
+def _add_import(module: cst.Module, statement: str) -> cst.Module:
     body = list(module.body)
     last = -1
     for i, stmt in enumerate(body):
         if isinstance(stmt, cst.SimpleStatementLine) and any(isinstance(s, cst.Import | cst.ImportFrom)
                                                              for s in stmt.body):
             last = i
-    body.insert(last + 1, cst.parse_statement("import symtrain\n"))
+    body.insert(last + 1, cst.parse_statement(statement))
     return module.with_changes(body=body)
 
 
@@ -247,31 +350,55 @@ def rewrite_out_of_core(module: cst.Module, path: str) -> tuple[cst.Module, list
     wrapper = MetadataWrapper(module)
     finder = _SharedDataset(names)
     wrapper.visit(finder)
-    findings = [Finding(path, line, "review", msg) for line, msg in finder.refused]
-    if not finder.safe:
+    direct = _DirectStreams(names)
+    wrapper.visit(direct)
+    findings = [Finding(path, line, "review", msg) for line, msg in finder.refused + direct.refused]
+    positions = wrapper.resolve(PositionProvider)
+    shared_ids: set[int] = set()
+    replacements: dict[int, cst.BaseExpression] = {}
+    if finder.safe:
+        data = _DataNames(finder.func_names)
+        wrapper.module.visit(data)
+        risky = _RiskyUses(data.names, names.function)
+        wrapper.visit(risky)
+        first_line = min(positions[f].start.line for f in finder.safe)
+        if risky.risky:
+            findings += [Finding(path, line, "review", f"not rewritten for out-of-core: {what} would be refused "
+                                 f"by a streamed variable ({_DOC})") for line, what in risky.risky]
+        elif not names.mmap:
+            findings.append(Finding(path, first_line, "review", "shared_dataset can stream with symtrain.shared "
+                                    "once the arrays are loaded with numpy.load(path, mmap_mode='r'); not "
+                                    f"rewritten because nothing in this module loads a memmap ({_DOC})"))
+        else:
+            shared_ids |= {id(c) for calls in finder.safe.values() for c in calls}
+            findings.append(Finding(path, first_line, "changed", "out-of-core: shared_dataset now streams "
+                                    "memmapped data through symtrain.shared and function calls go through "
+                                    f"symtrain.function ({_DOC})"))
+    if direct.calls:
+        risky = _RiskyUses(set(direct.targets), names.function)
+        wrapper.visit(risky)
+        for call, (target, kind, replacement) in direct.calls.items():
+            line = positions[call].start.line
+            bad = [(n, what) for n, what in risky.risky if target and re.search(rf"\b{target}\b", what)]
+            if bad:
+                findings += [Finding(path, n, "review", f"not rewritten for out-of-core: {what} would be refused "
+                                     f"by a streamed variable ({_DOC})") for n, what in bad]
+                continue
+            shared_ids.add(id(call))
+            if replacement is not None:
+                replacements[id(call)] = replacement
+            findings.append(Finding(path, line, "changed", f"out-of-core: `shared({kind})` streams through "
+                                    "symtrain.shared (compile its functions with symtrain.function, which the "
+                                    f"module now uses){_ADAPTED if replacement is not None else ''} ({_DOC})"))
+    if not shared_ids:
         return module, findings
-    data = _DataNames(finder.func_names)
-    wrapper.module.visit(data)
-    risky = _RiskyUses(data.names, names.function)
-    wrapper.visit(risky)
-    first_line = min(wrapper.resolve(PositionProvider)[f].start.line for f in finder.safe)
-    if risky.risky:
-        findings += [Finding(path, line, "review", f"not rewritten for out-of-core: {what} would be refused by "
-                             f"a streamed variable ({_DOC})") for line, what in risky.risky]
-        return module, findings
-    if not names.mmap:
-        findings.append(Finding(path, first_line, "review", "shared_dataset can stream with symtrain.shared once "
-                                "the arrays are loaded with numpy.load(path, mmap_mode='r'); not rewritten "
-                                f"because nothing in this module loads a memmap ({_DOC})"))
-        return module, findings
-    shared_ids = {id(c) for calls in finder.safe.values() for c in calls}
     # ids refer to nodes of wrapper.module (the metadata wrapper deep-copies), so rewrite that one
-    rewriter = _Rewrite(shared_ids, names.function)
+    rewriter = _Rewrite(shared_ids, names.function, replacements)
     new = wrapper.module.visit(rewriter)
     if not names.has_symtrain:
-        new = _add_import(new)
-    findings.append(Finding(path, first_line, "review", "out-of-core: shared_dataset now streams memmapped data "
-                            f"through symtrain.shared and function calls go through symtrain.function ({_DOC})"))
+        new = _add_import(new, "import symtrain\n")
+    if replacements and not re.search(r"^import symtrain\.migrate\.runtime\b", new.code, re.MULTILINE):
+        new = _add_import(new, "import symtrain.migrate.runtime\n")
     return new, findings
 
 

@@ -14,7 +14,7 @@ import math
 import pickle
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -170,6 +170,26 @@ def function(inputs, outputs=None, *args, **kwargs):
     return FunctionWithDefaults(fn, names, defaults, has_default)
 
 
+def batch_chunks(batch: Callable[[int], Any], n_batches: int | None = None) -> Callable[[], Iterator[Any]]:
+    """A per-batch function (``lambda batch_num: ...``) as what ``symtrain.shared`` streams: a callable that
+    returns an iterator over ``batch(0), batch(1), ...``, ending at ``n_batches``, at a ``None`` or empty
+    batch, or when ``batch`` raises ``IndexError``/``StopIteration``. The batches, in order, are the rows."""
+
+    def chunks() -> Iterator[Any]:
+        k = 0
+        while n_batches is None or k < n_batches:
+            try:
+                out = batch(k)
+            except (IndexError, StopIteration):
+                return
+            if out is None or len(out) == 0:
+                return
+            yield out
+            k += 1
+
+    return chunks
+
+
 def dump(obj: Any, file_handler, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
     """Write ``obj`` the way ``theano.misc.pkl_utils.dump`` did: a zip of a pickle and one .npy per array."""
     arrays: dict[int, str] = {}
@@ -213,4 +233,4 @@ def load(f) -> Any:
 
 
 __all__ = ["RandomStreams", "MRG_RandomStreams", "In", "Param", "function", "FunctionWithDefaults",
-           "dump", "load"]
+           "batch_chunks", "dump", "load"]
