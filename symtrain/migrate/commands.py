@@ -33,12 +33,30 @@ def register(subparsers) -> None:
     p.set_defaults(run=run, mode="diff")
 
 
+def _write(path, result, backup: bool, written: int) -> None:
+    """Write FILE.bak (if asked) and FILE, each atomically (a full disk or a read-only directory leaves the
+    old file whole); an OSError becomes one MigrationError line (exit 2) that says what was left as it was."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+        if backup:
+            bak = path.with_name(path.name + ".bak")
+            write_file_atomic(bak, result.old.encode(result.encoding))
+            os.chmod(bak, mode)
+        write_file_atomic(path, result.new.encode(result.encoding))
+        os.chmod(path, mode)
+    except OSError as exc:
+        done = f"{written} file(s) rewritten before it" if written else "no file rewritten"
+        raise MigrationError(f"cannot write {exc.filename or path}: {exc.strerror or exc}; {path} is unchanged "
+                             f"({done}, the rest left as they were)") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from symtrain.migrate import format_report, iter_python_files, migrate_file
 
     findings = []
     changed = 0
     failed = 0
+    written = 0
     files = list(iter_python_files(args.paths))  # a missing path stops the run before anything is written
     for path in files:
         try:
@@ -56,13 +74,8 @@ def run(args: argparse.Namespace) -> int:
                 result.old.splitlines(keepends=True), result.new.splitlines(keepends=True),
                 fromfile=f"a/{str(path).lstrip('/')}", tofile=f"b/{str(path).lstrip('/')}"))
         elif args.mode == "write":
-            mode = path.stat().st_mode & 0o7777
-            if not args.no_backup:
-                backup = path.with_name(path.name + ".bak")
-                write_file_atomic(backup, result.old.encode(result.encoding))
-                os.chmod(backup, mode)
-            write_file_atomic(path, result.new.encode(result.encoding))
-            os.chmod(path, mode)
+            _write(path, result, not args.no_backup, written)
+            written += 1
             print(f"rewrote {path}", file=sys.stderr)
         else:
             print(f"would rewrite {path}")

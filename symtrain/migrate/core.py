@@ -115,7 +115,10 @@ def read_source(path: Path) -> tuple[str, str]:
 
 def migrate_file(path: Path, out_of_core: bool = False) -> Result:
     """Read and rewrite one file (nothing is written)."""
-    source, encoding = read_source(path)
+    try:
+        source, encoding = read_source(path)
+    except OSError as exc:
+        raise MigrationError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     result = migrate_source(source, str(path), out_of_core=out_of_core)
     result.encoding = encoding
     return result
