@@ -22,14 +22,24 @@ if NAME == "pytensor":
     if "blas__ldflags" not in _flags:
         os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in (_flags, "blas__ldflags=") if f)
     import pytensor as graph
+    import pytensor.scalar as ps
     import pytensor.tensor as pt
+    from pytensor.compile import UnusedInputError
     from pytensor.compile.sharedvalue import SharedVariable
-    from pytensor.gradient import verify_grad
+    from pytensor.gradient import DisconnectedInputError, DisconnectedType, verify_grad
+    from pytensor.graph.basic import Apply, Constant
+    from pytensor.graph.op import Op
+    from pytensor.graph.replace import clone_replace
     from pytensor.graph.traversal import ancestors
+    from pytensor.graph.utils import MissingInputError
     from pytensor.ifelse import ifelse
     from pytensor.scan import scan
     from pytensor.tensor import special
+    from pytensor.tensor.elemwise import DimShuffle, Elemwise
+    from pytensor.tensor.random.type import RandomGeneratorType
     from pytensor.tensor.random.utils import RandomStream
+    from pytensor.tensor.sharedvar import TensorSharedVariable
+    from pytensor.tensor.subtensor import Subtensor, get_idx_list
     from pytensor.tensor.variable import TensorVariable
 
     signal = pt.signal  # scipy-style convolve1d/convolve2d (PyTensor only)
@@ -48,14 +58,22 @@ elif NAME == "aesara":
     if "blas__ldflags" not in _flags and "blas.ldflags" not in _flags:
         os.environ["AESARA_FLAGS"] = ",".join(f for f in (_flags, "blas__ldflags=") if f)
     import aesara as graph
+    import aesara.scalar as ps
     import aesara.tensor as pt
+    from aesara.compile import UnusedInputError
     from aesara.compile.sharedvalue import SharedVariable
-    from aesara.gradient import verify_grad
-    from aesara.graph.basic import ancestors
+    from aesara.gradient import DisconnectedInputError, DisconnectedType, verify_grad
+    from aesara.graph.basic import Apply, Constant, ancestors, clone_replace
+    from aesara.graph.op import Op
+    from aesara.graph.utils import MissingInputError
     from aesara.ifelse import ifelse
     from aesara.scan import scan
     from aesara.tensor import special
+    from aesara.tensor.elemwise import DimShuffle, Elemwise
+    from aesara.tensor.random.type import RandomGeneratorType
     from aesara.tensor.random.utils import RandomStream
+    from aesara.tensor.sharedvar import TensorSharedVariable
+    from aesara.tensor.subtensor import Subtensor, get_idx_list
     from aesara.tensor.var import TensorVariable
 
     signal = None  # Aesara 2.9 has no tensor.signal.convolve2d
@@ -85,8 +103,17 @@ VERSION = graph.__version__
 sigmoid = pt.sigmoid
 softplus = pt.softplus
 
+upcast = ps.upcast
+
 __all__ = [
-    "NAME", "VERSION", "graph", "pt", "special", "function", "shared", "config", "grad", "In", "Out",
-    "Mode", "get_mode", "ancestors", "SharedVariable", "TensorVariable", "ifelse", "scan", "RandomStream",
-    "verify_grad", "sigmoid", "softplus", "signal", "shared_rng", "rng_binomial",
+    # the public face: what user code and symtrain's layers build graphs with
+    "NAME", "VERSION", "graph", "pt", "ps", "special", "function", "shared", "config", "grad", "In", "Out",
+    "Mode", "get_mode", "ancestors", "clone_replace", "SharedVariable", "TensorSharedVariable",
+    "TensorVariable", "ifelse", "scan", "RandomStream", "RandomGeneratorType", "verify_grad", "sigmoid",
+    "softplus", "signal", "shared_rng", "rng_binomial",
+    # graph internals the legacy layer and the nnet Ops use (same names in both libraries)
+    "Op", "Apply", "Constant", "Elemwise", "DimShuffle", "Subtensor", "get_idx_list", "DisconnectedType",
+    "upcast",
+    # the graph library's errors symtrain translates into ConfigError
+    "MissingInputError", "UnusedInputError", "DisconnectedInputError",
 ]

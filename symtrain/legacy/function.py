@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 
 from symtrain import backend
+from symtrain.backend import ancestors, clone_replace
 from symtrain.errors import ConfigError, StreamError
 from symtrain.legacy import indexmap
 from symtrain.legacy.streamed import ChunkSource, StreamedSharedVariable
 from symtrain.stream.load import Load, fill
 from symtrain.stream.prefetch import ThreadLoader
-
-_clone_replace = backend.graph.graph.clone_replace  # pytensor.graph and aesara.graph both export it
 
 
 def _is_streamed(v: Any) -> bool:
@@ -393,7 +392,7 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
         start, stop = indexmap.local_bound(names[0]), indexmap.local_bound(names[1])
         bounds.append((names, start, stop))
         replace[sl.out] = indexmap.rebuild(sl, start, stop)
-    new_roots = _clone_replace(roots, replace=replace) if replace else roots
+    new_roots = clone_replace(roots, replace=replace) if replace else roots
     n_out, n_up = len(flat_out), len(update_pairs)
     new_out = rebuild_out(list(new_roots[:n_out]))
     new_updates = [(k, v) for (k, _), v in zip(update_pairs, new_roots[n_out:n_out + n_up], strict=True)]
@@ -402,8 +401,8 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
     # for a variable the outputs never use must not make the function read rows.
     effective = list(new_roots[:n_out + n_up])
     if new_givens and effective:
-        effective = _clone_replace(effective, replace=dict(new_givens))
-    present = _ancestor_ids(effective)
+        effective = clone_replace(effective, replace=dict(new_givens))
+    present = {id(v) for v in ancestors(effective)}
     kept = [(sl, b) for sl, b in zip(slices, bounds, strict=True) if id(b[1]) in present or id(b[2]) in present]
     hidden_vars = [v for _, (_, start, stop) in kept for v in (start, stop)]
     _check_unused(inputs, input_vars, outputs, updates, givens, flat_out, update_pairs, given_pairs, kwargs)
@@ -422,20 +421,8 @@ def _check_unused(inputs, input_vars, outputs, updates, givens, flat_out, update
         return
     effective = flat_out + [v for _, v in update_pairs]
     if given_pairs and effective:
-        effective = _clone_replace(effective, replace=dict(given_pairs))
-    present = _ancestor_ids(effective)
+        effective = clone_replace(effective, replace=dict(given_pairs))
+    present = {id(v) for v in ancestors(effective)}
     if any(id(v) not in present for v in input_vars):
         backend.function(inputs, outputs, updates=updates, givens=givens, **kwargs)
 
-
-def _ancestor_ids(roots: list) -> set[int]:
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        v = stack.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        if v.owner is not None:
-            stack.extend(v.owner.inputs)
-    return seen

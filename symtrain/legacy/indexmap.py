@@ -15,16 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from symtrain.backend import ancestors, graph, pt
+from symtrain.backend import Constant, DimShuffle, Elemwise, Subtensor, ancestors, get_idx_list, ps, pt
 from symtrain.errors import ConfigError
 
-_Subtensor = graph.tensor.subtensor.Subtensor
-_get_idx_list = graph.tensor.subtensor.get_idx_list
-_Elemwise = graph.tensor.elemwise.Elemwise
-_DimShuffle = graph.tensor.elemwise.DimShuffle
-_Constant = graph.graph.basic.Constant
-_ps = graph.scalar
-_IDENTITY_OPS = tuple(getattr(_ps, n) for n in ("Identity", "Cast") if hasattr(_ps, n))
+_IDENTITY_OPS = (ps.Identity, ps.Cast)
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class NotAffine(Exception):
 
 
 def _const_int(var) -> int | None:
-    if isinstance(var, _Constant):
+    if isinstance(var, Constant):
         data = np.asarray(var.data)
         if data.ndim == 0 and data.dtype.kind in "iub":
             return int(data)
@@ -104,9 +98,9 @@ def affine_of(var, inputs: Sequence) -> Affine:
         raise NotAffine(f"it depends on {var} ({type(var).__name__}), which is not an input of the function")
     op = node.op
     name = type(op).__name__
-    if name in ("ScalarFromTensor", "TensorFromScalar") or (isinstance(op, _DimShuffle) and var.type.ndim == 0):
+    if name in ("ScalarFromTensor", "TensorFromScalar") or (isinstance(op, DimShuffle) and var.type.ndim == 0):
         return affine_of(node.inputs[0], inputs)
-    scalar_op = op.scalar_op if isinstance(op, _Elemwise) else op if isinstance(op, _ps.ScalarOp) else None
+    scalar_op = op.scalar_op if isinstance(op, Elemwise) else op if isinstance(op, ps.ScalarOp) else None
     if scalar_op is None:
         raise NotAffine(f"it uses {op}, which is not + - * or an integer cast")
     args = [affine_of(i, inputs) for i in node.inputs]
@@ -154,12 +148,12 @@ def rowwise_streamed(var, is_streamed: Callable) -> tuple | None:
     if node is None:
         return None
     op = node.op
-    if isinstance(op, _DimShuffle):
+    if isinstance(op, DimShuffle):
         order = tuple(op.new_order)
         if order and order[0] == 0:
             return rowwise_streamed(node.inputs[0], is_streamed)
         return None
-    if isinstance(op, _Elemwise):
+    if isinstance(op, Elemwise):
         found: list = []
         for inp in node.inputs:
             sub = rowwise_streamed(inp, is_streamed)
@@ -202,7 +196,7 @@ def find_row_slices(roots: Iterable, inputs: Sequence, is_streamed: Callable) ->
         node = v.owner
         if node is None:
             continue
-        if isinstance(node.op, _Subtensor):
+        if isinstance(node.op, Subtensor):
             streamed = rowwise_streamed(node.inputs[0], is_streamed)
             if streamed is not None:
                 slices.append(_row_slice(v, node, streamed, inputs))
@@ -214,7 +208,7 @@ def find_row_slices(roots: Iterable, inputs: Sequence, is_streamed: Callable) ->
 
 def _row_slice(out, node, streamed, inputs) -> RowSlice:
     base = node.inputs[0]
-    indices = tuple(_get_idx_list(node.inputs, node.op.idx_list))
+    indices = tuple(get_idx_list(node.inputs, node.op.idx_list))
     first, rest = indices[0], indices[1:]
     text = _describe(base, streamed)
     try:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from symtrain import backend
-from symtrain.backend import pt
+from symtrain.backend import TensorSharedVariable, pt
 from symtrain.errors import ConfigError, StreamError
 from symtrain.stream.load import FieldSource
 from symtrain.validate import check_int
@@ -28,7 +28,6 @@ from symtrain.validate import check_int
 DEFAULT_CHUNK_BYTES = 64 << 20
 DEFAULT_MAX_LOAD_BYTES = 256 << 20
 
-_TensorSharedVariable = backend.graph.tensor.sharedvar.TensorSharedVariable
 
 
 def find_memmap(arr: Any) -> np.memmap | None:
@@ -181,7 +180,7 @@ class StreamState:
         self.member_of: list = []  # the loading groups (symtrain.legacy.function.Group) using this variable
 
 
-class StreamedSharedVariable(_TensorSharedVariable):
+class StreamedSharedVariable(TensorSharedVariable):
     """A tensor shared variable whose graph value is a chunk buffer and whose data is a whole file."""
 
     _stream: StreamState
