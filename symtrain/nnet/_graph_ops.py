@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from symtrain.backend import graph, pt
-
-Op = graph.graph.op.Op
-Apply = graph.graph.basic.Apply
-Constant = graph.graph.basic.Constant
-DisconnectedType = graph.gradient.DisconnectedType
-upcast = graph.scalar.upcast
+from symtrain.backend import Apply as Apply  # re-exported for the Op modules
+from symtrain.backend import Constant, Op, config, pt, upcast
+from symtrain.backend import DisconnectedType as DisconnectedType  # re-exported for the Op modules
 
 
 class DiffOp(Op):
@@ -61,4 +57,4 @@ def like(var, ref):
 def common_float(*vars_) -> str:
     """The dtype the Ops compute in: the inputs' upcast, floatX for integer inputs."""
     dtype = upcast(*[v.dtype for v in vars_])
-    return dtype if dtype.startswith("float") else upcast(dtype, graph.config.floatX)
+    return dtype if dtype.startswith("float") else upcast(dtype, config.floatX)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from symtrain.backend import RandomStream, pt, rng_binomial
+from symtrain.backend import RandomGeneratorType, RandomStream, pt, rng_binomial
 from symtrain.errors import ConfigError
 
 __all__ = ["dropout"]
@@ -23,7 +23,7 @@ def dropout(x, p: float, rng):
     keep = 1.0 - p
     if isinstance(rng, RandomStream):
         mask, updates = rng.binomial(n=1, p=keep, size=x.shape), {}
-    elif getattr(rng, "type", None) is not None and "Generator" in type(rng.type).__name__:
+    elif isinstance(getattr(rng, "type", None), RandomGeneratorType):
         next_rng, mask = rng_binomial(rng, 1, keep, x.shape)
         updates = {rng: next_rng}
     else:

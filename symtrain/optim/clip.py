@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.backend import SharedVariable, TensorVariable, grad, pt
+from symtrain.backend import DisconnectedInputError, SharedVariable, TensorVariable, grad, pt
 from symtrain.errors import ConfigError
 
 CLIP_EPSILON = 1e-6
@@ -63,9 +63,7 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence) -> list:
                           f"{loss_or_grads.ndim}-d expression (reduce it with .mean() or .sum())")
     try:
         return grad(loss_or_grads, params)
-    except Exception as exc:  # DisconnectedInputError and friends: say which argument is wrong
-        if type(exc).__name__ != "DisconnectedInputError":
-            raise
+    except DisconnectedInputError as exc:  # say which argument is wrong
         raise ConfigError(f"a parameter does not influence the loss: {exc}".splitlines()[0]) from exc
 
 

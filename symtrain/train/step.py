@@ -15,7 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.backend import SharedVariable, TensorVariable, config, function, get_mode, grad, pt, shared
+from symtrain.backend import (
+    MissingInputError,
+    SharedVariable,
+    TensorVariable,
+    UnusedInputError,
+    config,
+    function,
+    get_mode,
+    grad,
+    pt,
+    shared,
+)
 from symtrain.errors import ConfigError
 from symtrain.optim.clip import check_params
 from symtrain.optim.schedules import Schedule
@@ -101,12 +112,10 @@ def _compile(inputs: list, outputs: list, updates: Any, givens: Any, mode: Any, 
         raise ConfigError(f"{what}: mode='C' cannot compile this graph (an op has no C code here: the pip "
                           "wheels link no BLAS for the C backend; set PYTENSOR_FLAGS=blas__ldflags=... or use "
                           "mode='CVM' or 'NUMBA')") from exc
-    except Exception as exc:
-        if type(exc).__name__ in ("MissingInputError", "UnusedInputError"):
-            raise ConfigError(
-                f"{what}: the graph needs an input the stream does not provide; build it from "
-                f"stream.batch(field) or pass givens={{var: 'field'}} ({str(exc).splitlines()[0]})") from exc
-        raise
+    except (MissingInputError, UnusedInputError) as exc:
+        raise ConfigError(
+            f"{what}: the graph needs an input the stream does not provide; build it from "
+            f"stream.batch(field) or pass givens={{var: 'field'}} ({str(exc).splitlines()[0]})") from exc
 
 
 def _updated_shared(fns: Sequence[Any], prefix: str) -> list[Any]:
