@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent('''
     RANK = int(os.environ.get("PMI_RANK", "0"))
 
     class Fault(Callback):
-        """SYMTRAIN_TEST_FAULT="kill:N" | "raise:N" (rank 1 after global step N) | "pause:N" (rank 0 marks
+        """SYMTRAIN_TEST_FAULT="kill:N" | "raise:N" | "diverge:N" (rank 1 after global step N) | "pause:N" (rank 0 marks
         a file and waits for the signal the test then sends to the launcher, so the job is at step N)."""
         def __init__(self, spec):
             kind, _, n = spec.partition(":")
@@ -50,6 +50,9 @@ SCRIPT = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.kind == "raise" and RANK == 1:
                 raise RuntimeError("boom on purpose")
+            if self.kind == "diverge" and RANK == 1:
+                W = t.variables["W"]
+                W.set_value(W.get_value() + np.float32(1e-3))
             if self.kind == "pause" and RANK == 0:
                 with open(os.environ["SYMTRAIN_TEST_MARK"], "w") as f:
                     f.write("here")
@@ -206,4 +209,16 @@ def test_raising_rank_ends_the_job_with_its_error(setup):
                          timeout=120)
     assert res.returncode not in (0, 130)
     assert "rank 1 of 2" in res.stderr and "RuntimeError: boom on purpose" in res.stderr, res.stderr[-3000:]
+    _all_ranks_gone(env, 2)
+
+
+def test_ranks_that_diverge_are_detected_by_the_state_checksum(setup):
+    """A rank whose parameters drift (here: changed behind the step's back) is caught at the next check."""
+    tmp, data, _ = setup
+    env = _env(tmp, "diverge:4")
+    res = subprocess.run(_command(tmp, data, tmp / "diverged", 2), env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode not in (0, 130)
+    assert "RanksDivergedError" in res.stderr and "rank(s) [1] differ from rank 0" in res.stderr, \
+        res.stderr[-3000:]
     _all_ranks_gone(env, 2)

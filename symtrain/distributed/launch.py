@@ -101,9 +101,9 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
         who = f"rank {rank}" if rank is not None else "a rank"
         print(f"symtrain train: error: {who} (pid {pid}) ended abnormally and mpiexec stopped the other ranks; "
               "the last checkpoint written is intact: rerun with --resume to continue", file=sys.stderr)
-    if received and code in (0, 130, -signal.SIGINT, 128 + signal.SIGINT):
+    if received and not killed:  # the ranks stopped as asked (and checkpointed)
         return 130
-    return 130 if received and not killed else (code if code >= 0 else 128 - code)
+    return code if code >= 0 else 128 - code
 
 
 def _relay(src: IO[str], dst: IO[str], bad: list[int]) -> None:

@@ -137,6 +137,8 @@ def shard_stream(stream: Any, rank: int, ranks: int) -> None:
     The compiled graph keeps reading the same shared buffers with the same per-rank batch; only the
     plan and the buffer capacity change. ``ranks == 1`` restores the one-process plan.
     """
+    if not all(hasattr(stream, a) for a in ("spec", "device", "_shutdown_loader")):
+        raise ConfigError(f"distributed training shards a ChunkStream, got {type(stream).__name__}")
     if getattr(stream, "_active", None) is not None and stream._active() is not None:
         raise ConfigError(f"stream {stream.name!r} is iterating an epoch: shard it before training starts")
     full = global_spec(stream, ranks)

@@ -176,10 +176,10 @@ class DistributedStep:
 
     def checksum(self) -> float:
         """A cheap fingerprint of every numeric state variable (equal on all ranks while they agree)."""
-        total = 0.0
+        total, skip = 0.0, {id(v) for v in self._acc_vars}
         for var in self._state.values():
             value = var.get_value(borrow=True)
-            if isinstance(value, np.ndarray) and value.dtype.kind in "fiub" and var not in self._acc_vars:
+            if isinstance(value, np.ndarray) and value.dtype.kind in "fiub" and id(var) not in skip:
                 flat = value.ravel()
                 total += float(np.sum(flat, dtype=np.float64)) + float(np.dot(flat, flat))
         return total

@@ -128,7 +128,14 @@ class DistributedTrainer(Trainer):
     def run(self) -> History:
         """Start every rank from rank 0's state (after any resume), then train."""
         self.broadcast_state()
-        return super().run()
+        calls0, seconds0 = self.comm.allreduce_calls, self.comm.allreduce_seconds
+        steps0 = self.global_step
+        history = super().run()
+        steps = max(self.global_step - steps0, 1)
+        log.info("%d ranks, global batch %d: %.3f ms in Allreduce per step (%d calls)", self.comm.size,
+                 self.global_batch_size, 1e3 * (self.comm.allreduce_seconds - seconds0) / steps,
+                 self.comm.allreduce_calls - calls0)
+        return history
 
     def broadcast_state(self) -> None:
         """Every rank starts from rank 0's values of every state variable (parameters, optimizer, RNGs)."""

@@ -75,6 +75,9 @@ def run_script(script: str | Path, data: str | Path, run_dir: str | Path, *, val
 def _train(args: argparse.Namespace) -> int:
     from symtrain.distributed.comm import world_rank, world_size
 
+    if args.ranks is not None and world_size() > 1 and args.ranks != world_size():
+        raise ConfigError(f"--ranks {args.ranks} inside an MPI job of {world_size()} ranks: drop --ranks when "
+                          "starting mpiexec yourself")
     if args.ranks is not None and args.ranks != 1 and world_size() == 1:
         from symtrain.distributed.launch import launch, without_ranks
 
