@@ -170,9 +170,12 @@ ADD_KWARGS: dict[str, dict[str, str]] = {
     # (added only to files that use the 0.7 API, see api_era)
     "theano.tensor.round": {"mode": "'half_away_from_zero'"},
     "theano.tensor.basic.round": {"mode": "'half_away_from_zero'"},
+    "theano.tensor.iround": {"mode": "'half_away_from_zero'"},
+    "theano.tensor.basic.iround": {"mode": "'half_away_from_zero'"},
 }
 # Theano's MRG_RandomStreams(seed=12345): unseeded legacy runs were identical run to run.
 MRG_DEFAULT_SEED = 12345
+MRG_NAMES = frozenset({"theano.sandbox.rng_mrg.MRG_RandomStreams", "theano.sandbox.MRG_RandomStreams"})
 
 # API that dates a file: only in Theano 0.7-era code, or only from Theano 0.8/0.9 on (T.round's default
 # changed from half away from zero to half to even in 0.9).

@@ -477,7 +477,8 @@ class _Rewriter(cst.CSTTransformer):
             new_args = [(k, v) for k, v in adds.items() if k not in keywords]
             if new_args:
                 call = _add_kwargs(call, new_args)
-        if norm == "theano.sandbox.rng_mrg.MRG_RandomStreams" and not call.args:
+        if norm in rules.MRG_NAMES and "seed" not in keywords and not positional and \
+                not any(a.star for a in call.args):
             call = _add_kwargs(call, [("seed", str(rules.MRG_DEFAULT_SEED))])
             self.report(original_node, "changed", f"unseeded MRG_RandomStreams() gets Theano's default seed "
                         f"{rules.MRG_DEFAULT_SEED} (legacy runs were identical run to run)")
@@ -526,6 +527,8 @@ class _Rewriter(cst.CSTTransformer):
     def leave_SimpleString(self, original_node: cst.SimpleString, updated_node: cst.SimpleString):
         text = _string_value(original_node)
         if text in rules.FLAGS_VARIABLES:
+            self.report(original_node, "changed", f"'{text}' -> '{rules.FLAGS_VARIABLES[text]}': PyTensor ignored "
+                        f"{text}, so these settings now take effect")
             return _requote(updated_node, rules.FLAGS_VARIABLES[text])
         if text is not None and text not in rules.FLAGS_VARIABLES and (
                 "THEANO_FLAGS" in text or "AESARA_FLAGS" in text):
