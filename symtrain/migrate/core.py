@@ -27,6 +27,8 @@ from symtrain.migrate.transform import rewrite_module
 from symtrain.migrate.truth import fix_truth_tests
 
 _THEANO_ERA = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:theano|six)\b", re.MULTILINE)
+_ONE_SHOT = re.compile(r"\b(?:zip|map|filter)\s*\(|\.(?:keys|values|items)\s*\(\s*\)")
+_NONE_DEFAULT = re.compile(r"=\s*None\s*[,)]")
 _LEGACY_WORDS = ("theano", "aesara", "six", "THEANO_FLAGS", "AESARA_FLAGS", ".theanorc")
 
 
@@ -73,11 +75,12 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
     module, found = rewrite_module(module, path, python2)
     findings += found
     theano_era = python2 or bool(_THEANO_ERA.search(source))
-    if theano_era:
+    if theano_era and _ONE_SHOT.search(text):
         module, found = wrap_one_shot(module, path)
         findings += found
-    module, found = fix_truth_tests(module, path, theano_era)
-    findings += found
+    if _NONE_DEFAULT.search(text):
+        module, found = fix_truth_tests(module, path, theano_era)
+        findings += found
     if out_of_core:
         from symtrain.migrate.out_of_core import rewrite_out_of_core
 
