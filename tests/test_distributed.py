@@ -58,7 +58,8 @@ PROG = textwrap.dedent('''
     def run(data, batch, distributed):
         out = {}
         for opt, accumulate, drop_last in SCENARIOS:
-            with st.ChunkStream(data, batch_size=batch, chunk_rows=40, seed=3, drop_last=drop_last) as train, \\
+            with st.ChunkStream(data, batch_size=batch, chunk_rows=40, seed=3,
+                                drop_last=drop_last) as train, \\
                     st.ChunkStream(data, batch_size=batch, chunk_rows=40, policy="sequential",
                                    drop_last=False, name="valid") as valid:
                 step, ev, params = model(train, valid, opt, accumulate)
@@ -128,7 +129,8 @@ def _equivalence(setup, ranks: int) -> None:
 
 @pytest.mark.backend
 def test_two_ranks_equal_one_process_with_the_global_batch(setup):
-    """sgd + schedule, adam + clipping, accumulation 2 and 3, partial last batch kept / dropped, validation."""
+    """sgd + schedule, adam + clipping, accumulation 2 and 3, partial last batch kept or dropped,
+    validation."""
     _equivalence(setup, 2)
 
 
@@ -138,7 +140,7 @@ def test_three_ranks_equal_one_process_with_the_global_batch(setup):
 
 
 def test_one_rank_is_exactly_the_one_process_run(setup, monkeypatch):
-    """``distributed=True`` on a single rank (no mpiexec) takes the one-process path: bit-identical results."""
+    """``distributed=True`` on a single rank (no mpiexec) takes the one-process path: identical bits."""
     tmp, data, prog, reference = setup
     spec = importlib.util.spec_from_file_location("dist_prog1", prog)
     module = importlib.util.module_from_spec(spec)

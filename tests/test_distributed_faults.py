@@ -35,8 +35,8 @@ SCRIPT = textwrap.dedent('''
     RANK = int(os.environ.get("PMI_RANK", "0"))
 
     class Fault(Callback):
-        """SYMTRAIN_TEST_FAULT="kill:N" | "raise:N" | "diverge:N" (rank 1 after global step N) | "pause:N" (rank 0 marks
-        a file and waits for the signal the test then sends to the launcher, so the job is at step N)."""
+        """SYMTRAIN_TEST_FAULT="kill:N" | "raise:N" | "diverge:N" (rank 1 after global step N) | "pause:N"
+        (rank 0 marks a file and waits for the signal the test then sends to the launcher, at step N)."""
         def __init__(self, spec):
             kind, _, n = spec.partition(":")
             self.kind, self.n = kind, int(n or 0)

@@ -68,5 +68,6 @@ def test_rank_reads_long_runs_and_checks_arguments(ids):
         assert load.n_valid == s.chunk_rows == 96 and len(load.ranges) < load.n_valid / 4
         with pytest.raises(ConfigError, match="outside"):
             ShardSpec(s.spec.full, 2, 2)
-    with ChunkStream(ids, batch_size=40, chunk_rows=50) as s, pytest.raises(ConfigError, match="global batch"):
-        shard_stream(s, 0, 2)
+    with ChunkStream(ids, batch_size=40, chunk_rows=50) as s:
+        with pytest.raises(ConfigError, match="global batch"):
+            shard_stream(s, 0, 2)

@@ -99,7 +99,8 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
         killed = {int(pid): _rank_of(pid_dir, int(pid)) for pid in bad}
     for pid, rank in killed.items():
         who = f"rank {rank}" if rank is not None else "a rank"
-        print(f"symtrain train: error: {who} (pid {pid}) ended abnormally and mpiexec stopped the other ranks; "
+        print(f"symtrain train: error: {who} (pid {pid}) ended abnormally and mpiexec stopped the other "
+              "ranks; "
               "the last checkpoint written is intact: rerun with --resume to continue", file=sys.stderr)
     if received and not killed:  # the ranks stopped as asked (and checkpointed)
         return 130

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 
 def resolve_comm(distributed: Any, comm: Any) -> Comm | None:
-    """The Comm to train over, or None for a plain one-process run (one rank behaves exactly as without MPI)."""
+    """The Comm to train over, or None for a plain one-process run (one rank runs exactly as without MPI)."""
     if not isinstance(distributed, bool):
         raise ConfigError(f"distributed must be True or False, got {distributed!r}")
     if not distributed and comm is None:

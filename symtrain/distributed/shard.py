@@ -61,8 +61,8 @@ class ShardSpec:
         if not 0 <= self.rank < self.ranks:
             raise ConfigError(f"rank {self.rank} is outside 0..{self.ranks - 1}")
         if self.full.batch_size % self.ranks or self.full.chunk_rows % self.ranks:
-            raise ConfigError(f"the global batch {self.full.batch_size} and buffer {self.full.chunk_rows} must "
-                              f"divide among {self.ranks} ranks")
+            raise ConfigError(f"the global batch {self.full.batch_size} and buffer {self.full.chunk_rows} "
+                              f"must divide among {self.ranks} ranks")
 
     rows = property(lambda self: self.full.rows)
     policy = property(lambda self: self.full.policy)

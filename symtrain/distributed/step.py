@@ -151,7 +151,7 @@ class DistributedStep:
         return dict(self._state)
 
     def gather_state(self) -> None:
-        """Before a checkpoint: rank 0's accumulator variables get the sum of every rank's group (collective)."""
+        """Before a checkpoint: rank 0's accumulators get the sum of every rank's group (collective)."""
         if self.accumulate == 1:
             return
         total = self._buf[:self.n_acc].copy()

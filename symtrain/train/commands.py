@@ -76,8 +76,8 @@ def _train(args: argparse.Namespace) -> int:
     from symtrain.distributed.comm import world_rank, world_size
 
     if args.ranks is not None and world_size() > 1 and args.ranks != world_size():
-        raise ConfigError(f"--ranks {args.ranks} inside an MPI job of {world_size()} ranks: drop --ranks when "
-                          "starting mpiexec yourself")
+        raise ConfigError(f"--ranks {args.ranks} inside an MPI job of {world_size()} ranks: drop --ranks "
+                          "when starting mpiexec yourself")
     if args.ranks is not None and args.ranks != 1 and world_size() == 1:
         from symtrain.distributed.launch import launch, without_ranks
 
@@ -128,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loader", choices=("thread", "process"))
     p.add_argument("--checkpoint-every-steps", type=int, dest="checkpoint_every_steps")
     p.add_argument("--ranks", type=int, metavar="N",
-                   help="train data-parallel on N MPI ranks: starts `mpiexec -n N` itself (--batch-size is per rank)")
+                   help="train data-parallel on N MPI ranks: starts `mpiexec -n N` itself "
+                        "(--batch-size is per rank)")
     p.set_defaults(run=_train)
 
     q = sub.add_parser("plot", help="draw a run's learning curves to a PNG")

@@ -108,7 +108,8 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
 
 
 def _start(trainer: Trainer, callbacks: Sequence[Callback], resume: bool, *,
-           early_stopping: EarlyStopping | None, log_every: int, progress: bool, checkpoints: tuple) -> History:
+           early_stopping: EarlyStopping | None, log_every: int, progress: bool,
+           checkpoints: tuple) -> History:
     """Attach the built-in callbacks (writers only log; under MPI every rank checkpoints collectively,
     rank 0 writes), resume when asked, run."""
     run_dir = trainer.run_dir
