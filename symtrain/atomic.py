@@ -49,6 +49,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def leftover_target(name: str) -> str | None:
+    """The target a hidden ``.NAME.partial-PID-XXXXXXXX`` / ``.NAME.old-...`` entry belongs to, else None."""
+    m = _LEFTOVER.match(name)
+    return m["name"] if m else None
+
+
 def stale_leftovers(target: str | Path) -> list[Path]:
     """Hidden ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` siblings of ``target`` whose writer process is gone.
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.atomic import fsync_dir, partial_name, publish_dir, remove_stale_leftovers
+from symtrain.atomic import fsync_dir, leftover_target, partial_name, publish_dir, remove_stale_leftovers
 from symtrain.errors import CheckpointError, ConfigError
 from symtrain.train.checkpoint_schema import validate_meta
 from symtrain.train.rundir import BEST, check_regular, read_regular
@@ -56,10 +56,6 @@ class Checkpoint:
 
 
 # ----- capturing and restoring variables ---------------------------------------------------------------
-
-def _is_generator(value: Any) -> bool:
-    return isinstance(value, np.random.Generator | np.random.RandomState)
-
 
 def snapshot(variables: Mapping[str, Any]) -> dict[str, Any]:
     """Copies of every variable's value (``get_value(borrow=True)`` would change on the next step).
@@ -385,11 +381,7 @@ def clean_leftovers(directory: str | Path) -> None:
     if not directory.is_dir():
         return
     names = {checkpoint_name(0, 0), BEST} | {p.name for p in list_checkpoints(directory)}
-    hidden = [e.name for e in directory.iterdir() if e.name.startswith(".")]
-    for h in hidden:  # the target a partial dir belongs to: ".NAME.partial-PID-XXXXXXXX"
-        m = re.match(r"^\.(.+?)\.(partial|old)-\d+-[0-9a-f]{8}$", h)
-        if m:
-            names.add(m[1])
+    names |= {t for e in directory.iterdir() if (t := leftover_target(e.name)) is not None}
     for name in names:
         remove_stale_leftovers(directory / name)
 
