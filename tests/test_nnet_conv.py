@@ -7,9 +7,9 @@ import pytest
 import scipy.signal
 
 import symtrain.nnet as nn
-from symtrain.nnet.conv import conv2d_graph
 from symtrain.backend import function, pt, shared, verify_grad
 from symtrain.errors import ConfigError
+from symtrain.nnet.conv import conv2d_graph
 
 pytestmark = pytest.mark.backend
 RNG = np.random.default_rng(0)

@@ -6,11 +6,14 @@ per image, written straight into the output. Pooling: direct loops over the wind
 
 Registration uses ``register_funcify_default_op_cache_key``: the cache key is the Op type and its props
 (all plain ints/strings/bools), so PyTensor caches the compiled kernels, and whole compiled steps that
-use them, on disk under ``base_compiledir``: a warm cache loads instead of compiling. Bump
-``CACHE_VERSION`` whenever a kernel below changes.
+use them, on disk under ``base_compiledir``: a warm cache loads instead of compiling. The version in
+the key is a hash of this file, so an edited kernel is never served from a stale cache.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import numpy as np
 from pytensor.link.numba.dispatch import basic as numba_basic
@@ -19,7 +22,7 @@ from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache
 from symtrain.nnet.conv_ops import Conv2d, Conv2dGradInputs, Conv2dGradWeights
 from symtrain.nnet.pool_ops import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad, Pool
 
-CACHE_VERSION = 1
+CACHE_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:15], 16)
 jit = numba_basic.numba_njit
 
 
@@ -132,16 +135,15 @@ def numba_funcify_Conv2d(op, node, **kwargs):
         oh, ow = _out_len(height, kh, ph, sh, dh), _out_len(width, kw, pw, sw, dw)
         if oh <= 0 or ow <= 0:
             raise ValueError("Conv2d: the dilated kernel is larger than the padded input")
-        out = np.zeros((batch, nf, oh, ow), dtype=img.dtype)
         k, n = channels * kh * kw, oh * ow
-        if k == 0 or nf == 0 or batch == 0:
-            return out
-        w2 = _weights2d(kern, flip)
-        col = np.empty((k, n), dtype=img.dtype)
-        for i in range(batch):
-            _im2col(img[i], col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-            np.dot(w2, col, out[i].reshape((nf, n)))
-        return out
+        out = np.zeros((batch, nf, n), dtype=img.dtype)  # 3-d: out[i] is a C-contiguous GEMM target
+        if k > 0 and nf > 0 and batch > 0:
+            w2 = _weights2d(kern, flip)
+            col = np.empty((k, n), dtype=img.dtype)
+            for i in range(batch):
+                _im2col(img[i], col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+                np.dot(w2, col, out[i])
+        return out.reshape((batch, nf, oh, ow))
 
     return conv2d, CACHE_VERSION
 
@@ -166,10 +168,10 @@ def numba_funcify_Conv2dGradWeights(op, node, **kwargs):
         if k > 0 and nf > 0 and n > 0:
             tmp = np.empty((nf, k), dtype=img.dtype)
             col = np.empty((k, n), dtype=img.dtype)
+            top3 = np.ascontiguousarray(top).reshape((batch, nf, n))
             for i in range(batch):
                 _im2col(img[i], col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-                t = np.ascontiguousarray(top[i]).reshape((nf, n))
-                np.dot(t, col.T, tmp)
+                np.dot(top3[i], col.T, tmp)
                 acc += tmp
         dw_out = np.empty((nf, channels, kh, kw), dtype=img.dtype)
         for f in range(nf):
@@ -204,9 +206,9 @@ def numba_funcify_Conv2dGradInputs(op, node, **kwargs):
             return dx
         w2t = np.ascontiguousarray(_weights2d(kern, flip).T)
         col = np.empty((k, n), dtype=kern.dtype)
+        top3 = np.ascontiguousarray(top).reshape((batch, nf, n))
         for i in range(batch):
-            t = np.ascontiguousarray(top[i]).reshape((nf, n))
-            np.dot(w2t, t, col)
+            np.dot(w2t, top3[i], col)
             _col2im(col, dx[i], kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
         return dx
 
@@ -225,11 +227,14 @@ def _pool_len(size: int, ws: int, st: int, pad: int, ignore_border: bool) -> int
 
 
 @jit(boundscheck=False)
-def _window(i: int, ws: int, st: int, pad: int, size: int):
-    """Real input range [lo, hi) of window i and its clipped size including padding."""
-    start = i * st
-    end = min(start + ws, size + 2 * pad)
-    return max(start - pad, 0), min(end - pad, size), end - start
+def _windows(n_out: int, ws: int, st: int, pad: int, size: int):
+    """Per window i: the real input range [lo[i], hi[i]) and the clipped size including padding."""
+    lo, hi, span = np.empty(n_out, np.int64), np.empty(n_out, np.int64), np.empty(n_out, np.int64)
+    for i in range(n_out):
+        start = i * st
+        end = min(start + ws, size + 2 * pad)
+        lo[i], hi[i], span[i] = max(start - pad, 0), min(end - pad, size), end - start
+    return lo, hi, span
 
 
 def _pool_consts(op):
@@ -249,32 +254,29 @@ def numba_funcify_Pool(op, node, **kwargs):
     def pool(x):
         nb, nc, rows, cols = x.shape
         orow, ocol = _pool_len(rows, wr, sr, pr, ib), _pool_len(cols, wc, sc, pc, ib)
+        r0, r1, rn = _windows(orow, wr, sr, pr, rows)
+        c0, c1, cn = _windows(ocol, wc, sc, pc, cols)
         out = np.empty((nb, nc, orow, ocol), dtype=x.dtype)
-        for i in range(orow):
-            r0, r1, rn = _window(i, wr, sr, pr, rows)
-            for j in range(ocol):
-                c0, c1, cn = _window(j, wc, sc, pc, cols)
-                if mode == 2:
-                    div = rn * cn
-                else:
-                    div = (r1 - r0) * (c1 - c0)
-                for b in range(nb):
-                    for c in range(nc):
+        for b in range(nb):
+            for c in range(nc):
+                plane, res = x[b, c], out[b, c]
+                for i in range(orow):
+                    for j in range(ocol):
                         if mode == 0:
-                            acc = -np.inf
-                            for r in range(r0, r1):
-                                for q in range(c0, c1):
-                                    v = x[b, c, r, q]
-                                    if v > acc:
-                                        acc = v
+                            acc = plane[r0[i], c0[j]]
+                            for r in range(r0[i], r1[i]):
+                                for q in range(c0[j], c1[j]):
+                                    acc = max(acc, plane[r, q])
                         else:
-                            acc = 0.0
-                            for r in range(r0, r1):
-                                for q in range(c0, c1):
-                                    acc += x[b, c, r, q]
-                            if mode >= 2:
-                                acc = acc / div
-                        out[b, c, i, j] = acc
+                            acc = plane[r0[i], c0[j]] * 0
+                            for r in range(r0[i], r1[i]):
+                                for q in range(c0[j], c1[j]):
+                                    acc += plane[r, q]
+                            if mode == 2:
+                                acc = acc / (rn[i] * cn[j])
+                            elif mode == 3:
+                                acc = acc / ((r1[i] - r0[i]) * (c1[j] - c0[j]))
+                        res[i, j] = acc
         return out
 
     return pool, CACHE_VERSION
@@ -289,18 +291,18 @@ def numba_funcify_MaxPoolGrad(op, node, **kwargs):
     def max_pool_grad(x, maxout, gz):
         nb, nc, rows, cols = x.shape
         orow, ocol = _pool_len(rows, wr, sr, pr, ib), _pool_len(cols, wc, sc, pc, ib)
+        r0, r1, _ = _windows(orow, wr, sr, pr, rows)
+        c0, c1, _ = _windows(ocol, wc, sc, pc, cols)
         gx = np.zeros(x.shape, dtype=x.dtype)
         for b in range(nb):
             for c in range(nc):
+                plane, m, g, res = x[b, c], maxout[b, c], gz[b, c], gx[b, c]
                 for i in range(orow):
-                    r0, r1, _ = _window(i, wr, sr, pr, rows)
                     for j in range(ocol):
-                        c0, c1, _ = _window(j, wc, sc, pc, cols)
-                        m, g = maxout[b, c, i, j], gz[b, c, i, j]
-                        for r in range(r0, r1):
-                            for q in range(c0, c1):
-                                if x[b, c, r, q] == m:
-                                    gx[b, c, r, q] += g
+                        for r in range(r0[i], r1[i]):
+                            for q in range(c0[j], c1[j]):
+                                if plane[r, q] == m[i, j]:
+                                    res[r, q] += g[i, j]
         return gx
 
     return max_pool_grad, CACHE_VERSION
@@ -315,20 +317,18 @@ def numba_funcify_MaxPoolGradGrad(op, node, **kwargs):
     def max_pool_grad_grad(x, maxout, ggx):
         nb, nc, rows, cols = x.shape
         orow, ocol = _pool_len(rows, wr, sr, pr, ib), _pool_len(cols, wc, sc, pc, ib)
+        r0, r1, _ = _windows(orow, wr, sr, pr, rows)
+        c0, c1, _ = _windows(ocol, wc, sc, pc, cols)
         out = np.zeros((nb, nc, orow, ocol), dtype=x.dtype)
         for b in range(nb):
             for c in range(nc):
+                plane, m, gg, res = x[b, c], maxout[b, c], ggx[b, c], out[b, c]
                 for i in range(orow):
-                    r0, r1, _ = _window(i, wr, sr, pr, rows)
                     for j in range(ocol):
-                        c0, c1, _ = _window(j, wc, sc, pc, cols)
-                        m = maxout[b, c, i, j]
-                        acc = 0.0
-                        for r in range(r0, r1):
-                            for q in range(c0, c1):
-                                if x[b, c, r, q] == m:
-                                    acc += ggx[b, c, r, q]
-                        out[b, c, i, j] = acc
+                        for r in range(r0[i], r1[i]):
+                            for q in range(c0[j], c1[j]):
+                                if plane[r, q] == m[i, j]:
+                                    res[i, j] += gg[r, q]
         return out
 
     return max_pool_grad_grad, CACHE_VERSION
@@ -343,23 +343,23 @@ def numba_funcify_AveragePoolGrad(op, node, **kwargs):
     def average_pool_grad(x, gz):
         nb, nc, rows, cols = x.shape
         orow, ocol = _pool_len(rows, wr, sr, pr, ib), _pool_len(cols, wc, sc, pc, ib)
+        r0, r1, rn = _windows(orow, wr, sr, pr, rows)
+        c0, c1, cn = _windows(ocol, wc, sc, pc, cols)
         gx = np.zeros(x.shape, dtype=x.dtype)
-        for i in range(orow):
-            r0, r1, rn = _window(i, wr, sr, pr, rows)
-            for j in range(ocol):
-                c0, c1, cn = _window(j, wc, sc, pc, cols)
-                if mode == 1:
-                    div = 1
-                elif mode == 2:
-                    div = rn * cn
-                else:
-                    div = (r1 - r0) * (c1 - c0)
-                for b in range(nb):
-                    for c in range(nc):
-                        g = gz[b, c, i, j] / div
-                        for r in range(r0, r1):
-                            for q in range(c0, c1):
-                                gx[b, c, r, q] += g
+        for b in range(nb):
+            for c in range(nc):
+                g, res = gz[b, c], gx[b, c]
+                for i in range(orow):
+                    for j in range(ocol):
+                        if mode == 1:
+                            v = g[i, j]
+                        elif mode == 2:
+                            v = g[i, j] / (rn[i] * cn[j])
+                        else:
+                            v = g[i, j] / ((r1[i] - r0[i]) * (c1[j] - c0[j]))
+                        for r in range(r0[i], r1[i]):
+                            for q in range(c0[j], c1[j]):
+                                res[r, q] += v
         return gx
 
     return average_pool_grad, CACHE_VERSION
