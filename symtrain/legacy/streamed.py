@@ -22,10 +22,10 @@ import numpy as np
 from symtrain import backend
 from symtrain.backend import TensorSharedVariable, pt
 from symtrain.errors import ConfigError, StreamError
+from symtrain.storage.reader import CHUNK_BYTES
 from symtrain.stream.load import FieldSource
 from symtrain.validate import check_int
 
-DEFAULT_CHUNK_BYTES = 64 << 20
 DEFAULT_MAX_LOAD_BYTES = 256 << 20
 
 
@@ -264,7 +264,7 @@ class StreamedSharedVariable(TensorSharedVariable):
 
 
 def _default_chunk_rows(row_bytes: int) -> int:
-    rows = DEFAULT_CHUNK_BYTES // max(row_bytes, 1)
+    rows = CHUNK_BYTES // max(row_bytes, 1)
     return max(1024, rows // 1024 * 1024)
 
 

@@ -27,10 +27,10 @@ from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.group import build_group
 from symtrain.storage.manifest import check_field_name
 from symtrain.storage.npyfile import check_dtype, read_into
+from symtrain.storage.reader import CHUNK_BYTES
 from symtrain.storage.writer import DatasetWriter
 from symtrain.validate import check_int
 
-CHUNK_BYTES = 64 << 20
 PICKLE_SPLITS = ("train", "valid", "test")
 NPY_SUFFIXES = (".npy",)
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")

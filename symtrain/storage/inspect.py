@@ -17,9 +17,9 @@ import numpy as np
 from symtrain.errors import DatasetError
 from symtrain.storage.manifest import MANIFEST, combine_fingerprint, field_hasher
 from symtrain.storage.npyfile import read_header
-from symtrain.storage.reader import Dataset, open_dataset
+from symtrain.storage.reader import CHUNK_BYTES, Dataset, open_dataset
 
-CHUNK_BYTES = 16 << 20  # statistics hold a few float64 copies of a chunk
+STATS_CHUNK_BYTES = CHUNK_BYTES // 4  # statistics hold a few float64 copies of a chunk
 MAX_LABELS = 1000  # histogram only for integer columns with at most this many distinct values
 FIRST_ROWS = 5
 
@@ -62,7 +62,7 @@ def summary(ds: Dataset) -> dict[str, Any]:
             "bytes": sum(v["bytes"] for v in fields.values()), "fields": fields, "metadata": ds.metadata}
 
 
-def field_stats(ds: Dataset, name: str, chunk_bytes: int = CHUNK_BYTES) -> dict[str, Any]:
+def field_stats(ds: Dataset, name: str, chunk_bytes: int = STATS_CHUNK_BYTES) -> dict[str, Any]:
     """min/max/mean/std over all finite values of a numeric field (merged chunk by chunk, Chan et al.),
     the count of non-finite values, and a value histogram for integer/bool columns (one value per row)."""
     f = ds.field(name)
@@ -106,7 +106,7 @@ def field_stats(ds: Dataset, name: str, chunk_bytes: int = CHUNK_BYTES) -> dict[
     return out
 
 
-def check_finite(ds: Dataset, chunk_bytes: int = CHUNK_BYTES, first: int = FIRST_ROWS,
+def check_finite(ds: Dataset, chunk_bytes: int = STATS_CHUNK_BYTES, first: int = FIRST_ROWS,
                  progress: bool = False) -> dict[str, dict[str, Any]]:
     """Rows holding NaN or +-inf, per float/complex field: {field: {"rows": count, "first_rows": [...]}}."""
     bad: dict[str, dict[str, Any]] = {}
@@ -128,7 +128,8 @@ def check_finite(ds: Dataset, chunk_bytes: int = CHUNK_BYTES, first: int = FIRST
     return bad
 
 
-def recompute_fingerprint(ds: Dataset, chunk_bytes: int = CHUNK_BYTES, progress: bool = False) -> str:
+def recompute_fingerprint(ds: Dataset, chunk_bytes: int = STATS_CHUNK_BYTES,
+                          progress: bool = False) -> str:
     """Hash every stored byte of every field exactly as the writer did (whole files, not just a split)."""
     rows = ds.manifest.rows
     digests = {}
@@ -155,7 +156,7 @@ def recompute_fingerprint(ds: Dataset, chunk_bytes: int = CHUNK_BYTES, progress:
 
 
 def inspect_path(path: str | Path, *, stats: bool = True, check: bool = False, verify: bool = False,
-                 chunk_bytes: int = CHUNK_BYTES, progress: bool = False) -> list[dict[str, Any]]:
+                 chunk_bytes: int = STATS_CHUNK_BYTES, progress: bool = False) -> list[dict[str, Any]]:
     """One report per dataset found at ``path`` (a dataset, or a directory of datasets)."""
     reports = []
     for p in find_datasets(path):

@@ -18,6 +18,8 @@ from symtrain.storage.manifest import FieldSpec, Manifest, read_manifest
 from symtrain.storage.npyfile import check_size, read_header, read_into
 from symtrain.validate import check_int, check_path_arg
 
+CHUNK_BYTES = 64 << 20  # how much of a field the tools (convert, inspect, legacy shared) handle at once
+
 
 @dataclass(frozen=True)
 class Field:
