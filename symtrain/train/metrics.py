@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from symtrain.errors import ConfigError, RunDirError
 from symtrain.train.callbacks import Callback
+from symtrain.train.means import EpochMean
 from symtrain.train.rundir import CSV, JSONL, check_regular
 from symtrain.validate import check_int
 
@@ -106,8 +107,7 @@ class MetricsLog(Callback):
         self.lines = 0
         self.elapsed = 0.0
         self._t0 = time.perf_counter()
-        self._sums: dict[str, float] = {}
-        self._count = 0
+        self._train = EpochMean()  # the step metrics since the last "train" record
         self._file = None
         self._csv_columns: list[str] | None = None  # header of metrics.csv as written; None: rewrite it
         self._csv_pending: list[dict] = []  # records in metrics.jsonl not yet in metrics.csv
@@ -168,17 +168,14 @@ class MetricsLog(Callback):
         self._open()
 
     def on_step_end(self, trainer: TrainerLike, step: int, metrics: Mapping[str, float]) -> None:
-        for k, v in metrics.items():
-            self._sums[k] = self._sums.get(k, 0.0) + v
-        self._count += 1
+        self._train.add(metrics)
         if trainer.global_step % self.every == 0:
             self._flush_train(trainer)
 
     def _flush_train(self, trainer: TrainerLike) -> None:
-        if self._count:
-            self.write("train", trainer.epoch, trainer.global_step,
-                       {k: v / self._count for k, v in self._sums.items()})
-            self._sums, self._count = {}, 0
+        if self._train.rows:
+            self.write("train", trainer.epoch, trainer.global_step, self._train.result())
+            self._train = EpochMean()
 
     def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
         self.write("valid", trainer.epoch, trainer.global_step, metrics)
@@ -220,9 +217,10 @@ class MetricsLog(Callback):
                 raise self._failed(self.run_dir / JSONL, exc) from None
 
     def state_dict(self) -> dict:
-        return {"lines": self.lines, "elapsed": self.now(), "sums": dict(self._sums), "count": self._count}
+        return {"lines": self.lines, "elapsed": self.now(), "sums": dict(self._train.sums),
+                "count": self._train.rows}
 
     def load_state_dict(self, state: dict) -> None:
         self.lines = int(state["lines"])
         self.elapsed = float(state["elapsed"])
-        self._sums, self._count = dict(state.get("sums", {})), int(state.get("count", 0))
+        self._train = EpochMean(state.get("sums", {}), int(state.get("count", 0)))
