@@ -9,6 +9,7 @@ checkpoint falls inside an accumulation group whose sum is spread over the ranks
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -172,6 +173,8 @@ def test_sigint_stops_all_ranks_at_one_step_then_resume_on_three_ranks_matches_o
                          text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     _assert_close(ckpt.load_latest(cdir), reference)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "epoch"] == [9, 18, 27]  # rank 0 alone logs
 
 
 def test_sigterm_to_the_launcher_stops_cleanly_with_one_checkpoint(setup):
