@@ -18,7 +18,7 @@ import time
 
 from benchmarks import common
 
-BENCHMARKS = ["stream_overhead", "loaders", "end_to_end", "scaling", "nnet_speed", "distributed"]
+BENCHMARKS = ["stream_overhead", "loaders", "end_to_end", "scaling", "nnet_speed", "distributed", "augment"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,7 +65,10 @@ def same(a: list[dict], b: list[dict]) -> bool:
         x.keys() == y.keys() and all(x[k].tobytes() == y[k].tobytes() for k in x) for x, y in zip(a, b))
 
 
-def test_random_augmentation_is_a_pure_function_of_the_plan(data):
+def test_random_augmentation_is_a_pure_function_of_the_plan(data, monkeypatch):
+    import symtrain.stream.transform as transform
+
+    monkeypatch.setattr(transform, "PIECE_MIN_ROWS", 20)  # 6 pieces per fill of 120 rows: the workers split it
     path, img, y = data
     runs = {}
     for loader, workers in [("thread", 1), ("thread", 2), ("process", 2)]:
@@ -278,7 +281,7 @@ def augment(arrays, ctx):
     x *= np.where(ctx.rng.random((len(x), 1)) < 0.3, -1, 1).astype(x.dtype)
 
 
-STREAM = {"batch_size": 16, "chunk_rows": 48, "seed": 3, "transform": augment,
+STREAM = {"batch_size": 16, "chunk_rows": 160, "seed": 3, "transform": augment,
           "loader": os.environ.get("AUG_LOADER", "thread"), "workers": int(os.environ.get("AUG_WORKERS", "1"))}
 FIT = {"checkpoint_every_steps": 5, "progress": False, "epochs": 2}
 

@@ -212,32 +212,36 @@ from symtrain.stream.load import Load, sources_of
 from symtrain.stream.process_loader import ProcessLoader
 import test_process_loader as t
 
-ld = ProcessLoader(sources_of(open_dataset(sys.argv[1])), 64, transform=t.double_x)
+workers = int(sys.argv[3])
+ld = ProcessLoader(sources_of(open_dataset(sys.argv[1])), 64, transform=t.double_x if workers == 1 else None,
+                   workers=workers)
 ld.submit(Load(((0, 64),), None, 64))
 ld.wait()
 ld.submit(Load(((64, 128),), None, 64))
-print(ld.pid, *t._shm_names(ld), flush=True)
+print(",".join(map(str, ld.pids)), *t._shm_names(ld), flush=True)
 if sys.argv[2] == "interrupt":
     raise KeyboardInterrupt  # a Ctrl-C in the middle of training, with a fill pending and no close()
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-@pytest.mark.parametrize("how", ["interrupt", "sigkill"])
-def test_parent_interrupted_or_killed_leaves_no_worker_and_no_shared_memory(dataset, tmp_path, how):
+@pytest.mark.parametrize("how, workers", [("interrupt", 1), ("sigkill", 1), ("sigkill", 2)])
+def test_parent_interrupted_or_killed_leaves_no_worker_and_no_shared_memory(dataset, tmp_path, how, workers):
     script = tmp_path / "main.py"
     script.write_text(textwrap.dedent(SCRIPT))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    run = subprocess.run([sys.executable, str(script), str(dataset.path), how], capture_output=True, text=True,
-                         env=env, timeout=60)
+    run = subprocess.run([sys.executable, str(script), str(dataset.path), how, str(workers)], capture_output=True,
+                         text=True, env=env, timeout=60)
     assert run.stdout, run.stderr
-    pid, *names = run.stdout.split()
+    pids, *names = run.stdout.split()
+    pids = [int(p) for p in pids.split(",")]
+    assert len(pids) == workers
     assert "imported" not in run.stderr  # the transform found no graph library and no re-imported script
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (_gone(names) and not _alive(int(pid))):
+    while time.monotonic() < deadline and not (_gone(names) and not any(map(_alive, pids))):
         time.sleep(0.1)
     assert _gone(names), f"/dev/shm leftovers: {names}"
-    assert not _alive(int(pid))
+    assert not any(map(_alive, pids))
 
 
 def _alive(pid: int) -> bool:

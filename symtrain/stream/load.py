@@ -4,7 +4,9 @@ Pure numpy (no graph library), so a loader *process* can import it. A ``Load`` n
 and the order they take in the buffer. ``fill`` performs it in one copy: in file order (no permutation)
 with ``os.preadv`` straight into the staging array; shuffled by mapping the load's row span for the
 duration of one gather (``mmap``, ``np.take(..., mode='clip')`` into the staging array, unmap), so no
-scratch copy is made and no file-backed RSS outlives the fill. ``mode='raise'`` would go through a
+scratch copy is made and no file-backed RSS outlives the fill: ``RssFile`` rises by at most the span of
+one fill while it is gathered (the kernel maps whole page-cache folios, so gathering in smaller steps
+and dropping pages between them did not lower that peak) and falls back when it is unmapped. ``mode='raise'`` would go through a
 temporary (1.6-3.4x slower); the indices are checked when the Load is built instead.
 Fields given as in-memory arrays (``FieldSource.array``) are gathered from the array.
 """

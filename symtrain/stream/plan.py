@@ -94,10 +94,13 @@ class PlanSpec:
 
     @property
     def piece_rows(self) -> int:
-        """Rows per transform piece: a whole number of batches, about 1/8 of a buffer (a plan fact)."""
-        from symtrain.stream.transform import PIECES_PER_LOAD
+        """Rows per transform piece: the fewest whole batches holding >= PIECE_MIN_ROWS rows (a plan fact).
 
-        return self.batch_size * max(1, -(-self.batches_per_load // PIECES_PER_LOAD))
+        Small pieces keep a numpy augmentation's temporaries in cache (2x faster at 128 rows than at 1024
+        on the reference machine) and spread a fill evenly over the workers."""
+        from symtrain.stream.transform import PIECE_MIN_ROWS
+
+        return self.batch_size * -(-PIECE_MIN_ROWS // self.batch_size)
 
     def to_dict(self) -> dict:
         return {"plan_version": PLAN_VERSION, **asdict(self)}

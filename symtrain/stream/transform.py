@@ -4,7 +4,7 @@ Pure numpy (no graph library), so a loader process can import it. A user transfo
 ``fn(arrays)`` (the original form: it changes the valid rows in place) or ``fn(arrays, ctx)``, where
 ``ctx`` is a ``TransformContext`` carrying the epoch, the fill's number, the piece's buffer positions,
 the global row indices and a ``numpy.random.Generator`` on a Philox (counter-based) bit generator keyed
-on (stream seed, epoch, fill, piece). Pieces are cut from the plan alone (``piece_rows`` rows each), so
+on (stream seed, epoch, fill, piece). Pieces are cut from the plan alone (``PlanSpec.piece_rows``), so
 the augmented rows are a pure function of the plan: the same for any number of workers, thread or
 process loader, and after a resume.
 """
@@ -23,7 +23,7 @@ from symtrain.stream.load import FieldSource, Load
 from symtrain.validate import is_int
 
 AUGMENT_TAG = 0x61756731  # keeps the transform's random streams apart from the plan's (same seed)
-PIECES_PER_LOAD = 8  # pieces per full buffer fill: the unit of parallel work and of random streams
+PIECE_MIN_ROWS = 128  # a piece (unit of parallel work and of random streams) is >= this many rows
 STREAMABLE_KINDS = "biufc"  # bool, integers, floats, complex: what a device buffer can hold
 
 
