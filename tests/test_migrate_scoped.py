@@ -270,7 +270,8 @@ def test_truth_tests_of_graph_parameters_become_is_none(src, expected):
 
 
 @pytest.mark.parametrize("src, reported", [
-    ("import theano\ndef f(x, k=None):\n    if k:\n        return x\n", [3]),
+    ("import theano\ndef f(x, extra=None):\n    if extra:\n        return x\n", [3]),
+    ("import theano.tensor as T\ndef f(x, axis=None):\n    if axis:\n        return T.sum(x, axis=axis)\n", []),
     ("import theano\ndef f(x, name=None):\n    if name:\n        print(name)\n", []),
     ("import theano\ndef f(x, tag=None):\n    if tag:\n        print('layer %s' % tag)\n", []),
     ("import theano\ndef f(x, hook=None):\n    if hook:\n        hook(x)\n", []),

@@ -78,8 +78,8 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
     if theano_era and _ONE_SHOT.search(text):
         module, found = wrap_one_shot(module, path)
         findings += found
-    if _NONE_DEFAULT.search(text):
-        module, found = fix_truth_tests(module, path, theano_era)
+    if theano_era and _NONE_DEFAULT.search(text):  # Aesara variables already refused bool()
+        module, found = fix_truth_tests(module, path)
         findings += found
     if out_of_core:
         from symtrain.migrate.out_of_core import rewrite_out_of_core

@@ -11,6 +11,8 @@ else (a string, a path, a callable, a list), it is left alone.
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
@@ -32,7 +34,12 @@ PLAIN_ATTRS = frozenset({"append", "items", "keys", "values", "format", "split",
                          "read", "extend", "pop", "copy"})
 PLAIN_NAMES = frozenset({"name", "path", "filename", "fname", "file", "verbose", "seed", "rng", "callback",
                          "mode", "dtype", "prefix", "suffix", "label", "title", "dir", "directory", "logger",
-                         "activation", "numpy_rng", "theano_rng", "output_folder", "save_path", "load_path"})
+                         "activation", "numpy_rng", "theano_rng", "output_folder", "save_path", "load_path",
+                         "axis", "axes", "ndim", "shape", "size", "keepdims", "eps", "epsilon", "n", "k",
+                         "batch_size", "n_steps", "step", "lr", "learning_rate", "momentum", "rate", "p"})
+
+
+_COUNT_NAME = re.compile(r"(^|_)(n|num|size|count|len|length|index|idx|dim|axis|steps?|epochs?)(_|$)")
 
 
 def _dotted(node: cst.BaseExpression) -> str | None:
@@ -92,7 +99,8 @@ class _Uses(cst.CSTVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         dotted = _dotted(node.func) or ""
         if self.is_graph_call(node):
-            if any(_mentions(a.value, self.name) for a in node.args):
+            # positional operands only: keyword values (axis=, ndim=, dtype=) are plain settings
+            if any(a.keyword is None and _mentions(a.value, self.name) for a in node.args):
                 self.graph.append(f"passed to {dotted}()")
         else:
             for a in node.args:
@@ -226,7 +234,7 @@ class _Analysis(cst.CSTVisitor):
                 values.append(positional[index].value)
             if any(uses._is_graph_value(v) for v in values):
                 uses.graph.append("a caller passes a graph variable")
-        if name in PLAIN_NAMES:
+        if name in PLAIN_NAMES or _COUNT_NAME.search(name):
             uses.plain.append("its name")
         return uses.graph, uses.plain
 
@@ -302,7 +310,7 @@ class _Rewrite(cst.CSTTransformer):
         return cst.IfExp(test=test, body=body, orelse=orelse, lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
-def fix_truth_tests(module: cst.Module, path: str, theano_era: bool) -> tuple[cst.Module, list[Finding]]:
+def fix_truth_tests(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
     """Rewrite (or report) truth tests of None-defaulted graph parameters; see the module docstring."""
     symbolic = _Symbolic()
     module.visit(symbolic)
@@ -332,7 +340,7 @@ def fix_truth_tests(module: cst.Module, path: str, theano_era: bool) -> tuple[cs
                 names.add(node)
             findings.append(Finding(path, line, "changed", f"truth test of `{name}` (default None, used as a "
                                     f"graph variable: {graph[0]}) rewritten to an `is None` test"))
-        elif not plain and theano_era:
+        elif not plain:
             findings.append(Finding(path, line, "review", f"truth test of `{name}` (default None): "
                                     "if a graph variable can arrive here PyTensor raises; write "
                                     f"`{name} is not None`"))
