@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "migrate", help="rewrite Theano/Aesara sources to PyTensor",
         description="Rewrite Theano and Aesara sources (Python 2 included) to PyTensor and symtrain. "
-                    "Prints a unified diff by default, then a report of what needs a human (file:line).")
+                    "Prints a unified diff by default, then a report (file:line) of what needs a human and "
+                    "of every rewrite that can change behaviour.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (searched for *.py)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--diff", action="store_const", dest="mode", const="diff",
@@ -28,8 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-backup", action="store_true", help="with --write: do not keep FILE.bak")
     p.add_argument("--no-report", action="store_true", help="do not print the report")
     p.add_argument("--out-of-core", action="store_true",
-                   help="also stream tutorial-style shared_dataset variables through symtrain.shared where "
-                        "that is safe (see docs/out-of-core-legacy.md); reported otherwise")
+                   help="also stream memmaps, generator-backed data and tutorial-style shared_dataset "
+                        "variables through symtrain.shared where that is safe (see docs/migration.md); "
+                        "reported otherwise")
     p.set_defaults(run=run, mode="diff")
 
 

@@ -1,4 +1,4 @@
-"""Python 2 sources: detect them, convert them with 2to3 fixers (fissix), then fix integer division.
+"""Python 2 sources: detect them, convert them with 2to3 fixers (fissix), and report what the fixers wrapped.
 
 libcst parses Python 3 only, and most Theano code is Python 2. A file counts as Python 2 when it does not
 parse as Python 3, or when it uses names only Python 2 has (``xrange``, ``cPickle``, ``iteritems``...).
@@ -6,8 +6,9 @@ The conversion uses fissix (a maintained copy of lib2to3, which Python 3.13 remo
 that matter for research code: print statements, ``except X, e``, ``xrange``, ``cPickle`` and the other
 renamed modules, ``iteritems``/``itervalues``/``iterkeys``, and ``zip``/``map``/``filter`` wrapped in
 ``list(...)`` wherever they are not consumed once by a loop (Python 3 iterators silently stop after one
-pass). ``/`` between integers is then rewritten to ``//`` where the operands are clearly integers
-(index and batch arithmetic); other ``/`` whose operands are not clearly floats are reported for review.
+pass); those wrappings are reported. Integer division is then fixed by ``symtrain.migrate.division``,
+the print fixer's ``print((x))`` is collapsed, and subprocess pipes get ``text=True``
+(``symtrain.migrate.subproc``).
 """
 
 from __future__ import annotations
