@@ -12,9 +12,9 @@ import numpy as np
 from symtrain.backend import pt
 from symtrain.errors import ConfigError
 from symtrain.nnet._shapes import dim, int_pair, pad_to
-from symtrain.nnet.pool_ops import MODES, Pool, pool_len
+from symtrain.nnet.pool_ops import POOL_MODES, Pool, pool_len
 
-__all__ = ["pool_2d", "max_pool_2d", "pool_output_shape", "pool_2d_graph", "MODES"]
+__all__ = ["pool_2d", "max_pool_2d", "pool_output_shape", "pool_2d_graph", "POOL_MODES"]
 
 
 _out_len = pool_len
@@ -131,8 +131,8 @@ def _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding):
     stride = ws if stride is None else int_pair(stride, "pool_2d: stride", 1)
     pad = int_pair(_one_of(None if pad in (None, (0, 0), 0) else pad, padding, "pad", "padding", (0, 0)),
                    "pool_2d: pad", 0)
-    if mode not in MODES:
-        raise ConfigError(f"pool_2d: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in POOL_MODES:
+        raise ConfigError(f"pool_2d: mode must be one of {', '.join(POOL_MODES)}, got {mode!r}")
     ignore_border = False if ignore_border is None else bool(ignore_border)
     if pad != (0, 0):
         if not ignore_border:

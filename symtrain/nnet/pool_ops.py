@@ -19,9 +19,9 @@ import numpy as np
 from symtrain.backend import pt
 from symtrain.nnet._graph_ops import Apply, DiffOp, common_float, like, static, tensor_type
 
-__all__ = ["Pool", "MaxPoolGrad", "AveragePoolGrad", "MaxPoolGradGrad", "pool_len", "MODES"]
+__all__ = ["Pool", "MaxPoolGrad", "AveragePoolGrad", "MaxPoolGradGrad", "pool_len", "POOL_MODES"]
 
-MODES = ("max", "sum", "average_inc_pad", "average_exc_pad")
+POOL_MODES = ("max", "sum", "average_inc_pad", "average_exc_pad")
 
 
 def pool_len(size, ws: int, stride: int, pad: int, ignore_border: bool):
@@ -52,8 +52,8 @@ class _PoolBase(DiffOp):
     __props__ = ("ws", "stride", "pad", "ignore_border", "mode")
 
     def __init__(self, ws=(2, 2), stride=None, pad=(0, 0), ignore_border: bool = False, mode: str = "max"):
-        if mode not in MODES:
-            raise ValueError(f"{type(self).__name__}: mode must be one of {MODES}, got {mode!r}")
+        if mode not in POOL_MODES:
+            raise ValueError(f"{type(self).__name__}: mode must be one of {POOL_MODES}, got {mode!r}")
         self.ws = (int(ws[0]), int(ws[1]))
         self.stride = self.ws if stride is None else (int(stride[0]), int(stride[1]))
         self.pad = (int(pad[0]), int(pad[1]))

@@ -43,14 +43,14 @@ def _convert(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from symtrain.storage.inspect import format_report, inspect_path
+    from symtrain.storage.inspect import format_inspection, inspect_path
 
     reports = inspect_path(args.path, stats=not args.no_stats, check=args.check, verify=args.verify,
                            progress=not args.quiet and not args.json and sys.stderr.isatty())
     if args.json:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
     else:
-        print("\n".join(format_report(r) for r in reports))
+        print("\n".join(format_inspection(r) for r in reports))
     failed = any(r.get("nonfinite") for r in reports) or any(not r["verify"]["ok"] for r in reports
                                                              if "verify" in r)
     return 1 if failed else 0

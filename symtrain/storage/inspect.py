@@ -183,7 +183,7 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def format_report(rep: dict[str, Any]) -> str:
+def format_inspection(rep: dict[str, Any]) -> str:
     """The human-readable text of one report."""
     lines = [f"{rep['path']}: {rep['rows']} rows, {_size(rep['bytes'])}, format v{rep['format_version']}, "
              f"fingerprint {rep['fingerprint']}"]

@@ -19,11 +19,11 @@ from symtrain.validate import check_int
 if TYPE_CHECKING:
     from symtrain.train.contracts import TrainerLike
 
-MODES = ("min", "max")
+BEST_MODES = ("min", "max")
 
 
-def check_mode(mode: Any) -> str:
-    if mode not in MODES:
+def check_best_mode(mode: Any) -> str:
+    if mode not in BEST_MODES:
         raise ConfigError(f"mode must be 'min' (lower is better) or 'max', got {mode!r}")
     return mode
 
@@ -61,7 +61,7 @@ class EarlyStopping(Callback):
         if not (isinstance(improvement_threshold, int | float) and 0 < improvement_threshold <= 1):
             raise ConfigError(f"improvement_threshold must be in (0, 1], got {improvement_threshold!r}")
         self.monitor = monitor
-        self.mode = check_mode(mode)
+        self.mode = check_best_mode(mode)
         self.patience_increase = float(patience_increase)
         self.improvement_threshold = float(improvement_threshold)
         self.wait = wait

@@ -19,7 +19,7 @@ from symtrain.train import rundir
 from symtrain.train.callbacks import Callback, CallbackList
 from symtrain.train.checkpointer import Checkpointer
 from symtrain.train.contracts import StepLike
-from symtrain.train.early_stopping import EarlyStopping, check_mode
+from symtrain.train.early_stopping import EarlyStopping, check_best_mode
 from symtrain.train.history import History
 from symtrain.train.metrics import MetricsLog
 from symtrain.train.progress import ProgressBar
@@ -61,7 +61,7 @@ def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate
     validate_every = check_int("validate_every", validate_every, 1, allow_none=True)
     validate_every_steps = check_int("validate_every_steps", validate_every_steps, 1, allow_none=True)
     keep = ckpt.check_keep(keep)
-    mode = check_mode(mode)
+    mode = check_best_mode(mode)
     if on_nonfinite not in NONFINITE:
         raise ConfigError(f"on_nonfinite must be one of {NONFINITE}, got {on_nonfinite!r}")
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):

@@ -35,7 +35,7 @@ from symtrain.train.contracts import SymbolicStream
 from symtrain.train.means import EpochMean
 from symtrain.validate import check_int
 
-MODES = ("NUMBA", "CVM", "C", "FAST_COMPILE", "FAST_RUN", "JAX", "PYTORCH")
+COMPILE_MODES = ("NUMBA", "CVM", "C", "FAST_COMPILE", "FAST_RUN", "JAX", "PYTORCH")
 
 
 def compile_cache_dirs() -> dict[str, str]:
@@ -55,11 +55,13 @@ def resolve_mode(mode: Any) -> tuple[Any, str]:
         try:
             resolved = get_mode(label)
         except Exception as exc:
-            raise ConfigError(f"mode={mode!r} is not a known mode; use one of {', '.join(MODES)}") from exc
+            raise ConfigError(f"mode={mode!r} is not a known mode; use one of "
+                              f"{', '.join(COMPILE_MODES)}") from exc
         return resolved, label
     if hasattr(mode, "linker"):
         return mode, type(mode.linker).__name__
-    raise ConfigError(f"mode must be None, a mode name ({', '.join(MODES)}) or a Mode, got {type(mode).__name__}")
+    raise ConfigError(f"mode must be None, a mode name ({', '.join(COMPILE_MODES)}) or a Mode, "
+                      f"got {type(mode).__name__}")
 
 
 def _linker_name(mode: Any) -> str:
