@@ -4,9 +4,12 @@ symtrain on 1 and 2 MPI ranks side by side with PyTorch on 2 threads and PyTorch
 Contenders (every run a fresh process tree; 1 BLAS/intra-op thread per process unless stated):
   - ``symtrain/1``: ``st.fit`` in one process, as without MPI (the one-rank baseline);
   - ``symtrain/2``: ``mpiexec -n 2`` (the wheel's launcher next to this Python), each rank
-    ``st.fit(..., distributed=True)``, per-rank batch 128 (global batch 256);
-  - ``torch/threads2``: one PyTorch process, ``torch.set_num_threads(2)``, batch 128; ``torch/threads2/256``
-    the same with batch 256 (the global batch of the 2-process contenders);
+    ``st.fit(..., distributed=True)``, per-rank batch 128 (global batch 256); ``symtrain/2/throttle``
+    the same with MPICH's progress throttle (``MPIR_CVAR_CH4_PROGRESS_THROTTLE=1``: a rank waiting in
+    ``Allreduce`` sleeps now and then instead of spinning on a core the other rank needs);
+  - ``torch/threads2``: one PyTorch process, ``torch.set_num_threads(2)``, batch 128; ``/passive`` adds
+    ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead of spinning: 20x faster on a loaded
+    machine); ``torch/threads2/256/passive`` uses batch 256, the global batch of the 2-process contenders;
   - ``torch/ddp2``: ``torchrun --nproc-per-node 2``, ``DistributedDataParallel`` over gloo, one thread per
     process, ``DistributedSampler`` + the batched fancy-index loader, per-rank batch 128.
 Loaders: symtrain's ``loader="process"`` (``symtrain/2/thread`` tries the thread loader), PyTorch's batched
@@ -20,7 +23,7 @@ completion; both include waiting for the slower rank), share of the epoch spent 
 peak memory of the whole process tree (launcher, ranks, loader processes; proportional set size, so pages
 shared between processes count once) and the load average when the run started.
 
-    .venv/bin/python -m benchmarks.distributed               # full run (2 GiB, 3 repetitions; ~10 min)
+    .venv/bin/python -m benchmarks.distributed               # full run (2 GiB, 3 repetitions; 15-30 min)
     .venv/bin/python -m benchmarks.distributed --quick       # smoke run (64 MiB, 1 repetition)
     .venv/bin/python -m benchmarks.run --only distributed    # full run, rewrites benchmarks/RESULTS.md
 """
@@ -46,7 +49,15 @@ from benchmarks.common import ROOT, MiB, Table, median, show
 
 NAME = "distributed"
 BATCH = 128
-CONTENDERS = ("symtrain/1", "symtrain/2", "torch/threads2", "torch/threads2/256", "torch/ddp2")
+CONTENDERS = (
+    "symtrain/1",
+    "symtrain/2",
+    "symtrain/2/throttle",
+    "torch/threads2",
+    "torch/threads2/passive",
+    "torch/threads2/256/passive",
+    "torch/ddp2",
+)
 LABELS = {
     "symtrain/1": "symtrain, 1 rank (plain `st.fit`)",
     "symtrain/2": 'symtrain, 2 MPI ranks, loader="process"',
@@ -67,27 +78,56 @@ class Config:
     reps: int = 3
     contenders: tuple[str, ...] = CONTENDERS
     timeout_s: float = 900.0  # one contender's run; a hung launch is killed and reported as failed
+    # one-process PyTorch stops after this many seconds of training: with 2 threads on a loaded machine
+    # it can run 100x slower than quiet (every parallel region waits for a descheduled thread)
+    torch_cap_s: float = 60.0
 
 
-QUICK = Config(size=64 * MiB, chunk_rows=2048, reps=1, timeout_s=300.0)
+QUICK = Config(size=64 * MiB, chunk_rows=2048, reps=1, timeout_s=300.0, torch_cap_s=30.0)
+CAP_ENV = "SYMTRAIN_BENCH_TORCH_CAP_S"
 
 
 # ----- what a contender spec means ------------------------------------------------------------------------
+# Options a contender spec may end with: environment settings of its processes.
+ENV_OPTIONS = {
+    # libgomp threads sleep instead of spinning at the end of a parallel region (PyTorch's intra-op pool)
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    # MPICH's progress loop sleeps 1 us every 4096 idle polls instead of spinning on a shared core
+    "throttle": {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1"},
+}
+
+
 def parse(spec: str) -> dict:
-    """``symtrain/RANKS[/LOADER]``, ``torch/threads2[/BATCH]`` or ``torch/ddp2`` as a dict of settings."""
+    """``symtrain/RANKS[/LOADER]``, ``torch/threadsT[/BATCH]`` or ``torch/ddpN``, each optionally followed by
+    ``/passive`` or ``/throttle`` (ENV_OPTIONS), as a dict of settings."""
     kind, what, *rest = spec.split("/")
+    env: dict[str, str] = {}
+    while rest and rest[-1] in ENV_OPTIONS:
+        env.update(ENV_OPTIONS[rest.pop()])
     if kind == "symtrain":
-        return {"kind": kind, "ranks": int(what), "loader": rest[0] if rest else "process", "batch": BATCH}
-    if kind == "torch" and what.startswith("threads"):
         return {
-            "kind": "torch",
-            "ranks": 1,
-            "threads": int(what[7:]),
-            "batch": int(rest[0]) if rest else BATCH,
+            "kind": kind,
+            "ranks": int(what),
+            "loader": rest[0] if rest else "process",
+            "batch": BATCH,
+            "env": env,
         }
+    if kind == "torch" and what.startswith("threads"):
+        batch = int(rest[0]) if rest else BATCH
+        return {"kind": "torch", "ranks": 1, "threads": int(what[7:]), "batch": batch, "env": env}
     if kind == "torch" and what.startswith("ddp"):
-        return {"kind": "ddp", "ranks": int(what[3:]), "threads": 1, "batch": BATCH}
+        return {"kind": "ddp", "ranks": int(what[3:]), "threads": 1, "batch": BATCH, "env": env}
     raise ValueError(f"unknown contender {spec!r}")
+
+
+def label(spec: str) -> str:
+    """The contender's name in the table."""
+    if spec in LABELS:
+        return LABELS[spec]
+    parts = spec.split("/")
+    opts = [p for p in parts if p in ENV_OPTIONS]
+    base = LABELS.get("/".join(p for p in parts if p not in ENV_OPTIONS), spec)
+    return base + "".join(f", {' '.join(f'{k}={v}' for k, v in ENV_OPTIONS[o].items())}" for o in opts)
 
 
 # ----- in the children ---------------------------------------------------------------------------------
@@ -218,9 +258,11 @@ def child_symtrain(path: str, spec: dict, chunk_rows: int, out: str) -> None:
     _write(out, rank, res)
 
 
-def _torch_epoch(model, loader, clock: _Clock, counters: dict, lr: float = 1e-3) -> dict:
+def _torch_epoch(
+    model, loader, clock: _Clock, counters: dict, lr: float = 1e-3, cap_s: float | None = None
+) -> dict:
     """One epoch of Adam on cross-entropy, ticking ``clock`` after every step; ``counters["wait_s"]`` adds up
-    the seconds spent waiting for batches."""
+    the seconds spent waiting for batches. ``cap_s``: stop after that many seconds past the first step."""
     import torch
     from torch import nn
 
@@ -243,6 +285,8 @@ def _torch_epoch(model, loader, clock: _Clock, counters: dict, lr: float = 1e-3)
         rows += len(y)
         steps += 1
         clock.step_done()
+        if cap_s is not None and clock.end - clock.first > cap_s:
+            return {"rows": rows, "mean_loss": total / max(steps, 1), "capped": True}
     return {"rows": rows, "mean_loss": total / max(steps, 1)}
 
 
@@ -253,8 +297,10 @@ def child_torch(path: str, spec: dict, out: str) -> None:
     set_threads(spec["threads"])
     counters = {"wait_s": 0.0}
     clock = _Clock({"wait_s": lambda: counters["wait_s"]})
-    res = _torch_epoch(mlp(0), make_loader(path, "batched", 0, spec["batch"]), clock, counters)
-    res.update(clock.result(), rows_per_step=spec["batch"], threads=spec["threads"])
+    loader = make_loader(path, "batched", 0, spec["batch"])
+    cap = float(os.environ[CAP_ENV]) if os.environ.get(CAP_ENV) else None
+    res = _torch_epoch(mlp(0), loader, clock, counters, cap_s=cap)
+    res.update(clock.result(), rows_per_step=spec["batch"], threads=spec["threads"], epoch_steps=len(loader))
     _write(out, 0, res)
 
 
@@ -411,11 +457,13 @@ def command(contender: str, path: Path, chunk_rows: int, out: str) -> list[str]:
     return [sys.executable, *me]
 
 
-def run_contender(contender: str, path: Path, chunk_rows: int, timeout_s: float) -> dict:
+def run_contender(contender: str, path: Path, chunk_rows: int, timeout_s: float, cap_s: float) -> dict:
     """One fresh process tree; the per-rank results merged (global rows/s, Allreduce per step, ...)."""
     spec = parse(contender)
     env = dict(os.environ)
     env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""), "floatX=float32") if f)
+    env[CAP_ENV] = str(cap_s)
+    env.update(spec["env"])
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="symtrain-dist-") as tmp:
         out = f"{tmp}/res"
@@ -462,6 +510,8 @@ def run_contender(contender: str, path: Path, chunk_rows: int, timeout_s: float)
         "mean_loss": ranks[0].get("mean_loss", float("nan")),
         **mem,
     }
+    if ranks[0].get("capped"):
+        res["epoch_fraction"] = steps / max(ranks[0].get("epoch_steps", steps), 1)
     if "allreduce_s" in ranks[0]:
         res["allreduce_ms"] = 1e3 * median([r["allreduce_s"] for r in ranks]) / max(timed_steps, 1)
         res["allreduce_share"] = median([r["allreduce_s"] for r in ranks]) / secs
@@ -472,6 +522,12 @@ def run_contender(contender: str, path: Path, chunk_rows: int, timeout_s: float)
 
 def _rows_s(r: float) -> str:
     return f"{r / 1e3:.1f} k"
+
+
+def _capped(v: list[dict]) -> str:
+    """A marker for runs stopped by the time cap: the share of the epoch they trained."""
+    parts = [r["epoch_fraction"] for r in v if "epoch_fraction" in r]
+    return f" (time cap: {min(parts):.0%}-{max(parts):.0%} of the epoch)" if parts else ""
 
 
 def bench(cfg: Config) -> list[Table]:
@@ -486,7 +542,7 @@ def bench(cfg: Config) -> list[Table]:
     for rep in range(cfg.reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
             common.warm(files)
-            r = run_contender(name, path, cfg.chunk_rows, cfg.timeout_s)
+            r = run_contender(name, path, cfg.chunk_rows, cfg.timeout_s, cfg.torch_cap_s)
             r["rep"] = rep
             runs[name].append(r)
             if "error" in r:
@@ -517,7 +573,7 @@ def table(cfg: Config, runs: dict[str, list[dict]], n_rows: int, nbytes: int) ->
             "processes",
             "rows/s (median)",
             "x symtrain 1 rank",
-            f"x {LABELS.get(best_torch, 'fastest PyTorch')}" if best_torch else "x fastest PyTorch",
+            f"x {label(best_torch)}" if best_torch else "x fastest PyTorch",
             "Allreduce per step: in training (alone)",
             "Allreduce share",
             "waited for data",
@@ -530,14 +586,14 @@ def table(cfg: Config, runs: dict[str, list[dict]], n_rows: int, nbytes: int) ->
     for n in names:
         v = ok[n]
         if not v:
-            t.rows.append([LABELS.get(n, n), "-", f"failed: {runs[n][0]['error'][:300]}"] + ["-"] * 9)
+            t.rows.append([label(n), "-", f"failed: {runs[n][0]['error'][:300]}"] + ["-"] * 9)
             continue
         ar = [r["allreduce_ms"] for r in v if "allreduce_ms" in r]
         t.rows.append(
             [
-                LABELS.get(n, n),
+                label(n),
                 str(max(r["procs"] for r in v)),
-                _rows_s(rates[n]),
+                _rows_s(rates[n]) + _capped(v),
                 f"{rates[n] / one:.2f}" if one else "-",
                 f"{rates[n] / rates[best_torch]:.2f}" if best_torch else "-",
                 f"{median(ar):.2f} ms ({median([r['allreduce_alone_ms'] for r in v]):.2f} ms)" if ar else "-",
@@ -571,6 +627,9 @@ def table(cfg: Config, runs: dict[str, list[dict]], n_rows: int, nbytes: int) ->
         "a page shared by k processes as 1/k in each, so the sum is the tree's real anonymous + "
         "shared-memory footprint. peak file pages: the same sum of Pss_File (shared libraries, plus the "
         "data a memmap reader has touched; the OS may evict these).",
+        f"Time cap: a one-process PyTorch run stops {cfg.torch_cap_s:.0f} s after its first step (its "
+        "rows/s is then over the part of the epoch it trained): with 2 threads on a loaded machine every "
+        "parallel region waits for a descheduled thread and a full epoch could take an hour.",
         "Load avg at start: the 1-minute load average when each repetition started. The machine has "
         f"{os.cpu_count()} cores and is shared: a load above the core count means the contenders shared "
         "the cores with other work, which hurts the 2-process contenders most.",
@@ -601,13 +660,13 @@ def verdict(
         )
 
     notes = [
-        f"**Targets.** {LABELS.get(two, two)} vs 1 rank: {r1:.2f}x, target {TARGET_VS_ONE_RANK}x: "
+        f"**Targets.** {label(two)} vs 1 rank: {r1:.2f}x, target {TARGET_VS_ONE_RANK}x: "
         f"{verdict_of(r1, TARGET_VS_ONE_RANK)}."
     ]
     if best_torch:
         r2 = rates[two] / rates[best_torch]
         notes[0] += (
-            f" vs the fastest PyTorch 2-core setup ({LABELS.get(best_torch, best_torch)}): {r2:.2f}x, "
+            f" vs the fastest PyTorch 2-core setup ({label(best_torch)}): {r2:.2f}x, "
             f"target {TARGET_VS_TORCH}x: {verdict_of(r2, TARGET_VS_TORCH)}."
         )
     # per-step budget: a rank's step time with 2 ranks vs the step time of one rank alone
