@@ -352,6 +352,19 @@ def test_doubtful_division_is_reported(line):
     assert lines_of(findings, "review") == [8]
 
 
+def test_python2_builtin_round_is_reported():
+    new, findings = mig(DIVISION_HEADER + "a = round(2.5)\nb = round(x, 2)\nc = T.round(x)\n")
+    assert "a = round(2.5)" in new
+    assert [n for n, k, m in findings if "builtin `round" in m] == [7]
+
+
+def test_division_kinds_are_per_scope():
+    new, findings = mig(DIVISION_HEADER + "def a(n):\n    x = 1.5\n    return n / x\n"
+                        "def b(n):\n    x = len(n)\n    return x / 2\nrate = 0.5\ndef c(m):\n    return rate / m\n")
+    assert "    return n / x" in new and "    return x // 2" in new and "    return rate / m" in new
+    assert lines_of(findings, "changed") == [12] and not lines_of(findings, "review")
+
+
 def test_lenet_fan_out_is_an_integer_again():
     new, _ = mig(DIVISION_HEADER + "def fans(shape, pool):\n    return numpy.prod(shape[1:]), "
                  "shape[0] * numpy.prod(shape[2:]) / numpy.prod(pool)\n")
@@ -369,6 +382,7 @@ def test_lenet_fan_out_is_an_integer_again():
     ("v = subprocess.check_output(['echo', 'x'])", "v = subprocess.check_output(['echo', 'x'], text=True)"),
     ("v = check_output('ls', shell=True)", "v = check_output('ls', shell=True, text=True)"),
     ("p = Popen(['ls'])", "p = Popen(['ls'])"),
+    ("p = Popen(['ls'], stdout=log_file)", "p = Popen(['ls'], stdout=log_file)"),
     ("p = Popen(cmd, stdout=PIPE, universal_newlines=True)", "p = Popen(cmd, stdout=PIPE, universal_newlines=True)"),
 ])
 def test_python2_pipes_carry_text(call, expected):

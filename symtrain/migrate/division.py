@@ -14,6 +14,8 @@ Each operand is classed from what the file itself says:
 
 ``/`` with a float or symbolic side is left alone silently; with two integer sides it becomes ``//`` and
 is listed in the report (kind ``changed``); anything else is left as it is and reported for review.
+The builtin ``round(x)``, which also changed (halves away from zero and a float in Python 2, to even and
+an int in Python 3), is reported for review.
 """
 
 from __future__ import annotations
@@ -75,15 +77,24 @@ class _Aliases(cst.CSTVisitor):
 class _Classify:
     def __init__(self, modules: dict[str, str]):
         self.modules = modules
-        self.names: dict[str, str] = {}
+        self.scopes: dict[int | None, dict[str, str]] = {}  # function (id) or module (None) -> name -> kind
+        self.scope: int | None = None  # the function being visited
+
+    def known(self, name: str) -> str | None:
+        """A name's kind in the function being visited, else at module level (``self.x`` is module-wide)."""
+        local = self.scopes.get(self.scope, {})
+        if name in local:
+            return local[name]
+        return self.scopes.get(None, {}).get(name)
 
     def kind(self, node: cst.BaseExpression) -> str:  # noqa: C901 - one case per expression type
         if isinstance(node, cst.Integer):
             return INT
         if isinstance(node, cst.Float | cst.Imaginary):
             return FLOAT
-        if isinstance(node, cst.Name | cst.Attribute) and _dotted(node) in self.names:
-            return self.names[_dotted(node)]
+        known = self.known(_dotted(node) or "") if isinstance(node, cst.Name | cst.Attribute) else None
+        if known is not None:
+            return known
         if isinstance(node, cst.Name):
             return INT if _INT_NAME.search(node.value) else UNKNOWN
         if isinstance(node, cst.Attribute):
@@ -161,17 +172,34 @@ class _Classify:
         return kind if kind in (FLOAT, SYMBOLIC) else UNKNOWN
 
 
-class _Assigned(cst.CSTVisitor):
-    """Record the kind of every plain assignment (twice: later names may depend on earlier ones)."""
+class _Scoped:
+    """Tracks the innermost function being visited, so names are bound and looked up per scope."""
+
+    c: _Classify
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.stack.append(self.c.scope)
+        self.c.scope = id(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef, *rest) -> cst.FunctionDef | None:
+        self.c.scope = self.stack.pop()
+        return rest[0] if rest else None
+
+
+class _Assigned(_Scoped, cst.CSTVisitor):
+    """Record the kind of every plain assignment, per scope (run twice: later names may depend on earlier
+    ones). Attribute targets (``self.n``) are recorded at module level."""
 
     def __init__(self, classify: _Classify):
         self.c = classify
-        self.seen: dict[str, set[str]] = {}
+        self.stack: list[int | None] = []
+        self.seen: dict[int | None, dict[str, set[str]]] = {}
 
     def _bind(self, target: cst.BaseExpression, kind: str) -> None:
         name = _dotted(target)
         if name is not None and kind != UNKNOWN:
-            self.seen.setdefault(name, set()).add(kind)
+            scope = self.c.scope if isinstance(target, cst.Name) else None
+            self.seen.setdefault(scope, {}).setdefault(name, set()).add(kind)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         kind = self.c.kind(node.value)
@@ -187,21 +215,24 @@ class _Assigned(cst.CSTVisitor):
         if node.default is not None:
             kind = self.c.kind(node.default)
             if kind in (FLOAT, INT):
-                self.seen.setdefault(node.name.value, set()).add(kind)
+                self.seen.setdefault(self.c.scope, {}).setdefault(node.name.value, set()).add(kind)
 
     def finish(self) -> None:
-        for name, kinds in self.seen.items():
-            # one float or symbolic assignment makes a name non-integer, whatever it is called
-            self.c.names[name] = SYMBOLIC if SYMBOLIC in kinds else FLOAT if FLOAT in kinds else INT
+        for scope, names in self.seen.items():
+            for name, kinds in names.items():
+                # one float or symbolic assignment in a scope makes a name non-integer there
+                kind = SYMBOLIC if SYMBOLIC in kinds else FLOAT if FLOAT in kinds else INT
+                self.c.scopes.setdefault(scope, {})[name] = kind
 
 
-class _Division(cst.CSTTransformer):
+class _Division(_Scoped, cst.CSTTransformer):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
     def __init__(self, path: str, classify: _Classify):
         super().__init__()
         self.path = path
         self.c = classify
+        self.stack: list[int | None] = []
         self.findings: list[Finding] = []
 
     def _judge(self, node: cst.CSTNode, left: cst.BaseExpression, right: cst.BaseExpression, op: str) -> bool:
@@ -218,6 +249,14 @@ class _Division(cst.CSTTransformer):
                                      "(it was integer division in Python 2 if both sides were ints); use `//` "
                                      "if integers are meant"))
         return False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Name) and node.func.value == "round" and "round" not in self.c.modules \
+                and self.c.known("round") is None and len(node.args) == 1:
+            line = self.get_metadata(PositionProvider, node).start.line
+            self.findings.append(Finding(self.path, line, "review", "builtin `round(x)` rounded halves away from "
+                                         "zero and returned a float in Python 2; Python 3 rounds them to even "
+                                         "and returns an int"))
 
     def leave_BinaryOperation(self, original_node: cst.BinaryOperation, updated_node: cst.BinaryOperation):
         if not isinstance(original_node.operator, cst.Divide) or not self._judge(

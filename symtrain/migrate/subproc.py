@@ -63,7 +63,9 @@ class _Text(cst.CSTTransformer):
         name = _dotted(original_node.func)
         keywords = {a.keyword.value for a in original_node.args if a.keyword is not None}
         if name in self.names.popen:
-            if not keywords & set(PIPES) and not any(a.star == "**" for a in original_node.args):
+            piped = any(a.keyword is not None and a.keyword.value in PIPES
+                        and (_dotted(a.value) or "").rsplit(".", 1)[-1] == "PIPE" for a in original_node.args)
+            if not piped and not any(a.star == "**" for a in original_node.args):
                 return updated_node
         elif name not in self.names.output:
             return updated_node
