@@ -29,8 +29,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     a full disk or read-only directory is one ConfigError and leaves no truncated PNG.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir}: no such run directory")
     if not (run_dir / JSONL).exists():
         raise ConfigError(f"{run_dir}: no {JSONL} here; is this a run directory written by fit(run_dir=...)?")
     out = Path(out) if out is not None else run_dir / PNG

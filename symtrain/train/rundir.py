@@ -546,13 +546,14 @@ def _tname(t: type) -> str:
 
 
 @contextmanager
-def session(run_dir: Path, resume: bool, overwrite: bool) -> Iterator[RunLock]:
-    """Create run_dir if needed, hold its lock and :func:`prepare` it for the block; a run_dir this call
-    created is removed again if it is still empty at the end (a refused or failed start leaves nothing)."""
+def session(run_dir: Path, resume: bool, overwrite: bool, check_only: bool = False) -> Iterator[RunLock]:
+    """Create run_dir if needed, hold its lock and :func:`prepare` it for the block (``check_only``: only
+    the refusals, nothing claimed or deleted yet); a run_dir this call created is removed again if it is
+    still empty at the end (a refused or failed start leaves nothing behind)."""
     created = make_run_dir(run_dir)
     try:
         with locked(run_dir) as lock:
-            prepare(run_dir, resume, overwrite)
+            prepare(run_dir, resume, overwrite, dry_run=check_only)
             yield lock
     finally:
         if created:
