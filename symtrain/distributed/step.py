@@ -25,14 +25,14 @@ from symtrain.backend import function, grad, pt, shared
 from symtrain.distributed.comm import Comm
 from symtrain.errors import ConfigError
 from symtrain.optim.updates import slot
-from symtrain.train.step import _by_name, _check_updates, _compile, _no_clash, _updated_shared
+from symtrain.train.step import StepControls, _by_name, _check_updates, _compile, _no_clash, _updated_shared
 
 
 def _widest(params: list) -> str:
     return str(np.result_type(*[p.dtype for p in params]))
 
 
-class DistributedStep:
+class DistributedStep(StepControls):
     """A Step look-alike (``step(i)``, ``flush()``, ``state_variables()``) averaging over every rank."""
 
     def __init__(self, step: Any, comm: Comm):
@@ -133,22 +133,6 @@ class DistributedStep:
     def pending(self) -> int:
         """Micro-batches accumulated and not yet applied (the same on every rank)."""
         return self._count
-
-    def flush(self) -> bool:
-        """Apply a partial accumulation group (every rank calls it at the same point); True if applied."""
-        if self._count == 0:
-            return False
-        self._apply()
-        return True
-
-    def advance_schedules(self, step: int, epoch: int) -> None:
-        """Call ``advance(step, epoch)`` on every schedule the step reads."""
-        for s in self.schedules:
-            s.advance(step, epoch)
-
-    def state_variables(self) -> dict[str, Any]:
-        """Parameters, optimizer state, RNGs, schedules and accumulators, named as in a one-process step."""
-        return dict(self._state)
 
     def gather_state(self) -> None:
         """Before a checkpoint: rank 0's accumulators get the sum of every rank's group (collective)."""

@@ -143,7 +143,41 @@ def _by_name(variables: Iterable[Any]) -> dict[str, Any]:
     return out
 
 
-class Step:
+class StepControls:
+    """What every training step shares: ``flush()``, ``advance_schedules()``, ``state_variables()``.
+
+    A subclass provides ``pending`` (micro-batches accumulated, not applied), ``_apply()``, ``schedules``
+    and ``_state`` (name -> shared variable).
+    """
+
+    schedules: list[Schedule]
+    pending: int
+    _apply: Callable[[], Any]
+    _state: dict[str, Any]
+
+    def flush(self) -> bool:
+        """Apply a partial accumulation group (mean over the rows it saw); True if an update was applied.
+
+        The trainer calls it at the end of every epoch (on every process at the same point), so the last
+        ``steps_per_epoch % accumulate`` micro-batches are not dropped.
+        """
+        if self.pending == 0:
+            return False
+        self._apply()
+        return True
+
+    def advance_schedules(self, step: int, epoch: int) -> None:
+        """Call ``advance(step, epoch)`` on every schedule the step reads."""
+        for s in self.schedules:
+            s.advance(step, epoch)
+
+    def state_variables(self) -> dict[str, Any]:
+        """Every shared variable the step updates or reads as state, by unique name (for checkpoints):
+        parameters, optimizer state and counters, accumulators, schedule variables, RNG states."""
+        return dict(self._state)
+
+
+class Step(StepControls):
     """A compiled training step: ``step(i)`` runs minibatch ``i`` of the chunk in the buffers and returns
     ``{"loss": float, **outputs}``; ``flush()`` applies a partial accumulation group."""
 
@@ -176,27 +210,6 @@ class Step:
     def pending(self) -> int:
         """Micro-batches accumulated and not yet applied (always 0 when ``accumulate == 1``)."""
         return 0 if self._count is None else int(self._count.get_value(borrow=True))
-
-    def flush(self) -> bool:
-        """Apply a partial accumulation group (mean over the rows it saw); True if an update was applied.
-
-        The trainer calls it at the end of every epoch, so the last ``steps_per_epoch % accumulate``
-        micro-batches are not dropped.
-        """
-        if self.pending == 0:
-            return False
-        self._apply()
-        return True
-
-    def advance_schedules(self, step: int, epoch: int) -> None:
-        """Call ``advance(step, epoch)`` on every schedule the step reads."""
-        for s in self.schedules:
-            s.advance(step, epoch)
-
-    def state_variables(self) -> dict[str, Any]:
-        """Every shared variable the step updates or reads as state, by unique name (for checkpoints):
-        parameters, optimizer state and counters, accumulators, schedule variables, RNG states."""
-        return dict(self._state)
 
     def __repr__(self) -> str:
         return (f"Step(name={self.name!r}, outputs={self.names}, accumulate={self.accumulate}, mode={self.mode!r}, "
