@@ -25,6 +25,7 @@ from types import FrameType
 from typing import IO
 
 from symtrain.errors import ConfigError
+from symtrain.validate import check_int
 
 PID_DIR_ENV = "SYMTRAIN_RANK_PID_DIR"
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -64,8 +65,7 @@ def _parent_death_signal() -> None:
 
 def launch(ranks: int, argv: Sequence[str]) -> int:
     """Run ``python -m symtrain.cli ARGV`` on ``ranks`` ranks under mpiexec; its exit status (130: signal)."""
-    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-        raise ConfigError(f"--ranks must be an integer >= 1, got {ranks!r}")
+    check_int("--ranks", ranks, 1)
     mpiexec = find_mpiexec()
     env = dict(os.environ)
     threads = str(max(1, (os.cpu_count() or 1) // ranks))

@@ -23,6 +23,7 @@ from symtrain.errors import ConfigError, SymtrainError
 from symtrain.train import checkpoint as ckpt
 from symtrain.train.history import History
 from symtrain.train.trainer import Trainer
+from symtrain.validate import check_int
 
 log = logging.getLogger("symtrain.distributed")
 
@@ -79,10 +80,7 @@ class DistributedTrainer(Trainer):
         shard_stream(stream, comm.rank, comm.size)
         dstep = DistributedStep(step, comm)
         super().__init__(dstep, stream, epochs, validation=sharded_validation(validation, comm), **options)
-        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
-                                        or check_every < 0):
-            raise ConfigError(f"check_every must be None or an integer >= 0, got {check_every!r}")
-        self.check_every = check_every or 0
+        self.check_every = check_int("check_every", check_every, 0, allow_none=True) or 0
         self._agreed: bool | None = None
 
     # ----- the hooks -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from symtrain.errors import CheckpointError
+from symtrain.validate import is_int
 
 MAX_COUNT = 2**53  # epochs, steps, rows: beyond this a float loses integers and nothing real gets there
 MAX_ENTRIES = 1 << 20  # list lengths (history entries, variables) and total array elements bound
@@ -71,7 +72,7 @@ class _Doc:
         v = self.get(d, key, prefix, required)
         if v is None and (none or not required):
             return None
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        if not is_int(v) or not lo <= v <= hi:
             raise self.fail(prefix + key, f"must be an integer in {lo}..{hi}, got {_show(v)}")
         return v
 
@@ -199,7 +200,7 @@ def _variables(d: _Doc, meta: dict) -> None:
                 raise d.fail(p + "dtype", f"must be a numeric dtype, got {dtype!r}")
             shape = d.list(e, "shape", p)
             if len(shape) > 32 or not all(
-                isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT for n in shape
+                is_int(n) and 0 <= n <= MAX_COUNT for n in shape
             ):
                 raise d.fail(
                     p + "shape", f"must be a list of at most 32 non-negative integers, got {_show(shape)}"

@@ -30,7 +30,7 @@ from typing import Any
 
 from symtrain.atomic import pid_alive, write_file_atomic
 from symtrain.errors import DatasetError, RunDirError
-from symtrain.validate import check_path_writable
+from symtrain.validate import check_path_writable, is_int
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class RunLock:
                     "cannot tell whether that run is still going: if it is over, delete the lock "
                     "file and rerun"
                 )
-            alive = isinstance(other_pid, int) and not isinstance(other_pid, bool) and pid_alive(other_pid)
+            alive = is_int(other_pid) and pid_alive(other_pid)
             if alive and info.get("start_time") in (None, _start_time(other_pid)):
                 raise RunDirError(self._busy(info) + f" (if no symtrain run is going, delete {self.path})")
             log.warning(
