@@ -92,6 +92,13 @@ def test_open_mode_follows_the_binding(src, binary, reported):
     assert [line for line, k, m in findings if k == "review" and "open()" in m] == reported
 
 
+def test_python2_file_builtin_becomes_open_unless_bound():
+    new, findings = mig("import cPickle\nimport theano\ndef save(p, o):\n    f = file(p, 'w')\n"
+                        "    cPickle.dump(o, f)\ndef g(file):\n    return file(1)\n")
+    assert "    f = open(p, 'wb')" in new and "    return file(1)" in new
+    assert lines_of(findings, "changed") == [4]
+
+
 def test_text_file_next_to_a_pickle_still_writes_text(tmp_path):
     """The issue's snippet runs: the report file is written as text, the pickle read back."""
     new, _ = mig("""\

@@ -65,6 +65,7 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
     except cst.ParserSyntaxError as exc:
         raise MigrationError(f"{path}: cannot parse after the Python 2 conversion: {exc}") from exc
     if python2:
+        module = py2.fix_file_builtin(module)
         module, found = fix_division(module, path)
         findings += found
         module, found = fix_pipes(module, path)

@@ -21,7 +21,7 @@ import re
 import tokenize
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import BuiltinAssignment, MetadataWrapper, PositionProvider, ScopeProvider
 
 from symtrain.errors import MigrationError
 from symtrain.migrate.report import Finding
@@ -207,3 +207,26 @@ def fix_print_parens(module: cst.Module, path: str, lines: set[int]) -> tuple[cs
     fixer = _PrintParens(path, lines)
     new = MetadataWrapper(module, unsafe_skip_copy=True).visit(fixer)
     return new, fixer.findings
+
+
+class _FileBuiltin(cst.CSTTransformer):
+    """Python 2's ``file(path, mode)`` builtin -> ``open(path, mode)`` (the same object in Python 2), where
+    no binding of the name ``file`` (a parameter, an assignment, an import) is in scope."""
+
+    METADATA_DEPENDENCIES = (ScopeProvider,)
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        func = original_node.func
+        if not (isinstance(func, cst.Name) and func.value == "file"):
+            return updated_node
+        scope = self.get_metadata(ScopeProvider, func, None)
+        if scope is None or any(not isinstance(a, BuiltinAssignment) for a in scope["file"]):
+            return updated_node
+        return updated_node.with_changes(func=cst.Name("open"))
+
+
+def fix_file_builtin(module: cst.Module) -> cst.Module:
+    """Rewrite calls of the ``file`` builtin to ``open``."""
+    if not re.search(r"\bfile\s*\(", module.code):
+        return module
+    return MetadataWrapper(module, unsafe_skip_copy=True).visit(_FileBuiltin())
