@@ -206,6 +206,8 @@ def test_python2_fixer_wrappings_are_reported():
     "from six.moves import range as xrange",
     "from builtins import range as xrange",
     "from past.builtins import xrange, basestring",
+    "import six\nfrom six.moves import xrange\nfor k, v in six.iteritems({}):\n    pass",
+    "from six import iteritems, itervalues\nfrom six.moves import xrange",
 ])
 def test_six_imports_do_not_make_a_file_python2(imports):
     src = f"import theano\n{imports}\ndef half(n):\n    for i in xrange(n):\n        pass\n    return n / 2\n"

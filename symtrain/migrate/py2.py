@@ -77,7 +77,9 @@ def looks_like_python2(source: str) -> bool:
     for i, tok in enumerate(tokens):
         prev = tokens[i - 1].string if i else ""
         name = tok.string
-        if name in PY2_METHODS and prev == "." and f'"{name}"' not in tok.line and f"'{name}'" not in tok.line:
+        owner = tokens[i - 2].string if i > 1 else ""
+        if name in PY2_METHODS and prev == "." and owner != "six" and f'"{name}"' not in tok.line \
+                and f"'{name}'" not in tok.line:
             return True  # (not a shim such as `d.iteritems() if hasattr(d, "iteritems") else d.items()`)
         if name in PY2_BUILTINS and prev not in (".", "def", "class") and name not in defined:
             return True
