@@ -239,8 +239,22 @@ def test_close_with_a_transform_stuck_in_a_loader_process_is_bounded(data):
             os.kill(pid, 0)
 
 
-def test_thread_loader_close_is_bounded_even_when_called_with_defaults():
-    assert ThreadLoader.close.__defaults__ == (2.0,)
+def test_stream_close_with_a_stuck_one_argument_transform_returns(data):
+    from symtrain.stream.plan import epoch_loads
+
+    path, _, _ = data
+    release = threading.Event()
+    try:
+        s = ChunkStream(path, BS, 60, transform=lambda arrays: release.wait(30))
+        s._loader().submit(epoch_loads(s.spec, 0).load(0))  # the loader thread is now inside the transform
+        time.sleep(0.1)
+        t0 = time.perf_counter()
+        with pytest.warns(RuntimeWarning, match="still busy"):
+            s.close()  # what a second Ctrl-C runs: bounded (2 s), never a hang
+        assert time.perf_counter() - t0 < 10
+        assert not s.buffers["img"].get_value(borrow=True).any()  # parked on zeros, not the loader's memory
+    finally:
+        release.set()
 
 
 UNGUARDED = """
