@@ -452,7 +452,7 @@ CLI = [
      r"error: batch_size=500 is larger than the dataset \(100 rows\)"),
     ("train:empty-data", lambda e: ["train", str(_script(e)), "--data", str(e.empty), "--run-dir", str(e.root / "r5")],
      2, r"error: .*empty.*0 rows"),
-    ("plot:missing", lambda e: ["plot", str(e.root / "nope")], 2, r"symtrain plot: error: .*nope: no such run directory"),
+    ("plot:missing", lambda e: ["plot", str(e.root / "nope")], 2, r"symtrain plot: error: .*nope: no metrics"),
     ("migrate:missing", lambda e: ["migrate", str(e.root / "nope.py")], 2,
      r"symtrain migrate: error: .*nope.py: no such file"),
 ]
