@@ -217,6 +217,21 @@ def test_six_imports_do_not_make_a_file_python2(imports):
     assert not [f for f in result.findings if "division" in f.message]
 
 
+@pytest.mark.parametrize("src, python2", [
+    ("import six\nif six.PY2:\n    s = unicode(x)\nelse:\n    s = str(x)\n", False),
+    ("import six\nif six.PY3:\n    s = str(x)\nelse:\n    s = unicode(x)\n", False),
+    ("import sys\nif sys.version_info[0] == 2:\n    r = xrange\n", False),
+    ("try:\n    r = xrange(3)\nexcept NameError:\n    r = range(3)\n", False),
+    ("def f(x):\n    if PY2:\n        return unicode(x)\n    return x\n", False),
+    ("try:\n    for i in xrange(3):\n        pass\nexcept KeyboardInterrupt:\n    pass\n", True),
+    ("if x:\n    y = 1\nelse:\n    y = unicode(3)\n", True),
+])
+def test_version_guarded_python2_names_are_shims(src, python2):
+    from symtrain.migrate.py2 import looks_like_python2
+
+    assert looks_like_python2(src) is python2
+
+
 def test_real_python2_markers_still_count():
     for marker in ("import cPickle", "for i in xrange(3): pass", "d.iteritems()", "print 'x'"):
         result = migrate_source(f"import theano\n{marker}\nh = 7 / 2\n", "s.py")

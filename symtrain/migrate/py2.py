@@ -66,12 +66,43 @@ def looks_like_python2(source: str) -> bool:
     defined |= shim_names(source)
     lines = source.splitlines()
 
-    def guarded(row: int) -> bool:
-        """Inside a ``try:`` (a compatibility import such as ``try: import cPickle``)."""
+    def catches(start: int, depth: int) -> bool:
+        """Whether the ``try:`` on line ``start`` (0-based) has an ``except NameError/ImportError``."""
+        for text in lines[start + 1:]:
+            stripped = text.strip()
+            if not stripped or stripped.startswith("#") or len(text) - len(text.lstrip()) > depth:
+                continue
+            if stripped.startswith("except") and re.search(r"NameError|ImportError|ModuleNotFoundError", stripped):
+                return True
+            if not stripped.startswith(("except", "else", "finally")):
+                return False
+        return False
+
+    def after_try(row: int) -> bool:
+        """Right after a ``try:`` (``try: import cPickle`` followed by any ``except``)."""
         for k in range(row - 2, -1, -1):
             text = lines[k].strip()
             if text and not text.startswith("#"):
                 return text == "try:"
+        return False
+
+    def guarded(row: int) -> bool:
+        """Inside a compatibility block: ``try:`` (``try: import cPickle``), ``except NameError/ImportError``,
+        or a version test (``if six.PY2:``, ``if sys.version_info[0] == 2:`` and its ``else:``)."""
+        indent = len(lines[row - 1]) - len(lines[row - 1].lstrip())
+        sibling = None  # after an else/elif/except header: the depth of its if/try
+        for k in range(row - 2, -1, -1):
+            text = lines[k].strip()
+            if not text or text.startswith("#"):
+                continue
+            depth = len(lines[k]) - len(lines[k].lstrip())
+            if depth < indent or (depth == sibling and text.endswith(":")):
+                if _COMPAT_HEADER.search(text) and (not text.startswith("try") or catches(k, depth)):
+                    return True
+                indent = depth
+                sibling = depth if text.startswith(("else", "elif", "except")) else None
+            if depth == 0 and sibling is None:
+                break
         return False
 
     for i, tok in enumerate(tokens):
@@ -81,16 +112,20 @@ def looks_like_python2(source: str) -> bool:
         if name in PY2_METHODS and prev == "." and owner != "six" and f'"{name}"' not in tok.line \
                 and f"'{name}'" not in tok.line:
             return True  # (not a shim such as `d.iteritems() if hasattr(d, "iteritems") else d.items()`)
-        if name in PY2_BUILTINS and prev not in (".", "def", "class") and name not in defined:
+        if name in PY2_BUILTINS and prev not in (".", "def", "class") and name not in defined \
+                and not guarded(tok.start[0]):
             return True
         line = tok.line.lstrip()
-        if name in PY2_MODULES and name not in defined and not guarded(tok.start[0]) and (
+        if name in PY2_MODULES and name not in defined and not guarded(tok.start[0]) \
+                and not after_try(tok.start[0]) and (
                 prev == "from" or (prev in ("import", ",") and line.startswith("import "))
                 or (name in ("izip", "imap", "ifilter") and line.startswith("from itertools "))):
             return True
     return False
 
 
+_COMPAT_HEADER = re.compile(r"^(try\s*:|except\s*\(?\s*(NameError|ImportError|ModuleNotFoundError)|"
+                            r"(el)?if\b.*(\bPY[23]\b|version_info|sys\.version\b))")
 _SHIM_IMPORT = re.compile(r"^[ \t]*from[ \t]+(?:six|future|past|builtins)(?:\.[\w.]+)?[ \t]+import[ \t]+"
                           r"(\([^)]*\)|[^\n]*)", re.MULTILINE)
 
