@@ -20,11 +20,14 @@ import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from symtrain.errors import ConfigError, SymtrainError
 from symtrain.train import rundir
 from symtrain.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from symtrain.train.contracts import TrainerLike
 
 log = logging.getLogger("symtrain.train")
 
@@ -212,7 +215,7 @@ class _StoreOptions(Callback):
     def __init__(self, run_dir: Path, options: Mapping[str, Any]):
         self.run_dir, self.options = run_dir, dict(options)
 
-    def on_fit_begin(self, trainer: Any) -> None:
+    def on_fit_begin(self, trainer: TrainerLike) -> None:
         rundir.save_options(self.run_dir, self.options)
 
 

@@ -18,7 +18,7 @@ from symtrain.train import checkpoint as ckpt
 from symtrain.train import rundir
 from symtrain.train.callbacks import Callback, CallbackList
 from symtrain.train.checkpointer import Checkpointer
-from symtrain.train.contracts import StepLike
+from symtrain.train.contracts import StepLike, StreamLike
 from symtrain.train.early_stopping import EarlyStopping, check_best_mode
 from symtrain.train.history import History
 from symtrain.train.metrics import MetricsLog
@@ -31,7 +31,7 @@ __all__ = ["fit", "Trainer", "CHECKPOINTS", "HISTORY_TAIL"]
 log = logging.getLogger("symtrain.fit")
 
 
-def fit(step: Any, stream: Any, epochs: int, *, validation: Any = None, validate_every: int | None = 1,
+def fit(step: StepLike, stream: StreamLike, epochs: int, *, validation: Any = None, validate_every: int | None = 1,
         validate_every_steps: int | None = None, monitor: str = "loss", mode: str = "min",
         early_stopping: EarlyStopping | None = None, run_dir: str | Path | None = None, resume: bool = False,
         overwrite: bool = False, checkpoint_every_steps: int | None = None,

@@ -31,7 +31,7 @@ from symtrain.errors import ConfigError
 from symtrain.optim.clip import check_params
 from symtrain.optim.schedules import Schedule
 from symtrain.optim.updates import slot
-from symtrain.train.contracts import SymbolicStream
+from symtrain.train.contracts import StreamLike, SymbolicStream
 from symtrain.train.means import EpochMean
 from symtrain.validate import check_int
 
@@ -75,7 +75,7 @@ def _check_stream(stream: Any) -> None:
                           "(index, batch, givens, batch_valid, batch_mask): pass a ChunkStream")
 
 
-def _reduce(name: str, expr: Any, stream: Any) -> Any:
+def _reduce(name: str, expr: Any, stream: SymbolicStream) -> Any:
     """A scalar metric stays as given (it must be the mean over valid rows); a per-row vector is averaged
     over the valid rows of the batch using the stream's mask."""
     if not isinstance(expr, TensorVariable):
@@ -89,7 +89,7 @@ def _reduce(name: str, expr: Any, stream: Any) -> Any:
     raise ConfigError(f"outputs[{name!r}] has {expr.ndim} dims: give a scalar (batch mean) or a per-row vector")
 
 
-def _metrics(outputs: Mapping[str, Any] | None, stream: Any, reserved: Iterable[str] = ()) -> dict[str, Any]:
+def _metrics(outputs: Mapping[str, Any] | None, stream: SymbolicStream, reserved: Iterable[str] = ()) -> dict[str, Any]:
     if outputs is None:
         return {}
     if not isinstance(outputs, Mapping):
@@ -216,7 +216,7 @@ class Step(StepControls):
                 f"state={len(self._state)} variables)")
 
 
-def compile_step(cost: Any, params: Sequence, stream: Any, optimizer: Callable, outputs: Mapping | None = None,
+def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer: Callable, outputs: Mapping | None = None,
                  accumulate: int = 1, mode: Any = None, name: str = "train", *,
                  givens: Mapping | None = None, schedules: Sequence[Schedule] = (),
                  updates: Mapping | Sequence | None = None) -> Step:
@@ -330,7 +330,7 @@ class Evaluator:
     """A compiled evaluation function over a stream: ``ev(i)`` -> per-batch metrics (means over valid
     rows), ``ev.run(epoch)`` -> the whole pass, each batch weighted by its valid rows."""
 
-    def __init__(self, fn: Any, names: list[str], stream: Any, mode: str, compile_seconds: float):
+    def __init__(self, fn: Any, names: list[str], stream: StreamLike, mode: str, compile_seconds: float):
         self._fn = fn
         self.names = names
         self.stream = stream
@@ -355,7 +355,7 @@ class Evaluator:
         return {**acc.result(), "rows": float(acc.rows)}
 
 
-def compile_eval(outputs: Mapping[str, Any], stream: Any, mode: Any = None, *,
+def compile_eval(outputs: Mapping[str, Any], stream: SymbolicStream, mode: Any = None, *,
                  givens: Mapping | None = None) -> Evaluator:
     """Compile named metrics (scalars = means over valid rows, or per-row vectors) over ``stream.index``."""
     _check_stream(stream)
