@@ -170,3 +170,28 @@ def test_direct_streams_refused_are_reported(edit, line, reason):
     refused = [f for f in result.findings if f.kind == "review" and reason in f.message]
     assert [f.line for f in refused] == [line], result.findings
     assert "not rewritten" in refused[0].message
+
+
+def test_generator_call_restarts_each_epoch_and_asarray_memmap_streams(tmp_path):
+    from symtrain.legacy import StreamedSharedVariable
+    from symtrain.migrate import migrate_source
+
+    data = np.arange(60, dtype=np.float32).reshape(20, 3)
+    np.save(tmp_path / "x.npy", data)
+    source = (
+        "import numpy\nimport theano\nimport theano.tensor as T\n"
+        "def rows(d, n):\n    for k in range(n):\n        yield d[k * 5:(k + 1) * 5]\n"
+        "def load(p):\n    mm = numpy.load(p, mmap_mode='r')\n"
+        "    return theano.shared(numpy.asarray(mm, dtype='float32'), borrow=True)\n"
+        "S = theano.shared(rows(DATA, 4))\nM = load(PATH)\ni = T.lscalar()\n"
+        "f = theano.function([i], [S[i * 5:(i + 1) * 5].sum(), M[i * 5:(i + 1) * 5].sum()])\n")
+    result = migrate_source(source, "g.py", out_of_core=True)
+    assert "S = symtrain.shared(lambda: rows(DATA, 4))" in result.new
+    assert "    return symtrain.shared(numpy.asarray(mm, dtype='float32'), borrow=True)" in result.new
+    assert sorted(f.line for f in result.findings if f.kind == "changed") == [9, 10]
+    ns = {"DATA": data, "PATH": str(tmp_path / "x.npy")}
+    exec(compile(result.new, "g.py", "exec"), ns)  # noqa: S102 - the point of the test
+    assert isinstance(ns["S"], StreamedSharedVariable) and isinstance(ns["M"], StreamedSharedVariable)
+    for k in (0, 1, 2, 3, 0, 1):  # a second epoch restarts the generator
+        np.testing.assert_allclose(ns["f"](k), [data[k * 5:(k + 1) * 5].sum()] * 2)
+    ns["f"].close()

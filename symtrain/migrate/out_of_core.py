@@ -153,6 +153,8 @@ _MEMMAP_CALLS = ("memmap", "open_memmap")
 _ADAPTED = ("; the per-batch function is wrapped by symtrain.migrate.runtime.batch_chunks, which calls it for "
             "batch 0, 1, ... until it returns None or an empty batch, and streams the batches in order as rows: "
             "slice them with a global index in givens, and pass rows=N to know the length up front")
+_RESTART = ("; the generator call is wrapped in `lambda: ...`, so that each epoch restarts it (a generator "
+            "object can be read only once)")
 _STREAM_KEYWORDS = {"borrow", "name", "chunk_rows", "rows", "max_load_bytes"}
 
 
@@ -166,6 +168,14 @@ def _is_memmap_call(node: cst.BaseExpression) -> bool:
         return True
     return last == "load" and any(a.keyword is not None and a.keyword.value == "mmap_mode"
                                   and not m.matches(a.value, m.Name("None")) for a in node.args)
+
+
+def _unwrapped(node: cst.BaseExpression) -> cst.BaseExpression:
+    """X for ``numpy.asarray(X, ...)`` / ``np.asarray(X, ...)``, else the node itself."""
+    if isinstance(node, cst.Call) and (dotted_name(node.func) or "").endswith("asarray") and node.args \
+            and node.args[0].keyword is None:
+        return node.args[0].value
+    return node
 
 
 def _yields(node: cst.FunctionDef) -> bool:
@@ -210,10 +220,16 @@ class _DirectStreams(cst.CSTVisitor):
         if dotted_name(node.func) not in self.names.shared or not node.args or node.args[0].keyword is not None:
             return
         value = node.args[0].value
-        bound = self._bound_value(value) if isinstance(value, cst.Name) else value
+        inner = _unwrapped(value)  # numpy.asarray(mm, dtype=...) is a view of the mapping
+        bound = self._bound_value(inner) if isinstance(inner, cst.Name) else inner
         kind, replacement = None, None
+        called = self._bound_value(value.func) if isinstance(value, cst.Call) and isinstance(
+            value.func, cst.Name) else None
         if _is_memmap_call(bound):
             kind = "a memmap"
+        elif isinstance(called, cst.FunctionDef) and _yields(called):
+            kind = "a generator"
+            replacement = cst.Lambda(params=cst.Parameters(), body=value)
         elif isinstance(bound, cst.FunctionDef) and _yields(bound) and not bound.params.params:
             kind = "a generator function"
         elif isinstance(bound, cst.Lambda) and not bound.params.params and not bound.params.star_arg:
@@ -387,9 +403,10 @@ def rewrite_out_of_core(module: cst.Module, path: str) -> tuple[cst.Module, list
             shared_ids.add(id(call))
             if replacement is not None:
                 replacements[id(call)] = replacement
+            adapted = "" if replacement is None else _ADAPTED if kind.startswith("lambda") else _RESTART
             findings.append(Finding(path, line, "changed", f"out-of-core: `shared({kind})` streams through "
                                     "symtrain.shared (compile its functions with symtrain.function, which the "
-                                    f"module now uses){_ADAPTED if replacement is not None else ''} ({_DOC})"))
+                                    f"module now uses){adapted} ({_DOC})"))
     if not shared_ids:
         return module, findings
     # ids refer to nodes of wrapper.module (the metadata wrapper deep-copies), so rewrite that one
@@ -397,7 +414,8 @@ def rewrite_out_of_core(module: cst.Module, path: str) -> tuple[cst.Module, list
     new = wrapper.module.visit(rewriter)
     if not names.has_symtrain:
         new = _add_import(new, "import symtrain\n")
-    if replacements and not re.search(r"^import symtrain\.migrate\.runtime\b", new.code, re.MULTILINE):
+    if "symtrain.migrate.runtime.batch_chunks" in new.code and not re.search(
+            r"^import symtrain\.migrate\.runtime\b", new.code, re.MULTILINE):
         new = _add_import(new, "import symtrain.migrate.runtime\n")
     return new, findings
 
