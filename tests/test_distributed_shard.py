@@ -64,8 +64,9 @@ def test_rank_reads_long_runs_and_checks_arguments(ids):
 
     with ChunkStream(ids, batch_size=8, chunk_rows=200, seed=1) as s:
         shard_stream(s, 1, 2)
-        load = epoch_loads(s.spec, 0).load(0)
+        load = epoch_loads(s.spec, 3).load(0)
         assert load.n_valid == s.chunk_rows == 96 and len(load.ranges) < load.n_valid / 4
+        assert (load.epoch, load.number) == (3, 0 * 2 + 1)  # transforms draw apart on each rank
         with pytest.raises(ConfigError, match="outside"):
             ShardSpec(s.spec.full, 2, 2)
     with ChunkStream(ids, batch_size=40, chunk_rows=50) as s:

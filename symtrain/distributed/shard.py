@@ -27,7 +27,12 @@ _PAD = np.iinfo(np.int64).max
 
 
 def shard_load(load: Load, batch: int, rank: int, ranks: int) -> Load:
-    """Rank ``rank``'s share of the global fill ``load`` whose buffer holds global batches of ``batch``."""
+    """Rank ``rank``'s share of the global fill ``load`` whose buffer holds global batches of ``batch``.
+
+    The share keeps the fill's epoch; its ``number`` is ``fill * ranks + rank``, so a transform's random
+    draws (keyed on epoch, number and buffer positions) differ between ranks instead of repeating.
+    """
+    number = load.number * ranks + rank
     per = batch // ranks
     rows = load.rows(0)
     k = -(-len(rows) // batch)
@@ -36,14 +41,14 @@ def shard_load(load: Load, batch: int, rank: int, ranks: int) -> Load:
     grid = np.sort(grid.reshape(k, batch), axis=1)[:, rank * per:(rank + 1) * per].reshape(-1)
     mine = grid[grid != _PAD]  # only the last global batch can hold padding, at its end
     if len(mine) == 0:
-        return Load((), None, 0)
+        return Load((), None, 0, load.epoch, number)
     read = np.sort(mine)
     cuts = np.flatnonzero(np.diff(read) != 1) + 1
     starts = read[np.r_[0, cuts]]
     stops = read[np.r_[cuts - 1, len(read) - 1]] + 1
     ranges = tuple(zip(starts.tolist(), stops.tolist()))
     perm = None if np.array_equal(read, mine) else np.searchsorted(read, mine)
-    return Load(ranges, perm, len(mine))
+    return Load(ranges, perm, len(mine), load.epoch, number)
 
 
 @dataclass(frozen=True)
