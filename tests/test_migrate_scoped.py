@@ -382,6 +382,15 @@ def test_python2_builtin_round_is_reported():
     assert [n for n, k, m in findings if "builtin `round" in m] == [7]
 
 
+def test_accumulators_are_integers_only_if_everything_added_is():
+    new, findings = mig(DIVISION_HEADER + "def a(xs, n_batches):\n    total_cost = 0\n    for x in xs:\n"
+                        "        total_cost += f(x)\n    return total_cost / n_batches\n"
+                        "def b(xs, n_batches):\n    seen = 0\n    for x in xs:\n        seen += 1\n"
+                        "    return seen / n_batches\n")
+    assert "    return total_cost / n_batches" in new and "    return seen // n_batches" in new
+    assert lines_of(findings, "review") == [11] and lines_of(findings, "changed") == [16]
+
+
 def test_division_kinds_are_per_scope():
     new, findings = mig(DIVISION_HEADER + "def a(n):\n    x = 1.5\n    return n / x\n"
                         "def b(n):\n    x = len(n)\n    return x / 2\nrate = 0.5\ndef c(m):\n    return rate / m\n")

@@ -94,7 +94,7 @@ class _Classify:
             return FLOAT
         known = self.known(_dotted(node) or "") if isinstance(node, cst.Name | cst.Attribute) else None
         if known is not None:
-            return known
+            return known  # UNKNOWN too: an accumulator of unknown values is not taken for a count by name
         if isinstance(node, cst.Name):
             return INT if _INT_NAME.search(node.value) else UNKNOWN
         if isinstance(node, cst.Attribute):
@@ -195,9 +195,9 @@ class _Assigned(_Scoped, cst.CSTVisitor):
         self.stack: list[int | None] = []
         self.seen: dict[int | None, dict[str, set[str]]] = {}
 
-    def _bind(self, target: cst.BaseExpression, kind: str) -> None:
+    def _bind(self, target: cst.BaseExpression, kind: str, unknown: bool = False) -> None:
         name = _dotted(target)
-        if name is not None and kind != UNKNOWN:
+        if name is not None and (kind != UNKNOWN or unknown):
             scope = self.c.scope if isinstance(target, cst.Name) else None
             self.seen.setdefault(scope, {}).setdefault(name, set()).add(kind)
 
@@ -207,9 +207,11 @@ class _Assigned(_Scoped, cst.CSTVisitor):
             self._bind(t.target, kind)
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        # `total = 0; total += cost`: an accumulator is an integer only if everything added is one
         kind = self.c.kind(node.value)
-        if kind in (FLOAT, SYMBOLIC):
-            self._bind(node.target, kind)
+        if isinstance(node.operator, cst.DivideAssign) and kind == INT:
+            return
+        self._bind(node.target, kind, unknown=True)
 
     def visit_Param(self, node: cst.Param) -> None:
         if node.default is not None:
@@ -221,7 +223,8 @@ class _Assigned(_Scoped, cst.CSTVisitor):
         for scope, names in self.seen.items():
             for name, kinds in names.items():
                 # one float or symbolic assignment in a scope makes a name non-integer there
-                kind = SYMBOLIC if SYMBOLIC in kinds else FLOAT if FLOAT in kinds else INT
+                kind = SYMBOLIC if SYMBOLIC in kinds else FLOAT if FLOAT in kinds else \
+                    UNKNOWN if UNKNOWN in kinds else INT
                 self.c.scopes.setdefault(scope, {})[name] = kind
 
 
