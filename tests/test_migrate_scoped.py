@@ -360,16 +360,19 @@ def test_integer_operands_are_floor_divided(line, expected):
     "y = h / 2",
     "y = numpy.prod(numpy.ones(3) * 0.5) / 2",
     "y = math.sqrt(n) / 2",
+    "y = numpy.random.RandomState(1).uniform(size=3) / 2",
+    "y = self_lr / 2",
 ])
 def test_float_and_symbolic_operands_are_quiet(line):
-    src = DIVISION_HEADER + "import math\nlr = 0.1\ndef f(x, n, n_in, n_out, errs, batch_size):\n" \
+    src = DIVISION_HEADER + "import math\nlr = 0.1\nself_lr = lr\ndef f(x, n, n_in, n_out, errs, batch_size):\n" \
         "    h = tensor.matrix()\n    " + line + "\n"
     new, findings = mig(src)
     assert "    " + line in new.splitlines(), new
     assert not [f for f in findings if "division" in f[2]], findings
 
 
-@pytest.mark.parametrize("line", ["y = foo(x) / 3", "y = err / seen", "y = self.cost / n"])
+@pytest.mark.parametrize("line", ["y = foo(x) / 3", "y = err / seen", "y = self.cost / n",
+                                  "y = numpy.sum(err) / n", "y = x.sum() / len(x)"])
 def test_doubtful_division_is_reported(line):
     new, findings = mig(DIVISION_HEADER + "def f(self, x, err, seen, n):\n    " + line + "\n")
     assert "    " + line in new.splitlines()

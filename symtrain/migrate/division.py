@@ -34,7 +34,10 @@ _SHAPE_NAME = re.compile(r"(^|_)(shape|shapes|size|sizes|poolsize|pool|ds|ws|str
                          re.IGNORECASE)
 INT_NUMPY = frozenset({"prod", "product", "argmax", "argmin", "count_nonzero", "size", "ndim", "int8", "int16",
                        "int32", "int64", "uint8", "floor_divide", "searchsorted"})
-FLOAT_METHODS = frozenset({"mean", "std", "var", "norm", "item"})
+# methods whose result is a float / an integer whatever the object (numpy arrays, RandomState, lists)
+FLOAT_METHODS = frozenset({"mean", "std", "var", "norm", "uniform", "normal", "rand", "randn", "standard_normal",
+                           "random_sample", "exponential", "beta", "gamma"})
+INT_METHODS = frozenset({"randint", "count", "index", "argmax", "argmin", "bit_length"})
 FLOAT_MODULES = frozenset({"math", "time", "random", "scipy"})
 GRAPH_MODULES = ("theano", "aesara", "pytensor", "lasagne", "keras", "blocks")
 INT, FLOAT, SYMBOLIC, UNKNOWN = "int", "float", "symbolic", "unknown"
@@ -143,14 +146,17 @@ class _Classify:
         if module == "numpy":
             if attr in INT_NUMPY:
                 return INT if attr != "prod" or not args or self._elements(args[0]) != FLOAT else FLOAT
-            if attr == "sum" and args:
-                return INT if self._elements(args[0]) == INT else FLOAT
+            if attr in ("sum", "cumsum") and args:
+                elements = self._elements(args[0])
+                return elements if elements != SYMBOLIC else UNKNOWN  # a sum of unknowns stays doubtful
             return FLOAT
         if module in GRAPH_MODULES:
             return SYMBOLIC
         if isinstance(node.func, cst.Attribute):
             if node.func.attr.value in FLOAT_METHODS:
                 return FLOAT
+            if node.func.attr.value in INT_METHODS:
+                return INT
             owner = self.kind(node.func.value)
             if owner == SYMBOLIC:
                 return SYMBOLIC
