@@ -207,11 +207,28 @@ def _rate(rows: float, secs: float) -> str:
     return f"{r / 1e3:.1f} k"
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and all its live descendants (loader workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
 def _alternate(names: list[str], reps: int, run_one: Callable[[str], dict]) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(reps):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            results[n].append(run_one(n))
+            c0 = cpu_seconds()
+            res = run_one(n)
+            res["cpu"] = cpu_seconds() - c0  # workers that exit within the pass are not counted
+            results[n].append(res)
             print(f"  {n}: {results[n][-1]}", flush=True)
     return results
 
@@ -296,12 +313,18 @@ def end_to_end(cfg: Config, path: Path) -> Table:
     rates = {n: median([r["rows"] / r["s"] for r in rs]) for n, rs in res.items()}
     best_torch = max(v for n, v in rates.items() if n.startswith("PyTorch"))
     table = Table("End to end with the benchmark MLP (784-256-10, Adam) and the same augmentation",
-                  ["contender", "rows/s (median)", "x best PyTorch", "waited for data (median)", "min-max rows/s"])
+                  ["contender", "rows/s (median)", "x best PyTorch", "waited for data (median)", "min-max rows/s",
+                   "CPU us per row (all processes)", "CPU cores used"])
     for n, rs in res.items():
         v = [r["rows"] / r["s"] for r in rs]
         table.rows.append([n, _rate(rates[n], 1), f"{rates[n] / best_torch:.2f}",
                            f"{median([r['wait'] / r['s'] for r in rs]) * 100:.0f}%",
-                           f"{min(v) / 1e3:.1f}-{max(v) / 1e3:.1f} k"])
+                           f"{min(v) / 1e3:.1f}-{max(v) / 1e3:.1f} k",
+                           f"{median([r['cpu'] / r['rows'] * 1e6 for r in rs]):.0f}",
+                           f"{median([r['cpu'] / r['s'] for r in rs]):.2f}"])
+    table.notes.append("CPU us per row: user+system CPU of the trainer and its live worker processes per row "
+                       "trained (step + augmentation + loading); CPU cores used: that CPU time over the wall time. "
+                       "On a machine with no idle core, rows/s is about (cores this run gets) / (CPU per row).")
     table.notes.append("One shuffled epoch per pass after an untimed warm-up epoch (compile, JIT, worker "
                        f"start-up); {cfg.reps} alternated repetition(s); symtrain in Numba mode, PyTorch with "
                        f"{common.BLAS_THREADS} intra-op thread(s); load average {load0} before, "
