@@ -169,3 +169,29 @@ def test_launcher_helpers():
     assert without_ranks(["-q", "train", "m.py", "--ranks", "2", "--data", "d", "--ranks=3"]) == \
         ["-q", "train", "m.py", "--data", "d"]
     assert os.access(find_mpiexec(), os.X_OK)
+
+
+def test_resume_on_another_rank_count_keeps_the_global_batch(tmp_path, monkeypatch):
+    """The stored per-rank batch and rank count give the global batch; a resume derives or checks it."""
+    from symtrain.errors import ConfigError
+    from symtrain.train import rundir
+    from symtrain.train.commands import resolve_run
+
+    rundir.save_options(tmp_path, {"script": "m.py", "data": "d", "valid": None, "epochs": 3,
+                                   "stream": {"batch_size": 6, "chunk_rows": 40},
+                                   "checkpoint_every_steps": None, "ranks": 2})
+
+    def batch(**stream) -> int:
+        return resolve_run(None, None, tmp_path, resume=True, stream_options=stream)["stream"]["batch_size"]
+
+    monkeypatch.setenv("PMI_SIZE", "3")
+    assert batch() == 4 and batch(batch_size=4) == 4
+    with pytest.raises(ConfigError, match="global batch of 18, the run's is 12"):
+        batch(batch_size=6)
+    monkeypatch.setenv("PMI_SIZE", "5")
+    with pytest.raises(ConfigError, match="does not divide among 5 ranks"):
+        batch()
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert batch() == 6
+    monkeypatch.delenv("PMI_SIZE")
+    assert batch() == 12

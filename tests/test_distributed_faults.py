@@ -199,9 +199,9 @@ def test_sigkilled_rank_ends_the_job_naming_it_and_the_run_resumes(setup):
     _all_ranks_gone(env, 2)
     last = ckpt.load_latest(run / "checkpoints")
     assert last.cursor["global_step"] == 4  # the last checkpoint (every 4 steps) is intact
-    res = subprocess.run(_command(tmp, data, run, 2, "--resume"), env=_env(tmp), capture_output=True,
-                         text=True, timeout=180)
-    assert res.returncode == 0, res.stderr[-3000:]
+    resume = [sys.executable, "-m", "symtrain.cli", "-q", "train", "--run-dir", str(run), "--resume"]
+    res = subprocess.run(resume, env=_env(tmp), capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]  # one process: the stored 2 x 6 becomes a batch of 12
     _assert_close(ckpt.load_latest(run / "checkpoints"), reference)
 
 

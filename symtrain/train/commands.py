@@ -41,6 +41,7 @@ OPTIONS_SCHEMA = {
     "epochs": (int,),
     "stream": (dict,),
     "checkpoint_every_steps": (int, type(None)),
+    "ranks": (int, type(None)),  # MPI ranks of the run's last start (batch_size is per rank); None: 1
 }
 DEFAULT_STREAM = {"batch_size": 128, "chunk_rows": 16384}
 DEFAULT_EPOCHS = 10
@@ -175,6 +176,9 @@ def resolve_run(
         }
     where = run_dir / rundir.OPTIONS
     out = dict(stored, stream=dict(stored["stream"]))
+    per_rank = _elastic_batch(given_stream, stored, where)
+    if per_rank is not None:  # another rank count, same global batch: checked, not a change of the run
+        given_stream.pop("batch_size", None)
     if script is not None and not _same_path(script, stored["script"]):
         raise ConfigError(
             f"--resume: the script {str(script)!r} is not the run's {stored['script']!r} (stored in "
@@ -190,6 +194,8 @@ def resolve_run(
                 "new run (--overwrite, or another --run-dir)"
             )
     out["stream"].update(given_stream)
+    if per_rank is not None:
+        out["stream"]["batch_size"] = per_rank
     for key, value, show in (
         ("data", data, "--data"),
         ("valid", valid, "--valid"),
@@ -207,6 +213,28 @@ def resolve_run(
         log.warning("--resume: %s %s overrides the run's %s (stored in %s)", show, value, stored[key], where)
         out[key] = value
     return out
+
+
+def _elastic_batch(given: Mapping[str, Any], stored: Mapping[str, Any], where: Path) -> int | None:
+    """The per-rank batch of a run resumed on another number of MPI ranks (None: same number): the global
+    batch (ranks x --batch-size) is kept, so it is derived, or a given one is checked (ConfigError)."""
+    from symtrain.distributed.comm import world_size
+
+    ranks, was = world_size(), stored.get("ranks") or 1
+    old = stored["stream"].get("batch_size")
+    if old is None or ranks == was:
+        return None
+    total = old * was
+    if "batch_size" not in given:
+        if total % ranks:
+            raise ConfigError(f"--resume on {ranks} ranks: the run's global batch {total} ({was} ranks x "
+                              f"{old}, stored in {where}) does not divide among {ranks} ranks")
+        return total // ranks
+    if given["batch_size"] * ranks != total:
+        raise ConfigError(f"--resume: --batch-size {given['batch_size']} on {ranks} ranks is a global batch "
+                          f"of {given['batch_size'] * ranks}, the run's is {total} ({was} ranks x {old}, "
+                          f"stored in {where}); a resumed run keeps its global batch")
+    return int(given["batch_size"])
 
 
 class _StoreOptions(Callback):
@@ -260,6 +288,7 @@ def _build_and_fit(
     mpi: bool,
 ) -> Any:
     """Open the streams, call the script's build() (its errors become one ConfigError), run fit."""
+    from symtrain.distributed.comm import world_size
     from symtrain.stream import ChunkStream
     from symtrain.train.fit import fit
 
@@ -314,6 +343,7 @@ def _build_and_fit(
                     "valid": _abs(options["valid"]),
                     "epochs": kwargs["epochs"],
                     "checkpoint_every_steps": every if isinstance(every, int) else None,
+                    "ranks": world_size(),
                     "stream": {
                         k: sopts[k]
                         for k in STREAM_KEYS
