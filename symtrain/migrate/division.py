@@ -27,16 +27,50 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from symtrain.migrate.report import Finding
 
-_INT_NAME = re.compile(r"(^|_)(n|num|size|batch|batches|index|idx|count|len|length|patience|iter|epoch|"
-                       r"step|steps|rows|cols|dim|width|height|nb|number|total|chunk|frequency)(_|s?$)|^[ijkn]$",
-                       re.IGNORECASE)
-_SHAPE_NAME = re.compile(r"(^|_)(shape|shapes|size|sizes|poolsize|pool|ds|ws|stride|strides|subsample|dims)$",
-                         re.IGNORECASE)
-INT_NUMPY = frozenset({"prod", "product", "argmax", "argmin", "count_nonzero", "size", "ndim", "int8", "int16",
-                       "int32", "int64", "uint8", "floor_divide", "searchsorted"})
+_INT_NAME = re.compile(
+    r"(^|_)(n|num|size|batch|batches|index|idx|count|len|length|patience|iter|epoch|"
+    r"step|steps|rows|cols|dim|width|height|nb|number|total|chunk|frequency)(_|s?$)|^[ijkn]$",
+    re.IGNORECASE,
+)
+_SHAPE_NAME = re.compile(
+    r"(^|_)(shape|shapes|size|sizes|poolsize|pool|ds|ws|stride|strides|subsample|dims)$", re.IGNORECASE
+)
+INT_NUMPY = frozenset(
+    {
+        "prod",
+        "product",
+        "argmax",
+        "argmin",
+        "count_nonzero",
+        "size",
+        "ndim",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "floor_divide",
+        "searchsorted",
+    }
+)
 # methods whose result is a float / an integer whatever the object (numpy arrays, RandomState, lists)
-FLOAT_METHODS = frozenset({"mean", "std", "var", "norm", "uniform", "normal", "rand", "randn", "standard_normal",
-                           "random_sample", "exponential", "beta", "gamma"})
+FLOAT_METHODS = frozenset(
+    {
+        "mean",
+        "std",
+        "var",
+        "norm",
+        "uniform",
+        "normal",
+        "rand",
+        "randn",
+        "standard_normal",
+        "random_sample",
+        "exponential",
+        "beta",
+        "gamma",
+    }
+)
 INT_METHODS = frozenset({"randint", "count", "index", "argmax", "argmin", "bit_length"})
 FLOAT_MODULES = frozenset({"math", "time", "random", "scipy"})
 GRAPH_MODULES = ("theano", "aesara", "pytensor", "lasagne", "keras", "blocks")
@@ -72,8 +106,11 @@ class _Aliases(cst.CSTVisitor):
         if isinstance(node.names, cst.ImportStar) or root not in (*GRAPH_MODULES, "numpy", *FLOAT_MODULES):
             return
         for alias in node.names:
-            local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+            local = (
+                alias.asname.name.value
+                if alias.asname and isinstance(alias.asname.name, cst.Name)
                 else alias.name.value
+            )
             self.modules[local] = root
 
 
@@ -112,7 +149,8 @@ class _Classify:
                 return INT
             name = _dotted(base) or ""
             if _SHAPE_NAME.search(name.rsplit(".", 1)[-1]) and all(
-                    isinstance(e.slice, cst.Index) for e in node.slice):
+                isinstance(e.slice, cst.Index) for e in node.slice
+            ):
                 return INT
             inner = self.kind(base)
             return inner if inner in (FLOAT, SYMBOLIC) else UNKNOWN
@@ -123,8 +161,10 @@ class _Classify:
             for k in (SYMBOLIC, FLOAT):
                 if k in (left, right):
                     return k
-            if left == right == INT and isinstance(node.operator, cst.Add | cst.Subtract | cst.Multiply |
-                                                   cst.FloorDivide | cst.Divide | cst.Modulo | cst.Power):
+            if left == right == INT and isinstance(
+                node.operator,
+                cst.Add | cst.Subtract | cst.Multiply | cst.FloorDivide | cst.Divide | cst.Modulo | cst.Power,
+            ):
                 return INT
             return UNKNOWN
         if isinstance(node, cst.UnaryOperation):
@@ -229,8 +269,15 @@ class _Assigned(_Scoped, cst.CSTVisitor):
         for scope, names in self.seen.items():
             for name, kinds in names.items():
                 # one float or symbolic assignment in a scope makes a name non-integer there
-                kind = SYMBOLIC if SYMBOLIC in kinds else FLOAT if FLOAT in kinds else \
-                    UNKNOWN if UNKNOWN in kinds else INT
+                kind = (
+                    SYMBOLIC
+                    if SYMBOLIC in kinds
+                    else FLOAT
+                    if FLOAT in kinds
+                    else UNKNOWN
+                    if UNKNOWN in kinds
+                    else INT
+                )
                 self.c.scopes.setdefault(scope, {})[name] = kind
 
 
@@ -251,41 +298,72 @@ class _Division(_Scoped, cst.CSTTransformer):
         line = self.get_metadata(PositionProvider, node).start.line
         code = " ".join(cst.Module(body=[]).code_for_node(node).split())
         if kinds == {INT}:
-            self.findings.append(Finding(self.path, line, "changed", f"`{code}`: integer division in Python 2, "
-                                         f"rewritten to `{op}`"))
+            self.findings.append(
+                Finding(
+                    self.path, line, "changed", f"`{code}`: Python 2 integer division, now `{op}`"
+                )
+            )
             return True
-        self.findings.append(Finding(self.path, line, "review", f"`{code}`: `/` is true division in Python 3 "
-                                     "(it was integer division in Python 2 if both sides were ints); use `//` "
-                                     "if integers are meant"))
+        self.findings.append(
+            Finding(
+                self.path,
+                line,
+                "review",
+                f"`{code}`: `/` is true division in Python 3 "
+                "(it was integer division in Python 2 if both sides were ints); use `//` "
+                "if integers are meant",
+            )
+        )
         return False
 
     def visit_Call(self, node: cst.Call) -> None:
-        if isinstance(node.func, cst.Name) and node.func.value == "round" and "round" not in self.c.modules \
-                and self.c.known("round") is None and len(node.args) == 1:
+        if (
+            isinstance(node.func, cst.Name)
+            and node.func.value == "round"
+            and "round" not in self.c.modules
+            and self.c.known("round") is None
+            and len(node.args) == 1
+        ):
             line = self.get_metadata(PositionProvider, node).start.line
-            self.findings.append(Finding(self.path, line, "review", "builtin `round(x)` rounded halves away from "
-                                         "zero and returned a float in Python 2; Python 3 rounds them to even "
-                                         "and returns an int"))
+            self.findings.append(
+                Finding(
+                    self.path,
+                    line,
+                    "review",
+                    "builtin `round(x)` rounded halves away from "
+                    "zero and returned a float in Python 2; Python 3 rounds them to even "
+                    "and returns an int",
+                )
+            )
 
     def leave_BinaryOperation(self, original_node: cst.BinaryOperation, updated_node: cst.BinaryOperation):
         if not isinstance(original_node.operator, cst.Divide) or not self._judge(
-                original_node, original_node.left, original_node.right, "//"):
+            original_node, original_node.left, original_node.right, "//"
+        ):
             return updated_node
         op = original_node.operator
-        return updated_node.with_changes(operator=cst.FloorDivide(
-            whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after))
+        return updated_node.with_changes(
+            operator=cst.FloorDivide(
+                whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after
+            )
+        )
 
     def leave_AugAssign(self, original_node: cst.AugAssign, updated_node: cst.AugAssign):
         if not isinstance(original_node.operator, cst.DivideAssign) or not self._judge(
-                original_node, original_node.target, original_node.value, "//="):
+            original_node, original_node.target, original_node.value, "//="
+        ):
             return updated_node
         op = original_node.operator
-        return updated_node.with_changes(operator=cst.FloorDivideAssign(
-            whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after))
+        return updated_node.with_changes(
+            operator=cst.FloorDivideAssign(
+                whitespace_before=op.whitespace_before, whitespace_after=op.whitespace_after
+            )
+        )
 
 
 def fix_division(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:
-    """Rewrite integer ``/`` to ``//`` (see the module docstring); a no-op under ``from __future__ import division``."""
+    """Rewrite integer ``/`` to ``//`` (see the module docstring); a no-op under ``from __future__ import
+    division``."""
     if re.search(r"^from __future__ import [^\n]*\bdivision\b", module.code, re.MULTILINE):
         return module, []
     aliases = _Aliases()

@@ -24,12 +24,49 @@ from symtrain.migrate.report import Finding
 ITERATORS = frozenset({"zip", "map", "filter"})
 VIEWS = frozenset({"keys", "values", "items"})
 # callables that consume an iterable argument exactly once and keep no reference to it
-CONSUMERS = frozenset({"list", "tuple", "set", "frozenset", "sorted", "dict", "sum", "min", "max", "any",
-                       "all", "enumerate", "iter", "reversed", "zip", "map", "filter", "OrderedDict",
-                       "collections.OrderedDict", "Counter", "collections.Counter", "deque",
-                       "collections.deque", "functools.reduce", "reduce"})
-CONSUMER_METHODS = frozenset({"join", "extend", "update", "fromkeys", "writelines", "union", "intersection",
-                              "difference", "issubset", "issuperset"})
+CONSUMERS = frozenset(
+    {
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "sorted",
+        "dict",
+        "sum",
+        "min",
+        "max",
+        "any",
+        "all",
+        "enumerate",
+        "iter",
+        "reversed",
+        "zip",
+        "map",
+        "filter",
+        "OrderedDict",
+        "collections.OrderedDict",
+        "Counter",
+        "collections.Counter",
+        "deque",
+        "collections.deque",
+        "functools.reduce",
+        "reduce",
+    }
+)
+CONSUMER_METHODS = frozenset(
+    {
+        "join",
+        "extend",
+        "update",
+        "fromkeys",
+        "writelines",
+        "union",
+        "intersection",
+        "difference",
+        "issubset",
+        "issuperset",
+    }
+)
 VIEW_CONSUMERS = frozenset({"len", "bool"})
 
 
@@ -55,7 +92,9 @@ class _OneShot(cst.CSTTransformer):
         """``zip``/``map``/``filter`` (the builtins, not shadowed) or ``.keys``/``.values``/``.items``."""
         if isinstance(node.func, cst.Name) and node.func.value in ITERATORS:
             scope = self.get_metadata(ScopeProvider, node.func, None)
-            if scope is not None and any(not isinstance(a, BuiltinAssignment) for a in scope[node.func.value]):
+            if scope is not None and any(
+                not isinstance(a, BuiltinAssignment) for a in scope[node.func.value]
+            ):
                 return None  # a local or module-level definition shadows the builtin
             return node.func.value
         if isinstance(node.func, cst.Attribute) and node.func.attr.value in VIEWS and not node.args:
@@ -76,8 +115,9 @@ class _OneShot(cst.CSTTransformer):
                 return True
             name = _dotted(call.func)
             return name is not None and (name in CONSUMERS or (view and name in VIEW_CONSUMERS))
-        if isinstance(parent, cst.Assign) and all(isinstance(t.target, cst.Tuple | cst.List)
-                                                  for t in parent.targets):
+        if isinstance(parent, cst.Assign) and all(
+            isinstance(t.target, cst.Tuple | cst.List) for t in parent.targets
+        ):
             return True  # unpacking consumes it
         if isinstance(parent, cst.From):
             return True  # yield from
@@ -97,11 +137,19 @@ class _OneShot(cst.CSTTransformer):
             return updated_node
         line = self.get_metadata(PositionProvider, original_node).start.line
         what = f"`{kind}(...)`" if not kind.startswith(".") else f"`dict{kind}`"
-        self.findings.append(Finding(self.path, line, "changed", f"{what} wrapped in list(...): a Python 3 "
-                                     "iterator/view is consumed once (Theano-era code expected a list)"))
+        self.findings.append(
+            Finding(
+                self.path,
+                line,
+                "changed",
+                f"{what} wrapped in list(...): a Python 3 "
+                "iterator/view is consumed once (Theano-era code expected a list)",
+            )
+        )
         inner = updated_node.with_changes(lpar=[], rpar=[])
-        return cst.Call(func=cst.Name("list"), args=[cst.Arg(value=inner)],
-                        lpar=updated_node.lpar, rpar=updated_node.rpar)
+        return cst.Call(
+            func=cst.Name("list"), args=[cst.Arg(value=inner)], lpar=updated_node.lpar, rpar=updated_node.rpar
+        )
 
 
 def wrap_one_shot(module: cst.Module, path: str) -> tuple[cst.Module, list[Finding]]:

@@ -5,7 +5,8 @@ calls of a tutorial-style ``shared_dataset`` function to ``symtrain.shared`` and
 of the module to ``symtrain.function``, only when all the safety rules of the doc hold:
 
 1. the ``shared`` argument is a data array unpacked from the function's parameter (``data_x, data_y =
-   data_xy``), possibly through ``numpy.asarray(NAME, dtype=...)``; keyword arguments only ``borrow``/``name``;
+   data_xy``), possibly through ``numpy.asarray(NAME, dtype=...)``; keyword arguments only ``borrow``/
+   ``name``;
 2. the function returns only those shared variables or ``T.cast`` of them;
 3. the returned data variables are never ``set_value``'d, read whole with ``get_value()``, updated, or
    given whole (``givens={x: train_set_x}``) anywhere in the module;
@@ -42,7 +43,9 @@ class _Names(cst.CSTVisitor):
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
             name = dotted_name(alias.name) or ""
-            local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else name
+            local = (
+                alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else name
+            )
             if name == "symtrain" and local == "symtrain":
                 self.has_symtrain = True
             if name in _GRAPH_MODULES:
@@ -72,8 +75,13 @@ def _unwrapped_name(arg: cst.BaseExpression) -> str | None:
     """NAME for ``NAME`` or ``numpy.asarray(NAME, ...)`` / ``np.asarray(NAME, ...)``."""
     if isinstance(arg, cst.Name):
         return arg.value
-    if isinstance(arg, cst.Call) and (dotted_name(arg.func) or "").endswith(".asarray") and arg.args \
-            and arg.args[0].keyword is None and isinstance(arg.args[0].value, cst.Name):
+    if (
+        isinstance(arg, cst.Call)
+        and (dotted_name(arg.func) or "").endswith(".asarray")
+        and arg.args
+        and arg.args[0].keyword is None
+        and isinstance(arg.args[0].value, cst.Name)
+    ):
         return arg.args[0].value.value
     return None
 
@@ -100,7 +108,11 @@ class _SharedDataset(cst.CSTVisitor):
             for small in stmt.body:
                 if isinstance(small, cst.Assign) and len(small.targets) == 1:
                     target, value = small.targets[0].target, small.value
-                    if isinstance(target, cst.Tuple) and isinstance(value, cst.Name) and value.value in params:
+                    if (
+                        isinstance(target, cst.Tuple)
+                        and isinstance(value, cst.Name)
+                        and value.value in params
+                    ):
                         data |= {e.value.value for e in target.elements if isinstance(e.value, cst.Name)}
                     elif isinstance(value, cst.Call) and dotted_name(value.func) in self.names.shared:
                         calls.append((small, value))
@@ -141,8 +153,13 @@ class _SharedDataset(cst.CSTVisitor):
                 expr = v.value if isinstance(v, cst.Element) else v
                 if isinstance(expr, cst.Name) and expr.value in shared_names:
                     continue
-                if isinstance(expr, cst.Call) and (dotted_name(expr.func) or "").endswith("cast") and expr.args \
-                        and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value in shared_names:
+                if (
+                    isinstance(expr, cst.Call)
+                    and (dotted_name(expr.func) or "").endswith("cast")
+                    and expr.args
+                    and isinstance(expr.args[0].value, cst.Name)
+                    and expr.args[0].value.value in shared_names
+                ):
                     continue
                 return "it returns something other than the shared variables or T.cast of them"
         return None
@@ -150,11 +167,15 @@ class _SharedDataset(cst.CSTVisitor):
 
 _DATA_HINTS = ("set_x", "set_y")
 _MEMMAP_CALLS = ("memmap", "open_memmap")
-_ADAPTED = ("; the per-batch function is wrapped by symtrain.migrate.runtime.batch_chunks, which calls it for "
-            "batch 0, 1, ... until it returns None or an empty batch, and streams the batches in order as rows: "
-            "slice them with a global index in givens, and pass rows=N to know the length up front")
-_RESTART = ("; the generator call is wrapped in `lambda: ...`, so that each epoch restarts it (a generator "
-            "object can be read only once)")
+_ADAPTED = (
+    "; the per-batch function is wrapped by symtrain.migrate.runtime.batch_chunks, which calls it for "
+    "batch 0, 1, ... until it returns None or an empty batch, and streams the batches in order as rows: "
+    "slice them with a global index in givens, and pass rows=N to know the length up front"
+)
+_RESTART = (
+    "; the generator call is wrapped in `lambda: ...`, so that each epoch restarts it (a generator "
+    "object can be read only once)"
+)
 _STREAM_KEYWORDS = {"borrow", "name", "chunk_rows", "rows", "max_load_bytes"}
 
 
@@ -166,14 +187,20 @@ def _is_memmap_call(node: cst.BaseExpression) -> bool:
     last = name.rsplit(".", 1)[-1]
     if last in _MEMMAP_CALLS:
         return True
-    return last == "load" and any(a.keyword is not None and a.keyword.value == "mmap_mode"
-                                  and not m.matches(a.value, m.Name("None")) for a in node.args)
+    return last == "load" and any(
+        a.keyword is not None and a.keyword.value == "mmap_mode" and not m.matches(a.value, m.Name("None"))
+        for a in node.args
+    )
 
 
 def _unwrapped(node: cst.BaseExpression) -> cst.BaseExpression:
     """X for ``numpy.asarray(X, ...)`` / ``np.asarray(X, ...)``, else the node itself."""
-    if isinstance(node, cst.Call) and (dotted_name(node.func) or "").endswith("asarray") and node.args \
-            and node.args[0].keyword is None:
+    if (
+        isinstance(node, cst.Call)
+        and (dotted_name(node.func) or "").endswith("asarray")
+        and node.args
+        and node.args[0].keyword is None
+    ):
         return node.args[0].value
     return node
 
@@ -217,14 +244,21 @@ class _DirectStreams(cst.CSTVisitor):
         return found
 
     def visit_Call(self, node: cst.Call) -> None:
-        if dotted_name(node.func) not in self.names.shared or not node.args or node.args[0].keyword is not None:
+        if (
+            dotted_name(node.func) not in self.names.shared
+            or not node.args
+            or node.args[0].keyword is not None
+        ):
             return
         value = node.args[0].value
         inner = _unwrapped(value)  # numpy.asarray(mm, dtype=...) is a view of the mapping
         bound = self._bound_value(inner) if isinstance(inner, cst.Name) else inner
         kind, replacement = None, None
-        called = self._bound_value(value.func) if isinstance(value, cst.Call) and isinstance(
-            value.func, cst.Name) else None
+        called = (
+            self._bound_value(value.func)
+            if isinstance(value, cst.Call) and isinstance(value.func, cst.Name)
+            else None
+        )
         if _is_memmap_call(bound):
             kind = "a memmap"
         elif isinstance(called, cst.FunctionDef) and _yields(called):
@@ -236,22 +270,34 @@ class _DirectStreams(cst.CSTVisitor):
             kind = "a callable returning chunks"
         elif isinstance(bound, cst.Lambda) and len(bound.params.params) == 1 and bound is value:
             kind = "lambda batch_num: ..."
-            replacement = cst.Call(func=cst.parse_expression("symtrain.migrate.runtime.batch_chunks"),
-                                   args=[cst.Arg(value=value)])
+            replacement = cst.Call(
+                func=cst.parse_expression("symtrain.migrate.runtime.batch_chunks"),
+                args=[cst.Arg(value=value)],
+            )
         elif isinstance(bound, cst.Lambda | cst.FunctionDef):
             line = self.get_metadata(PositionProvider, node).start.line
-            self.refused.append((line, "not rewritten for out-of-core: symtrain.shared takes a callable with no "
-                                 "arguments returning an iterator of row chunks: write "
-                                 "`symtrain.shared(lambda: (batch(k) for k in range(n_batches)), chunk_rows=BATCH, "
-                                 f"rows=N)` and compile with symtrain.function ({_DOC})"))
+            self.refused.append(
+                (
+                    line,
+                    "not rewritten for out-of-core: symtrain.shared takes a callable with no "
+                    "arguments returning an iterator of row chunks: write "
+                    "`symtrain.shared(lambda: (batch(k) for k in range(n_batches)), chunk_rows=BATCH, "
+                    f"rows=N)` and compile with symtrain.function ({_DOC})",
+                )
+            )
             return
         if kind is None:
             return
         extra = {a.keyword.value for a in node.args[1:] if a.keyword is not None} - _STREAM_KEYWORDS
         if extra or any(a.keyword is None for a in node.args[1:]):
             line = self.get_metadata(PositionProvider, node).start.line
-            self.refused.append((line, f"not rewritten for out-of-core: shared({kind}) has arguments a streamed "
-                                 f"variable refuses ({sorted(extra) or 'positional'}) ({_DOC})"))
+            self.refused.append(
+                (
+                    line,
+                    f"not rewritten for out-of-core: shared({kind}) has arguments a streamed "
+                    f"variable refuses ({sorted(extra) or 'positional'}) ({_DOC})",
+                )
+            )
             return
         parent = self.get_metadata(ParentNodeProvider, node, None)
         target = None
@@ -282,12 +328,16 @@ class _RiskyUses(cst.CSTVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         if isinstance(node.func, cst.Attribute) and self._is_data(node.func.value):
             attr = node.func.attr.value
-            borrow = any(a.keyword is not None and a.keyword.value == "borrow" and m.matches(a.value, m.Name("True"))
-                         for a in node.args)
+            borrow = any(
+                a.keyword is not None and a.keyword.value == "borrow" and m.matches(a.value, m.Name("True"))
+                for a in node.args
+            )
             if attr == "set_value":
                 self._add(node, f"{dotted_name(node.func.value)}.set_value(...)")
             elif attr == "get_value" and not borrow:
-                self._add(node, f"{dotted_name(node.func.value)}.get_value() without borrow=True loads the data")
+                self._add(
+                    node, f"{dotted_name(node.func.value)}.get_value() without borrow=True loads the data"
+                )
         if dotted_name(node.func) in self.function_names:
             for arg in node.args:
                 if arg.keyword is None or arg.keyword.value not in ("givens", "updates"):
@@ -321,13 +371,19 @@ class _DataNames(cst.CSTVisitor):
     def visit_Assign(self, node: cst.Assign) -> None:
         if isinstance(node.value, cst.Call) and dotted_name(node.value.func) in self.funcs:
             for t in node.targets:
-                targets = [e.value for e in t.target.elements] if isinstance(t.target, cst.Tuple) else [t.target]
+                targets = (
+                    [e.value for e in t.target.elements] if isinstance(t.target, cst.Tuple) else [t.target]
+                )
                 self.names |= {e.value for e in targets if isinstance(e, cst.Name)}
 
 
 class _Rewrite(cst.CSTTransformer):
-    def __init__(self, shared_calls: set[int], function_names: set[str],
-                 replacements: dict[int, cst.BaseExpression] | None = None):
+    def __init__(
+        self,
+        shared_calls: set[int],
+        function_names: set[str],
+        replacements: dict[int, cst.BaseExpression] | None = None,
+    ):
         self.shared_calls = shared_calls
         self.function_names = function_names
         self.replacements = replacements or {}
@@ -338,8 +394,9 @@ class _Rewrite(cst.CSTTransformer):
             self.rewrote += 1
             new = updated.with_changes(func=cst.parse_expression("symtrain.shared"))
             if id(original) in self.replacements:
-                new = new.with_changes(args=[new.args[0].with_changes(value=self.replacements[id(original)]),
-                                             *new.args[1:]])
+                new = new.with_changes(
+                    args=[new.args[0].with_changes(value=self.replacements[id(original)]), *new.args[1:]]
+                )
             return new
         if dotted_name(original.func) in self.function_names:
             self.rewrote += 1
@@ -351,8 +408,9 @@ def _add_import(module: cst.Module, statement: str) -> cst.Module:
     body = list(module.body)
     last = -1
     for i, stmt in enumerate(body):
-        if isinstance(stmt, cst.SimpleStatementLine) and any(isinstance(s, cst.Import | cst.ImportFrom)
-                                                             for s in stmt.body):
+        if isinstance(stmt, cst.SimpleStatementLine) and any(
+            isinstance(s, cst.Import | cst.ImportFrom) for s in stmt.body
+        ):
             last = i
     body.insert(last + 1, cst.parse_statement(statement))
     return module.with_changes(body=body)
@@ -379,17 +437,38 @@ def rewrite_out_of_core(module: cst.Module, path: str) -> tuple[cst.Module, list
         wrapper.visit(risky)
         first_line = min(positions[f].start.line for f in finder.safe)
         if risky.risky:
-            findings += [Finding(path, line, "review", f"not rewritten for out-of-core: {what} would be refused "
-                                 f"by a streamed variable ({_DOC})") for line, what in risky.risky]
+            findings += [
+                Finding(
+                    path,
+                    line,
+                    "review",
+                    f"not rewritten for out-of-core: {what} would be refused by a streamed variable ({_DOC})",
+                )
+                for line, what in risky.risky
+            ]
         elif not names.mmap:
-            findings.append(Finding(path, first_line, "review", "shared_dataset can stream with symtrain.shared "
-                                    "once the arrays are loaded with numpy.load(path, mmap_mode='r'); not "
-                                    f"rewritten because nothing in this module loads a memmap ({_DOC})"))
+            findings.append(
+                Finding(
+                    path,
+                    first_line,
+                    "review",
+                    "shared_dataset can stream with symtrain.shared "
+                    "once the arrays are loaded with numpy.load(path, mmap_mode='r'); not "
+                    f"rewritten because nothing in this module loads a memmap ({_DOC})",
+                )
+            )
         else:
             shared_ids |= {id(c) for calls in finder.safe.values() for c in calls}
-            findings.append(Finding(path, first_line, "changed", "out-of-core: shared_dataset now streams "
-                                    "memmapped data through symtrain.shared and function calls go through "
-                                    f"symtrain.function ({_DOC})"))
+            findings.append(
+                Finding(
+                    path,
+                    first_line,
+                    "changed",
+                    "out-of-core: shared_dataset now streams "
+                    "memmapped data through symtrain.shared and function calls go through "
+                    f"symtrain.function ({_DOC})",
+                )
+            )
     if direct.calls:
         risky = _RiskyUses(set(direct.targets), names.function)
         wrapper.visit(risky)
@@ -397,16 +476,31 @@ def rewrite_out_of_core(module: cst.Module, path: str) -> tuple[cst.Module, list
             line = positions[call].start.line
             bad = [(n, what) for n, what in risky.risky if target and re.search(rf"\b{target}\b", what)]
             if bad:
-                findings += [Finding(path, n, "review", f"not rewritten for out-of-core: {what} would be refused "
-                                     f"by a streamed variable ({_DOC})") for n, what in bad]
+                findings += [
+                    Finding(
+                        path,
+                        n,
+                        "review",
+                        f"not rewritten for out-of-core: {what} would be refused "
+                        f"by a streamed variable ({_DOC})",
+                    )
+                    for n, what in bad
+                ]
                 continue
             shared_ids.add(id(call))
             if replacement is not None:
                 replacements[id(call)] = replacement
             adapted = "" if replacement is None else _ADAPTED if kind.startswith("lambda") else _RESTART
-            findings.append(Finding(path, line, "changed", f"out-of-core: `shared({kind})` streams through "
-                                    "symtrain.shared (compile its functions with symtrain.function, which the "
-                                    f"module now uses){adapted} ({_DOC})"))
+            findings.append(
+                Finding(
+                    path,
+                    line,
+                    "changed",
+                    f"out-of-core: `shared({kind})` streams through "
+                    "symtrain.shared (compile its functions with symtrain.function, which the "
+                    f"module now uses){adapted} ({_DOC})",
+                )
+            )
     if not shared_ids:
         return module, findings
     # ids refer to nodes of wrapper.module (the metadata wrapper deep-copies), so rewrite that one
@@ -415,7 +509,8 @@ def rewrite_out_of_core(module: cst.Module, path: str) -> tuple[cst.Module, list
     if not names.has_symtrain:
         new = _add_import(new, "import symtrain\n")
     if "symtrain.migrate.runtime.batch_chunks" in new.code and not re.search(
-            r"^import symtrain\.migrate\.runtime\b", new.code, re.MULTILINE):
+        r"^import symtrain\.migrate\.runtime\b", new.code, re.MULTILINE
+    ):
         new = _add_import(new, "import symtrain.migrate.runtime\n")
     return new, findings
 

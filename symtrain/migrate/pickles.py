@@ -20,7 +20,11 @@ OPEN_NAMES = ("open", "io.open")
 
 def _open_binding(node: cst.Call, parent: cst.CSTNode | None) -> cst.Name | None:
     """The Name an ``open()`` result is bound to (``f = open(...)``, ``with open(...) as f``), if any."""
-    if isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0].target, cst.Name):
+    if (
+        isinstance(parent, cst.Assign)
+        and len(parent.targets) == 1
+        and isinstance(parent.targets[0].target, cst.Name)
+    ):
         return parent.targets[0].target
     if isinstance(parent, cst.WithItem) and parent.asname and isinstance(parent.asname.name, cst.Name):
         return parent.asname.name
@@ -48,7 +52,11 @@ class PickleFiles(cst.CSTVisitor):
             position = rules.PICKLE_FILE_ARG[name]
             arg = positional[position] if len(positional) > position else (keyword[0] if keyword else None)
             direction = "dump" if name in ("pickle.dump", "pickle.Pickler") else "load"
-            if arg is not None and isinstance(arg.value, cst.Call) and self.name_of(arg.value.func) in OPEN_NAMES:
+            if (
+                arg is not None
+                and isinstance(arg.value, cst.Call)
+                and self.name_of(arg.value.func) in OPEN_NAMES
+            ):
                 self.binary[arg.value] = direction
             elif arg is not None and isinstance(arg.value, cst.Name):
                 self.pickled.append((arg.value, direction))

@@ -30,17 +30,69 @@ from symtrain.migrate.report import Finding
 # modules in an import statement. A Python 3 file that merely has a variable called ``has_key`` or a
 # compatibility shim (``xrange = range``) is not taken for Python 2.
 PY2_BUILTINS = frozenset({"xrange", "raw_input", "basestring", "unichr", "execfile", "unicode", "long"})
-PY2_METHODS = frozenset({"iteritems", "itervalues", "iterkeys", "has_key", "viewitems", "viewkeys",
-                         "viewvalues", "xreadlines"})
-PY2_MODULES = frozenset({"cPickle", "cStringIO", "urllib2", "izip", "imap", "ifilter", "ConfigParser",
-                         "Queue", "StringIO", "__builtin__"})
+PY2_METHODS = frozenset(
+    {"iteritems", "itervalues", "iterkeys", "has_key", "viewitems", "viewkeys", "viewvalues", "xreadlines"}
+)
+PY2_MODULES = frozenset(
+    {
+        "cPickle",
+        "cStringIO",
+        "urllib2",
+        "izip",
+        "imap",
+        "ifilter",
+        "ConfigParser",
+        "Queue",
+        "StringIO",
+        "__builtin__",
+    }
+)
 
-FIXERS = ["apply", "basestring", "dict", "except", "exec", "execfile", "exitfunc", "filter", "funcattrs",
-          "getcwdu", "has_key", "imports", "imports2", "intern", "isinstance", "itertools",
-          "itertools_imports", "long", "map", "metaclass", "methodattrs", "ne", "next", "nonzero",
-          "numliterals", "operator", "paren", "print", "raise", "raw_input", "reduce", "renames", "repr",
-          "standarderror", "sys_exc", "throw", "tuple_params", "types", "unicode", "urllib", "xrange",
-          "xreadlines", "zip"]
+FIXERS = [
+    "apply",
+    "basestring",
+    "dict",
+    "except",
+    "exec",
+    "execfile",
+    "exitfunc",
+    "filter",
+    "funcattrs",
+    "getcwdu",
+    "has_key",
+    "imports",
+    "imports2",
+    "intern",
+    "isinstance",
+    "itertools",
+    "itertools_imports",
+    "long",
+    "map",
+    "metaclass",
+    "methodattrs",
+    "ne",
+    "next",
+    "nonzero",
+    "numliterals",
+    "operator",
+    "paren",
+    "print",
+    "raise",
+    "raw_input",
+    "reduce",
+    "renames",
+    "repr",
+    "standarderror",
+    "sys_exc",
+    "throw",
+    "tuple_params",
+    "types",
+    "unicode",
+    "urllib",
+    "xrange",
+    "xreadlines",
+    "zip",
+]
 
 
 def parses_as_python3(source: str) -> bool:
@@ -56,23 +108,31 @@ def looks_like_python2(source: str) -> bool:
     """Python 2 markers in the tokens (not in comments or strings): ``xrange(...)``, ``d.iteritems()``,
     ``import cPickle``, unless the file defines the name itself (``xrange = range``, ``def unicode``)."""
     try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
-                  if t.type in (tokenize.NAME, tokenize.OP)]
+        tokens = [
+            t
+            for t in tokenize.generate_tokens(io.StringIO(source).readline)
+            if t.type in (tokenize.NAME, tokenize.OP)
+        ]
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return True
-    defined = {tokens[i + 1].string for i, t in enumerate(tokens[:-1])
-               if t.string in ("def", "class", "as", "global")}
+    defined = {
+        tokens[i + 1].string
+        for i, t in enumerate(tokens[:-1])
+        if t.string in ("def", "class", "as", "global")
+    }
     defined |= {t.string for i, t in enumerate(tokens[:-1]) if tokens[i + 1].string == "="}
     defined |= shim_names(source)
     lines = source.splitlines()
 
     def catches(start: int, depth: int) -> bool:
         """Whether the ``try:`` on line ``start`` (0-based) has an ``except NameError/ImportError``."""
-        for text in lines[start + 1:]:
+        for text in lines[start + 1 :]:
             stripped = text.strip()
             if not stripped or stripped.startswith("#") or len(text) - len(text.lstrip()) > depth:
                 continue
-            if stripped.startswith("except") and re.search(r"NameError|ImportError|ModuleNotFoundError", stripped):
+            if stripped.startswith("except") and re.search(
+                r"NameError|ImportError|ModuleNotFoundError", stripped
+            ):
                 return True
             if not stripped.startswith(("except", "else", "finally")):
                 return False
@@ -109,25 +169,46 @@ def looks_like_python2(source: str) -> bool:
         prev = tokens[i - 1].string if i else ""
         name = tok.string
         owner = tokens[i - 2].string if i > 1 else ""
-        if name in PY2_METHODS and prev == "." and owner != "six" and f'"{name}"' not in tok.line \
-                and f"'{name}'" not in tok.line:
+        if (
+            name in PY2_METHODS
+            and prev == "."
+            and owner != "six"
+            and f'"{name}"' not in tok.line
+            and f"'{name}'" not in tok.line
+        ):
             return True  # (not a shim such as `d.iteritems() if hasattr(d, "iteritems") else d.items()`)
-        if name in PY2_BUILTINS and prev not in (".", "def", "class") and name not in defined \
-                and not guarded(tok.start[0]):
+        if (
+            name in PY2_BUILTINS
+            and prev not in (".", "def", "class")
+            and name not in defined
+            and not guarded(tok.start[0])
+        ):
             return True
         line = tok.line.lstrip()
-        if name in PY2_MODULES and name not in defined and not guarded(tok.start[0]) \
-                and not after_try(tok.start[0]) and (
-                prev == "from" or (prev in ("import", ",") and line.startswith("import "))
-                or (name in ("izip", "imap", "ifilter") and line.startswith("from itertools "))):
+        if (
+            name in PY2_MODULES
+            and name not in defined
+            and not guarded(tok.start[0])
+            and not after_try(tok.start[0])
+            and (
+                prev == "from"
+                or (prev in ("import", ",") and line.startswith("import "))
+                or (name in ("izip", "imap", "ifilter") and line.startswith("from itertools "))
+            )
+        ):
             return True
     return False
 
 
-_COMPAT_HEADER = re.compile(r"^(try\s*:|except\s*\(?\s*(NameError|ImportError|ModuleNotFoundError)|"
-                            r"(el)?if\b.*(\bPY[23]\b|version_info|sys\.version\b))")
-_SHIM_IMPORT = re.compile(r"^[ \t]*from[ \t]+(?:six|future|past|builtins)(?:\.[\w.]+)?[ \t]+import[ \t]+"
-                          r"(\([^)]*\)|[^\n]*)", re.MULTILINE)
+_COMPAT_HEADER = re.compile(
+    r"^(try\s*:|except\s*\(?\s*(NameError|ImportError|ModuleNotFoundError)|"
+    r"(el)?if\b.*(\bPY[23]\b|version_info|sys\.version\b))"
+)
+_SHIM_IMPORT = re.compile(
+    r"^[ \t]*from[ \t]+(?:six|future|past|builtins)(?:\.[\w.]+)?[ \t]+import[ \t]+"
+    r"(\([^)]*\)|[^\n]*)",
+    re.MULTILINE,
+)
 
 
 def shim_names(source: str) -> set[str]:
@@ -149,8 +230,9 @@ def _tool(print_function: bool):
     try:
         from fissix import refactor
 
-        return refactor.RefactoringTool([f"fissix.fixes.fix_{name}" for name in FIXERS],
-                                        options={"print_function": print_function})
+        return refactor.RefactoringTool(
+            [f"fissix.fixes.fix_{name}" for name in FIXERS], options={"print_function": print_function}
+        )
     finally:
         logging.disable(logging.NOTSET)
 
@@ -191,8 +273,15 @@ def fixer_wrappings(source: str, converted: str, path: str) -> list[Finding]:
             added = [m.group(1) or m.group(2) for m in _WRAPPED.finditer(new[j]) if m.group(0) not in before]
             for name in dict.fromkeys(added):
                 what = f"`{name}(...)`" if name in ("zip", "map", "filter") else f"`dict.{name}()`"
-                findings.append(Finding(path, j + 1, "changed", f"{what} wrapped in list(...): a Python 3 "
-                                        "iterator/view is consumed once (Python 2 returned a list)"))
+                findings.append(
+                    Finding(
+                        path,
+                        j + 1,
+                        "changed",
+                        f"{what} wrapped in list(...): a Python 3 "
+                        "iterator/view is consumed once (Python 2 returned a list)",
+                    )
+                )
     return findings
 
 
@@ -211,9 +300,13 @@ class _PrintParens(cst.CSTTransformer):
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         if self.get_metadata(PositionProvider, original_node).start.line not in self.lines:
             return updated_node  # written so in the source, not by the print fixer
-        if not (isinstance(updated_node.func, cst.Name) and updated_node.func.value == "print"
-                and len(updated_node.args) == 1 and updated_node.args[0].keyword is None
-                and not updated_node.args[0].star):
+        if not (
+            isinstance(updated_node.func, cst.Name)
+            and updated_node.func.value == "print"
+            and len(updated_node.args) == 1
+            and updated_node.args[0].keyword is None
+            and not updated_node.args[0].star
+        ):
             return updated_node
         value = updated_node.args[0].value
         if not value.lpar:
@@ -223,14 +316,23 @@ class _PrintParens(cst.CSTTransformer):
             if len(elements) != len(value.elements) or not elements:
                 return updated_node
             line = self.get_metadata(PositionProvider, original_node).start.line
-            self.findings.append(Finding(self.path, line, "changed", "`print (a, b)` printed a tuple in Python 2; "
-                                         "it now prints the items separated by spaces"))
-            args = [cst.Arg(value=e.value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-                    for e in elements]
+            self.findings.append(
+                Finding(
+                    self.path,
+                    line,
+                    "changed",
+                    "`print (a, b)` printed a tuple in Python 2; it now prints the items separated by spaces",
+                )
+            )
+            args = [
+                cst.Arg(value=e.value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+                for e in elements
+            ]
             args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             return updated_node.with_changes(args=args)
-        return updated_node.with_changes(args=[cst.Arg(value=value.with_changes(
-            lpar=value.lpar[1:], rpar=value.rpar[1:]))])
+        return updated_node.with_changes(
+            args=[cst.Arg(value=value.with_changes(lpar=value.lpar[1:], rpar=value.rpar[1:]))]
+        )
 
 
 def converted_lines(source: str, converted: str) -> set[int]:

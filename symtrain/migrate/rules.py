@@ -16,11 +16,28 @@ RUNTIME = "symtrain.migrate.runtime"
 
 # What symtrain.nnet provides (the contract with the nnet compatibility layer). ``sigmoid`` and
 # ``softplus`` there are the very PyTensor objects, so identity comparisons keep holding.
-NNET_NAMES = frozenset({
-    "sigmoid", "softplus", "relu", "elu", "hard_sigmoid", "softmax", "categorical_crossentropy",
-    "binary_crossentropy", "conv2d", "pool_2d", "max_pool_2d", "batch_normalization", "dropout", "round",
-    "log_softmax", "ultra_fast_sigmoid", "batch_normalization_train", "batch_normalization_test",
-})
+NNET_NAMES = frozenset(
+    {
+        "sigmoid",
+        "softplus",
+        "relu",
+        "elu",
+        "hard_sigmoid",
+        "softmax",
+        "categorical_crossentropy",
+        "binary_crossentropy",
+        "conv2d",
+        "pool_2d",
+        "max_pool_2d",
+        "batch_normalization",
+        "dropout",
+        "round",
+        "log_softmax",
+        "ultra_fast_sigmoid",
+        "batch_normalization_train",
+        "batch_normalization_test",
+    }
+)
 
 # Objects that moved: exact dotted name -> target. Checked before MODULES at every prefix length.
 OBJECTS: dict[str, str] = {
@@ -124,28 +141,28 @@ MODULES: dict[str, str] = {
 # Removed with no replacement: dotted prefix -> why, and what to do by hand.
 UNTRANSLATABLE: dict[str, str] = {
     "theano.sandbox.cuda": "theano.sandbox.cuda (CUDA kernels, GPU ops, CudaNdarray) has no PyTensor "
-                           "equivalent: PyTensor has no GPU backend of its own; rewrite as CPU ops or use the "
-                           "JAX/PyTorch backends",
+    "equivalent: PyTensor has no GPU backend of its own; rewrite as CPU ops or use the "
+    "JAX/PyTorch backends",
     "theano.sandbox.gpuarray": "gpuarray (libgpuarray GPU backend) was removed; use the JAX/PyTorch backends",
     "theano.gpuarray": "gpuarray (libgpuarray GPU backend) was removed; use the JAX/PyTorch backends",
     "theano.misc.pycuda_utils": "pycuda integration was removed",
     "theano.sandbox": "theano.sandbox was removed from PyTensor",
     "theano.tensor.nnet.neighbours": "images2neibs/neibs2images were removed: write the patch extraction "
-                                     "with reshapes or pytensor.tensor.signal",
+    "with reshapes or pytensor.tensor.signal",
     "theano.tensor.nnet.h_softmax": "h_softmax was removed: write the two-level softmax by hand",
     "theano.tensor.nnet.conv3d2d": "3-d convolution was removed",
     "theano.tensor.nnet.conv3d": "3-d convolution was removed",
     "theano.tensor.nnet.ctc": "CTC (warp-ctc) was removed",
     "theano.tensor.signal.conv": "signal.conv.conv2d (single image) was removed: use "
-                                 "pytensor.tensor.signal.convolve2d",
+    "pytensor.tensor.signal.convolve2d",
     "theano.tensor.signal.downsample.DownsampleFactorMax": "the pooling Op classes were removed: use "
-                                                           "symtrain.nnet.pool_2d",
+    "symtrain.nnet.pool_2d",
     "theano.tensor.signal.pool.Pool": "the pooling Op classes were removed: use symtrain.nnet.pool_2d",
     "theano.compat.python2x": "theano.compat.python2x was removed: use the standard library",
     "theano.tensor.raw_random": "raw_random was removed: use the distributions of pytensor.tensor.random "
-                                "(or symtrain.migrate.runtime.RandomStreams for the old signatures)",
+    "(or symtrain.migrate.runtime.RandomStreams for the old signatures)",
     "theano.compile.debugmode": "DebugMode was removed: use mode='FAST_COMPILE' and pytensor's "
-                                "config.compute_test_value alternatives (tag.test_value checks)",
+    "config.compute_test_value alternatives (tag.test_value checks)",
     "theano.compat.six": "theano.compat.six was removed: use the standard library",
 }
 
@@ -179,12 +196,16 @@ MRG_NAMES = frozenset({"theano.sandbox.rng_mrg.MRG_RandomStreams", "theano.sandb
 
 # API that dates a file: only in Theano 0.7-era code, or only from Theano 0.8/0.9 on (T.round's default
 # changed from half away from zero to half to even in 0.9).
-ERA_0_7 = re.compile(r"\bsignal\.downsample\b|\bimport downsample\b|\bdownsample\.max_pool_2d\b|"
-                     r"\bnnet\.conv\.conv2d\b|\bnnet import conv\b|\bconv\.conv2d\(|\bParam\(|\bpfunc\b|"
-                     r"\bcompat\.python2x\b")
-ERA_0_9 = re.compile(r"\bsignal\.pool\b|\bsignal import pool\b|\bpool_2d\(|\bnnet\.conv2d\(|"
-                     r"\bnnet import [^\n]*\bconv2d\b|\bIn\(|\bgpuarray\b|\bnnet\.bn\b|\babstract_conv\b|"
-                     r"\bbatch_normalization\b|\breturn_list\b")
+ERA_0_7 = re.compile(
+    r"\bsignal\.downsample\b|\bimport downsample\b|\bdownsample\.max_pool_2d\b|"
+    r"\bnnet\.conv\.conv2d\b|\bnnet import conv\b|\bconv\.conv2d\(|\bParam\(|\bpfunc\b|"
+    r"\bcompat\.python2x\b"
+)
+ERA_0_9 = re.compile(
+    r"\bsignal\.pool\b|\bsignal import pool\b|\bpool_2d\(|\bnnet\.conv2d\(|"
+    r"\bnnet import [^\n]*\bconv2d\b|\bIn\(|\bgpuarray\b|\bnnet\.bn\b|\babstract_conv\b|"
+    r"\bbatch_normalization\b|\breturn_list\b"
+)
 
 
 def api_era(code: str) -> tuple[str | None, int, str]:
@@ -200,14 +221,23 @@ def api_era(code: str) -> tuple[str | None, int, str]:
 # Theano 0.7's conv.conv2d(input, filters, filter_shape, image_shape, border_mode, subsample): later
 # conv2d put input_shape third, so positional arguments become keywords.
 POSITIONAL_NAMES: dict[str, tuple[str, ...]] = {
-    "theano.tensor.nnet.conv.conv2d": ("input", "filters", "filter_shape", "image_shape", "border_mode",
-                                       "subsample"),
+    "theano.tensor.nnet.conv.conv2d": (
+        "input",
+        "filters",
+        "filter_shape",
+        "image_shape",
+        "border_mode",
+        "subsample",
+    ),
 }
 # Calls whose meaning is ambiguous between Theano versions: reported for review.
 AMBIGUOUS_POSITIONAL: dict[str, tuple[int, str]] = {
-    "theano.tensor.nnet.conv2d": (3, "the third positional argument of conv2d was filter_shape in Theano "
-                                     "0.7 and input_shape from 0.8 on (symtrain.nnet reads input_shape): "
-                                     "pass it by keyword"),
+    "theano.tensor.nnet.conv2d": (
+        3,
+        "the third positional argument of conv2d was filter_shape in Theano "
+        "0.7 and input_shape from 0.8 on (symtrain.nnet reads input_shape): "
+        "pass it by keyword",
+    ),
 }
 KWARG_RENAMES: dict[str, dict[str, str]] = {
     "theano.tensor.flatten": {"outdim": "ndim"},
@@ -215,36 +245,106 @@ KWARG_RENAMES: dict[str, dict[str, str]] = {
 }
 
 # Names whose use means a function with defaulted inputs (routed through the runtime's ``function``).
-DEFAULTED_INPUTS = {"theano.In": "value", "theano.compile.In": "value", "theano.compile.io.In": "value",
-                    "theano.Param": "default", "theano.compile.Param": "default",
-                    "theano.compile.io.Param": "default"}
-FUNCTION_NAMES = {"theano.function", "theano.compile.function", "theano.compile.function.function",
-                  "theano.compile.function_module.function"}
+DEFAULTED_INPUTS = {
+    "theano.In": "value",
+    "theano.compile.In": "value",
+    "theano.compile.io.In": "value",
+    "theano.Param": "default",
+    "theano.compile.Param": "default",
+    "theano.compile.io.Param": "default",
+}
+FUNCTION_NAMES = {
+    "theano.function",
+    "theano.compile.function",
+    "theano.compile.function.function",
+    "theano.compile.function_module.function",
+}
 
 # Every config flag PyTensor 3.0.7 has (pytensor.config._config_var_dict). A Theano flag outside this set
 # no longer exists; dotted spellings (``scan.allow_gc``) must become ``scan__allow_gc``: PYTENSOR_FLAGS
 # silently ignores dotted keys, and ``config.scan.allow_gc`` raises AttributeError.
-PYTENSOR_CONFIG = frozenset({
-    "DebugMode__check_c", "DebugMode__check_finite", "DebugMode__check_preallocated_output",
-    "DebugMode__check_preallocated_output_ndim", "DebugMode__check_py", "DebugMode__check_strides",
-    "DebugMode__patience", "DebugMode__warn_input_not_reused", "NanGuardMode__action",
-    "NanGuardMode__big_is_error", "NanGuardMode__inf_is_error", "NanGuardMode__nan_is_error", "allow_gc",
-    "base_compiledir", "blas__check_openmp", "blas__ldflags", "cast_policy", "check_input",
-    "check_stack_trace", "cmodule__age_thresh_use", "cmodule__compilation_warning", "cmodule__debug",
-    "cmodule__preload_cache", "cmodule__remove_gxx_opt", "cmodule__warn_no_version", "compile__timeout",
-    "compile__wait", "compiledir", "compiledir_format", "compiler_verbose", "cxx", "cycle_detection",
-    "exception_verbosity", "floatX", "gcc__cxxflags", "gcc_version_str", "lib__amdlibm", "linker", "mode",
-    "nocleanup", "numba__cache", "numba__fastmath", "on_opt_error", "on_shape_error", "on_unused_input",
-    "openmp", "openmp_elemwise_minsize", "optdb__max_use_ratio", "optdb__position_cutoff", "optimizer",
-    "optimizer_excluding", "optimizer_including", "optimizer_requiring", "optimizer_verbose",
-    "optimizer_verbose_ignore", "print_global_stats", "profile", "profile_memory", "profile_optimizer",
-    "profiling__debugprint", "profiling__destination", "profiling__ignore_first_call",
-    "profiling__min_memory_size", "profiling__min_peak_memory", "profiling__n_apply", "profiling__n_ops",
-    "profiling__output_line_width", "profiling__time_thunks", "scan__allow_gc",
-    "scan__allow_output_prealloc", "tensor__cmp_sloppy", "tensor__insert_inplace_optimizer_validate_nb",
-    "traceback__compile_limit", "traceback__limit", "unpickle_function", "vm__lazy",
-    "warn__ignore_bug_before", "warn_float64",
-})
+PYTENSOR_CONFIG = frozenset(
+    {
+        "DebugMode__check_c",
+        "DebugMode__check_finite",
+        "DebugMode__check_preallocated_output",
+        "DebugMode__check_preallocated_output_ndim",
+        "DebugMode__check_py",
+        "DebugMode__check_strides",
+        "DebugMode__patience",
+        "DebugMode__warn_input_not_reused",
+        "NanGuardMode__action",
+        "NanGuardMode__big_is_error",
+        "NanGuardMode__inf_is_error",
+        "NanGuardMode__nan_is_error",
+        "allow_gc",
+        "base_compiledir",
+        "blas__check_openmp",
+        "blas__ldflags",
+        "cast_policy",
+        "check_input",
+        "check_stack_trace",
+        "cmodule__age_thresh_use",
+        "cmodule__compilation_warning",
+        "cmodule__debug",
+        "cmodule__preload_cache",
+        "cmodule__remove_gxx_opt",
+        "cmodule__warn_no_version",
+        "compile__timeout",
+        "compile__wait",
+        "compiledir",
+        "compiledir_format",
+        "compiler_verbose",
+        "cxx",
+        "cycle_detection",
+        "exception_verbosity",
+        "floatX",
+        "gcc__cxxflags",
+        "gcc_version_str",
+        "lib__amdlibm",
+        "linker",
+        "mode",
+        "nocleanup",
+        "numba__cache",
+        "numba__fastmath",
+        "on_opt_error",
+        "on_shape_error",
+        "on_unused_input",
+        "openmp",
+        "openmp_elemwise_minsize",
+        "optdb__max_use_ratio",
+        "optdb__position_cutoff",
+        "optimizer",
+        "optimizer_excluding",
+        "optimizer_including",
+        "optimizer_requiring",
+        "optimizer_verbose",
+        "optimizer_verbose_ignore",
+        "print_global_stats",
+        "profile",
+        "profile_memory",
+        "profile_optimizer",
+        "profiling__debugprint",
+        "profiling__destination",
+        "profiling__ignore_first_call",
+        "profiling__min_memory_size",
+        "profiling__min_peak_memory",
+        "profiling__n_apply",
+        "profiling__n_ops",
+        "profiling__output_line_width",
+        "profiling__time_thunks",
+        "scan__allow_gc",
+        "scan__allow_output_prealloc",
+        "tensor__cmp_sloppy",
+        "tensor__insert_inplace_optimizer_validate_nb",
+        "traceback__compile_limit",
+        "traceback__limit",
+        "unpickle_function",
+        "vm__lazy",
+        "warn__ignore_bug_before",
+        "warn_float64",
+    }
+)
 
 
 def config_key(parts: list[str]) -> tuple[str, list[str]] | None:
@@ -267,7 +367,8 @@ PICKLE_FILE_ARG = {"pickle.load": 0, "pickle.dump": 1, "pickle.Unpickler": 0, "p
 
 # Names that still work in PyTensor 3.0.7 but warn and will go: reported for review, not rewritten.
 DEPRECATED = {
-    "aesara.tensor.random.utils.RandomStream": "RandomStream is deprecated in PyTensor 3 (FutureWarning): the "
+    "aesara.tensor.random.utils.RandomStream": "RandomStream is deprecated in PyTensor 3 (FutureWarning): "
+    "the "
     "future-proof form is rng = pt.random.shared_rng(seed), next_rng, x = rng.normal(...), "
     "updates={rng: next_rng}",
     "aesara.tensor.random.RandomStream": "RandomStream is deprecated in PyTensor 3 (FutureWarning): the "
@@ -281,7 +382,7 @@ SIX_DICT_METHODS = {"six.iteritems": "items", "six.itervalues": "values", "six.i
 def normalize(dotted: str) -> str:
     """Read ``aesara.x`` as ``theano.x`` so one table serves both."""
     if dotted == "aesara" or dotted.startswith("aesara."):
-        return "theano" + dotted[len("aesara"):]
+        return "theano" + dotted[len("aesara") :]
     return dotted
 
 
@@ -322,10 +423,12 @@ def lookup(dotted: str) -> tuple[str | None, str | None]:
                 if not rest:
                     return target, None
                 if rest[0] not in NNET_NAMES:
-                    return None, (f"{'.'.join(parts[:n + 1])} was removed and symtrain.nnet has no "
-                                  f"replacement: write it with pytensor.tensor ops")
+                    return None, (
+                        f"{'.'.join(parts[: n + 1])} was removed and symtrain.nnet has no "
+                        f"replacement: write it with pytensor.tensor ops"
+                    )
             if target == RUNTIME and rest and rest[0] not in RUNTIME_NAMES:
-                return None, f"{'.'.join(parts[:n + 1])} was removed and has no replacement"
+                return None, f"{'.'.join(parts[: n + 1])} was removed and has no replacement"
             return _extend(target, rest), None
     return None, None
 

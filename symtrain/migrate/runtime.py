@@ -87,7 +87,7 @@ class RandomStreams:
 
 
 class MRG_RandomStreams(RandomStreams):  # noqa: N801 - Theano's name
-    """Theano's ``rng_mrg.MRG_RandomStreams``: unseeded it uses Theano's default seed 12345, so runs repeat."""
+    """Theano's ``rng_mrg.MRG_RandomStreams``: unseeded, Theano's default seed 12345 (runs repeat)."""
 
     def __init__(self, seed: int | None = 12345, use_cuda: Any = None):
         super().__init__(seed, use_cuda)
@@ -102,21 +102,52 @@ def _size(size):
 class In:
     """An input with a default value (Theano's ``In(variable, name=None, value=None, ...)``)."""
 
-    def __init__(self, variable, name=None, value=None, update=None, mutable=None, strict=False,
-                 allow_downcast=None, autoname=True, implicit=None, borrow=None, shared=False):
+    def __init__(
+        self,
+        variable,
+        name=None,
+        value=None,
+        update=None,
+        mutable=None,
+        strict=False,
+        allow_downcast=None,
+        autoname=True,
+        implicit=None,
+        borrow=None,
+        shared=False,
+    ):
         self.variable = variable
         self.name = name if name is not None else getattr(variable, "name", None)
         self.value = value
         self.has_default = value is not None
-        self.options = {"mutable": mutable, "strict": strict, "allow_downcast": allow_downcast,
-                        "borrow": borrow}
+        self.options = {
+            "mutable": mutable,
+            "strict": strict,
+            "allow_downcast": allow_downcast,
+            "borrow": borrow,
+        }
 
 
-def Param(variable, default=None, name=None, mutable=False, strict=False, allow_downcast=None,  # noqa: N802
-          implicit=None, borrow=None) -> In:
+def Param(
+    variable,
+    default=None,
+    name=None,
+    mutable=False,
+    strict=False,
+    allow_downcast=None,  # noqa: N802
+    implicit=None,
+    borrow=None,
+) -> In:
     """Theano's ``Param(variable, default=...)``: the older spelling of ``In(variable, value=...)``."""
-    return In(variable, name=name, value=default, mutable=mutable, strict=strict,
-              allow_downcast=allow_downcast, borrow=borrow)
+    return In(
+        variable,
+        name=name,
+        value=default,
+        mutable=mutable,
+        strict=strict,
+        allow_downcast=allow_downcast,
+        borrow=borrow,
+    )
 
 
 class FunctionWithDefaults:
@@ -215,7 +246,6 @@ def dump(obj: Any, file_handler, protocol: int = pickle.HIGHEST_PROTOCOL) -> Non
 def load(f) -> Any:
     """Read a ``theano.misc.pkl_utils.dump`` zip (Python 2 ones too: strings are read as latin1)."""
     with zipfile.ZipFile(f, "r") as zf:
-
         loaded: dict[str, np.ndarray] = {}
 
         class _Unpickler(pickle.Unpickler):
@@ -232,5 +262,14 @@ def load(f) -> Any:
             return _Unpickler(io.BytesIO(member.read()), encoding="latin1").load()
 
 
-__all__ = ["RandomStreams", "MRG_RandomStreams", "In", "Param", "function", "FunctionWithDefaults",
-           "batch_chunks", "dump", "load"]
+__all__ = [
+    "RandomStreams",
+    "MRG_RandomStreams",
+    "In",
+    "Param",
+    "function",
+    "FunctionWithDefaults",
+    "batch_chunks",
+    "dump",
+    "load",
+]

@@ -1,4 +1,4 @@
-"""Python 2 ``str`` through subprocess pipes: ``Popen(..., stdout=PIPE)`` and ``check_output`` get ``text=True``.
+"""Python 2 ``str`` through subprocess pipes: ``Popen(..., stdout=PIPE)``, ``check_output`` get ``text=True``.
 
 Python 2 pipes carried ``str``; Python 3 pipes carry ``bytes`` unless ``text=True``: ``communicate(text)``
 with a ``str`` raises, and ``check_output(...) == 'ok'`` is silently False. Calls that already choose
@@ -27,7 +27,7 @@ def _dotted(node: cst.BaseExpression) -> str | None:
 
 
 class _Names(cst.CSTVisitor):
-    """Local spellings of ``subprocess.Popen``/``check_output`` (``import subprocess as sp``, ``from ...``)."""
+    """Local spellings of ``subprocess.Popen``/``check_output`` (``import subprocess as sp``, ...)."""
 
     def __init__(self) -> None:
         self.popen: set[str] = set()
@@ -36,17 +36,27 @@ class _Names(cst.CSTVisitor):
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
             if _dotted(alias.name) == "subprocess":
-                local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+                local = (
+                    alias.asname.name.value
+                    if alias.asname and isinstance(alias.asname.name, cst.Name)
                     else "subprocess"
+                )
                 self.popen.add(f"{local}.Popen")
                 self.output.add(f"{local}.check_output")
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if node.module is None or _dotted(node.module) != "subprocess" or isinstance(node.names, cst.ImportStar):
+        if (
+            node.module is None
+            or _dotted(node.module) != "subprocess"
+            or isinstance(node.names, cst.ImportStar)
+        ):
             return
         for alias in node.names:
-            local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+            local = (
+                alias.asname.name.value
+                if alias.asname and isinstance(alias.asname.name, cst.Name)
                 else alias.name.value
+            )
             {"Popen": self.popen, "check_output": self.output}.get(alias.name.value, set()).add(local)
 
 
@@ -63,8 +73,12 @@ class _Text(cst.CSTTransformer):
         name = _dotted(original_node.func)
         keywords = {a.keyword.value for a in original_node.args if a.keyword is not None}
         if name in self.names.popen:
-            piped = any(a.keyword is not None and a.keyword.value in PIPES
-                        and (_dotted(a.value) or "").rsplit(".", 1)[-1] == "PIPE" for a in original_node.args)
+            piped = any(
+                a.keyword is not None
+                and a.keyword.value in PIPES
+                and (_dotted(a.value) or "").rsplit(".", 1)[-1] == "PIPE"
+                for a in original_node.args
+            )
             if not piped and not any(a.star == "**" for a in original_node.args):
                 return updated_node
         elif name not in self.names.output:
@@ -73,18 +87,37 @@ class _Text(cst.CSTTransformer):
             return updated_node
         line = self.get_metadata(PositionProvider, original_node).start.line
         if any(a.star for a in original_node.args):
-            self.findings.append(Finding(self.path, line, "review", f"`{name}(...)`: Python 2 pipes carried str; "
-                                         "pass text=True if this call exchanges text (Python 3 pipes carry bytes)"))
+            self.findings.append(
+                Finding(
+                    self.path,
+                    line,
+                    "review",
+                    f"`{name}(...)`: Python 2 pipes carried str; "
+                    "pass text=True if this call exchanges text (Python 3 pipes carry bytes)",
+                )
+            )
             return updated_node
-        self.findings.append(Finding(self.path, line, "changed", f"`{name}(...)` gets text=True: Python 2 pipes "
-                                     "carried str (Python 3 pipes carry bytes)"))
+        self.findings.append(
+            Finding(
+                self.path,
+                line,
+                "changed",
+                f"`{name}(...)` gets text=True: Python 2 pipes carried str (Python 3 pipes carry bytes)",
+            )
+        )
         args = list(updated_node.args)
         last = args[-1]
         if not isinstance(last.comma, cst.Comma):
             args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-        args.append(cst.Arg(keyword=cst.Name("text"), value=cst.Name("True"),
-                            equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
-                                                  whitespace_after=cst.SimpleWhitespace(""))))
+        args.append(
+            cst.Arg(
+                keyword=cst.Name("text"),
+                value=cst.Name("True"),
+                equal=cst.AssignEqual(
+                    whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+                ),
+            )
+        )
         return updated_node.with_changes(args=args)
 
 

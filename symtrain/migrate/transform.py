@@ -26,8 +26,10 @@ from symtrain.migrate import rules
 from symtrain.migrate.pickles import PickleFiles
 from symtrain.migrate.report import Finding
 
-_EQUIVALENT = {"symtrain.nnet.sigmoid": "pytensor.tensor.sigmoid",
-               "symtrain.nnet.softplus": "pytensor.tensor.softplus"}
+_EQUIVALENT = {
+    "symtrain.nnet.sigmoid": "pytensor.tensor.sigmoid",
+    "symtrain.nnet.softplus": "pytensor.tensor.softplus",
+}
 
 
 def dotted_name(node: cst.BaseExpression) -> str | None:
@@ -58,7 +60,7 @@ def _requote(node: cst.SimpleString, text: str) -> cst.SimpleString:
     """The same string literal (prefix and quotes kept) holding ``text``."""
     prefix = node.value[: len(node.value) - len(node.value.lstrip("rRuUbBfF"))]
     quote = node.value[len(prefix)]
-    triple = node.value[len(prefix):len(prefix) + 3] == quote * 3
+    triple = node.value[len(prefix) : len(prefix) + 3] == quote * 3
     q = quote * 3 if triple else quote
     if quote in text or "\\" in text or "\n" in text:
         return node.with_changes(value=repr(text))
@@ -119,9 +121,16 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
             if asname:
                 imports.new[asname] = rules.join(target)
                 imports.modules.add(rules.join(target))
-                out.append(cst.Import(names=[cst.ImportAlias(
-                    name=cst.parse_expression(rules.join(target)),
-                    asname=_as(asname if asname != rules.join(target) else None))]))
+                out.append(
+                    cst.Import(
+                        names=[
+                            cst.ImportAlias(
+                                name=cst.parse_expression(rules.join(target)),
+                                asname=_as(asname if asname != rules.join(target) else None),
+                            )
+                        ]
+                    )
+                )
             else:
                 module = rules.IMPORT_INSTEAD.get(module, module)
                 imports.new[module.split(".")[0]] = module.split(".")[0]
@@ -134,7 +143,7 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
     if not rules.is_legacy(module):
         if not isinstance(node.names, cst.ImportStar):
             for alias in node.names:
-                local = (alias.asname.name.value if alias.asname else alias.name.value)
+                local = alias.asname.name.value if alias.asname else alias.name.value
                 imports.old[local] = imports.new[local] = f"{module}.{alias.name.value}"
         return None
     if isinstance(node.names, cst.ImportStar):
@@ -192,8 +201,10 @@ def _as(name: str | None) -> cst.AsName | None:
 
 
 def _import_from(module: str, names: list[tuple[str, str | None]]) -> cst.ImportFrom:
-    aliases = [cst.ImportAlias(name=cst.Name(attr), asname=_as(local if local != attr else None))
-               for attr, local in names]
+    aliases = [
+        cst.ImportAlias(name=cst.Name(attr), asname=_as(local if local != attr else None))
+        for attr, local in names
+    ]
     return cst.ImportFrom(module=cst.parse_expression(module), names=aliases)
 
 
@@ -222,8 +233,11 @@ class _Analysis(cst.CSTVisitor):
         self.untranslated_imports[node] = found
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        names = {p.name.value for p in (*node.params.params, *node.params.kwonly_params)
-                 if p.default is not None and m.matches(p.default, m.Name("None"))}
+        names = {
+            p.name.value
+            for p in (*node.params.params, *node.params.kwonly_params)
+            if p.default is not None and m.matches(p.default, m.Name("None"))
+        }
         self.none_params.append(names)
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
@@ -259,7 +273,8 @@ class _Rewriter(cst.CSTTransformer):
         # Python 2 sources and Theano scripts may read pickles Python 2 wrote (latin1, binary modes);
         # Aesara-era and other Python 3 code is left alone there
         self.old_pickles = python2 or any(
-            path.split(".")[0] == "theano" for path in analysis.imports.old.values())
+            path.split(".")[0] == "theano" for path in analysis.imports.old.values()
+        )
 
     # ---- helpers -------------------------------------------------------------------------------
     def line(self, node: cst.CSTNode) -> int:
@@ -326,16 +341,23 @@ class _Rewriter(cst.CSTTransformer):
         if module == "builtins":
             return attr
         hint_path = self.imports.new.get(hint) if hint else None
-        if hint_path and (full == hint_path or full.startswith(hint_path + ".")) and (
-                module.startswith("pytensor") or hint_path.startswith(module)):
-            return hint + full[len(hint_path):]
+        if (
+            hint_path
+            and (full == hint_path or full.startswith(hint_path + "."))
+            and (module.startswith("pytensor") or hint_path.startswith(module))
+        ):
+            return hint + full[len(hint_path) :]
         best = None
         for local, path in self.imports.new.items():
             if full != path and not full.startswith(path + "."):
                 continue
-            reachable = (path == module or path.startswith(module + ".") or module.startswith("pytensor")
-                         or module in self.imports.modules
-                         or any(mod.startswith(module + ".") for mod in self.imports.modules))
+            reachable = (
+                path == module
+                or path.startswith(module + ".")
+                or module.startswith("pytensor")
+                or module in self.imports.modules
+                or any(mod.startswith(module + ".") for mod in self.imports.modules)
+            )
             # prefer the longest path, then a local name that says what it is (nnet, not downsample)
             key = (len(path), local == path.rsplit(".", 1)[-1])
             if reachable and (best is None or key > best[2]):
@@ -343,7 +365,7 @@ class _Rewriter(cst.CSTTransformer):
         if best is not None and not best[2][1] and module.startswith("symtrain"):
             best = None
         if best is not None:
-            return best[0] + full[len(best[1]):]
+            return best[0] + full[len(best[1]) :]
         module = rules.IMPORT_INSTEAD.get(module, module)
         if module not in self.needed_imports:
             self.needed_imports.append(module)
@@ -369,8 +391,9 @@ class _Rewriter(cst.CSTTransformer):
             return False
         ctx = self.get_metadata(ExpressionContextProvider, node, None)
         # attribute stores (theano.config.floatX = ...) are rewritten too; bare name stores are rebinds
-        if ctx is not ExpressionContext.LOAD and not (ctx is ExpressionContext.STORE
-                                                       and isinstance(node, cst.Attribute)):
+        if ctx is not ExpressionContext.LOAD and not (
+            ctx is ExpressionContext.STORE and isinstance(node, cst.Attribute)
+        ):
             return False
         while isinstance(parent, cst.Attribute | cst.ImportAlias | cst.ImportFrom | cst.Import):
             if not isinstance(parent, cst.Attribute):
@@ -396,15 +419,23 @@ class _Rewriter(cst.CSTTransformer):
                     return updated  # the whole assignment is deleted (and reported) by its statement
                 if parts[0] in rules.CONFIG_READ_VALUES:
                     value = rules.CONFIG_READ_VALUES[parts[0]]
-                    self.report(original, "review", f"`{'.'.join(old.split('.')[:3])}` no longer exists "
-                                f"(no GPU backend): read as {value}")
+                    self.report(
+                        original,
+                        "review",
+                        f"`{'.'.join(old.split('.')[:3])}` no longer exists "
+                        f"(no GPU backend): read as {value}",
+                    )
                     text = (f"({value})" if parts[1:] else value) + "".join(f".{r}" for r in parts[1:])
                     return cst.parse_expression(text)
                 self.report(original, "untranslated", f"`{old}` no longer exists in PyTensor's config")
             elif len(parts) - len(found[1]) > 1:  # theano.config.scan.allow_gc -> config.scan__allow_gc
                 key, rest = found
-                text = self.express("pytensor:config", self.root_hint(original)) + "." + key + \
-                    "".join(f".{r}" for r in rest)
+                text = (
+                    self.express("pytensor:config", self.root_hint(original))
+                    + "."
+                    + key
+                    + "".join(f".{r}" for r in rest)
+                )
                 return cst.parse_expression(text)
         if old in rules.DEPRECATED:
             self.report(original, "review", rules.DEPRECATED[old])
@@ -424,12 +455,15 @@ class _Rewriter(cst.CSTTransformer):
             if as_is == full or _EQUIVALENT.get(as_is) == full:
                 return updated
         return cst.parse_expression(self.express(target, self.root_hint(original))).with_changes(
-            lpar=getattr(updated, "lpar", ()), rpar=getattr(updated, "rpar", ()))
+            lpar=getattr(updated, "lpar", ()), rpar=getattr(updated, "rpar", ())
+        )
 
     def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
         return self._chain(original_node, updated_node)
 
-    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.BaseExpression:
+    def leave_Attribute(
+        self, original_node: cst.Attribute, updated_node: cst.Attribute
+    ) -> cst.BaseExpression:
         return self._chain(original_node, updated_node)
 
     # ---- calls ---------------------------------------------------------------------------------
@@ -444,28 +478,51 @@ class _Rewriter(cst.CSTTransformer):
             return cst.Call(func=cst.Attribute(value=obj, attr=cst.Name(rules.SIX_DICT_METHODS[old])))
         names = rules.POSITIONAL_NAMES.get(norm or "")
         if names and not any(a.star for a in call.args):
-            call = call.with_changes(args=[
-                a.with_changes(keyword=cst.Name(names[i]), equal=cst.AssignEqual(
-                    whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))
-                if a.keyword is None and 2 <= i < len(names) else a for i, a in enumerate(call.args)])
+            call = call.with_changes(
+                args=[
+                    a.with_changes(
+                        keyword=cst.Name(names[i]),
+                        equal=cst.AssignEqual(
+                            whitespace_before=cst.SimpleWhitespace(""),
+                            whitespace_after=cst.SimpleWhitespace(""),
+                        ),
+                    )
+                    if a.keyword is None and 2 <= i < len(names)
+                    else a
+                    for i, a in enumerate(call.args)
+                ]
+            )
         keywords = {a.keyword.value for a in call.args if a.keyword is not None}
         positional = sum(1 for a in call.args if a.keyword is None and not a.star)
         if norm in rules.AMBIGUOUS_POSITIONAL and positional >= rules.AMBIGUOUS_POSITIONAL[norm][0]:
             self.report(original_node, "review", rules.AMBIGUOUS_POSITIONAL[norm][1])
-        if norm in ("theano.scan", "theano.scan_module.scan", "theano.scan.scan") and \
-                "return_updates" not in keywords:
-            self.report(original_node, "review", "scan returns (outputs, updates) with a DeprecationWarning in "
-                        "PyTensor 3; pass its updates on to function (random updates inside scan apply only "
-                        "then) and plan for return_updates=False")
+        if (
+            norm in ("theano.scan", "theano.scan_module.scan", "theano.scan.scan")
+            and "return_updates" not in keywords
+        ):
+            self.report(
+                original_node,
+                "review",
+                "scan returns (outputs, updates) with a DeprecationWarning in "
+                "PyTensor 3; pass its updates on to function (random updates inside scan apply only "
+                "then) and plan for return_updates=False",
+            )
         if norm == "theano.tensor.nnet.softmax" and "axis" in keywords:
-            call = call.with_changes(func=cst.parse_expression(self.express("pytensor.tensor.special:softmax")))
+            call = call.with_changes(
+                func=cst.parse_expression(self.express("pytensor.tensor.special:softmax"))
+            )
         renames = rules.KWARG_RENAMES.get(norm or "", {})
         if isinstance(original_node.func, cst.Attribute) and original_node.func.attr.value == "flatten":
             renames = {"outdim": "ndim"}
         if renames and keywords & set(renames):
-            call = call.with_changes(args=[
-                a.with_changes(keyword=cst.Name(renames[a.keyword.value]))
-                if a.keyword is not None and a.keyword.value in renames else a for a in call.args])
+            call = call.with_changes(
+                args=[
+                    a.with_changes(keyword=cst.Name(renames[a.keyword.value]))
+                    if a.keyword is not None and a.keyword.value in renames
+                    else a
+                    for a in call.args
+                ]
+            )
         adds = rules.ADD_KWARGS.get(norm or "", {})
         if adds and "round" in (norm or "") and not old.startswith("theano"):
             adds = {}
@@ -477,14 +534,26 @@ class _Rewriter(cst.CSTTransformer):
             new_args = [(k, v) for k, v in adds.items() if k not in keywords]
             if new_args:
                 call = _add_kwargs(call, new_args)
-        if norm in rules.MRG_NAMES and "seed" not in keywords and not positional and \
-                not any(a.star for a in call.args):
+        if (
+            norm in rules.MRG_NAMES
+            and "seed" not in keywords
+            and not positional
+            and not any(a.star for a in call.args)
+        ):
             call = _add_kwargs(call, [("seed", str(rules.MRG_DEFAULT_SEED))])
-            self.report(original_node, "changed", f"unseeded MRG_RandomStreams() gets Theano's default seed "
-                        f"{rules.MRG_DEFAULT_SEED} (legacy runs were identical run to run)")
+            self.report(
+                original_node,
+                "changed",
+                f"unseeded MRG_RandomStreams() gets Theano's default seed "
+                f"{rules.MRG_DEFAULT_SEED} (legacy runs were identical run to run)",
+            )
         new = self.new_name(original_node.func)
-        if self.old_pickles and new in rules.PICKLE_LOADS and "encoding" not in keywords and \
-                not any(a.star for a in call.args):
+        if (
+            self.old_pickles
+            and new in rules.PICKLE_LOADS
+            and "encoding" not in keywords
+            and not any(a.star for a in call.args)
+        ):
             call = _add_kwargs(call, [("encoding", "'latin1'")])
             self.report(original_node, "changed", f"`{new}` reads with encoding='latin1' (Python 2 pickles)")
         if original_node in self.binary_open:
@@ -495,20 +564,35 @@ class _Rewriter(cst.CSTTransformer):
         if new in ("os.environ.setdefault", "os.putenv") and len(call.args) >= 2:
             key = _string_value(call.args[0].value)
             if key in rules.FLAGS_VARIABLES.values():
-                call = call.with_changes(args=[call.args[0], call.args[1].with_changes(
-                    value=self._clean_flag_string(original_node, call.args[1].value)), *call.args[2:]])
+                call = call.with_changes(
+                    args=[
+                        call.args[0],
+                        call.args[1].with_changes(
+                            value=self._clean_flag_string(original_node, call.args[1].value)
+                        ),
+                        *call.args[2:],
+                    ]
+                )
         return call
 
     def _round_mode(self, node: cst.Call, adds: dict[str, str]) -> dict[str, str]:
         """Theano 0.7 rounded halves away from zero, Theano >= 0.9 to even (as PyTensor): date the file."""
         era, line, marker = self.a.api_era
         if era == "0.7":
-            self.report(node, "changed", f"`round` keeps Theano 0.7's mode='half_away_from_zero': this file "
-                        f"uses the 0.7 API (`{marker}`, line {line})")
+            self.report(
+                node,
+                "changed",
+                f"`round` keeps Theano 0.7's mode='half_away_from_zero': this file "
+                f"uses the 0.7 API (`{marker}`, line {line})",
+            )
             return adds
         if era is None:
-            self.report(node, "review", "`round` rounds halves to even, as Theano >= 0.9 and PyTensor do; "
-                        "nothing in this file dates it: if it ran on Theano 0.7, pass mode='half_away_from_zero'")
+            self.report(
+                node,
+                "review",
+                "`round` rounds halves to even, as Theano >= 0.9 and PyTensor do; "
+                "nothing in this file dates it: if it ran on Theano 0.7, pass mode='half_away_from_zero'",
+            )
         return {}
 
     def _clean_flag_string(self, where: cst.CSTNode, value: cst.BaseExpression) -> cst.BaseExpression:
@@ -519,34 +603,57 @@ class _Rewriter(cst.CSTTransformer):
         if dropped:
             self.report(where, "removed", f"flags PyTensor no longer has: {', '.join(dropped)}")
         if respelled:
-            self.report(where, "review", f"dotted flag names respelled with '__' ({', '.join(respelled)}): "
-                        "PyTensor silently ignores dotted keys in PYTENSOR_FLAGS")
+            self.report(
+                where,
+                "review",
+                f"dotted flag names respelled with '__' ({', '.join(respelled)}): "
+                "PyTensor silently ignores dotted keys in PYTENSOR_FLAGS",
+            )
         return _requote(value, kept) if kept != text else value
 
     # ---- statements ----------------------------------------------------------------------------
     def leave_SimpleString(self, original_node: cst.SimpleString, updated_node: cst.SimpleString):
         text = _string_value(original_node)
         if text in rules.FLAGS_VARIABLES:
-            self.report(original_node, "changed", f"'{text}' -> '{rules.FLAGS_VARIABLES[text]}': PyTensor ignored "
-                        f"{text}, so these settings now take effect")
+            self.report(
+                original_node,
+                "changed",
+                f"'{text}' -> '{rules.FLAGS_VARIABLES[text]}': PyTensor ignored "
+                f"{text}, so these settings now take effect",
+            )
             return _requote(updated_node, rules.FLAGS_VARIABLES[text])
-        if text is not None and text not in rules.FLAGS_VARIABLES and (
-                "THEANO_FLAGS" in text or "AESARA_FLAGS" in text):
-            self.report(original_node, "review", "mentions THEANO_FLAGS/AESARA_FLAGS, which PyTensor ignores: "
-                        "use PYTENSOR_FLAGS (device= and GPU flags no longer exist)")
+        if (
+            text is not None
+            and text not in rules.FLAGS_VARIABLES
+            and ("THEANO_FLAGS" in text or "AESARA_FLAGS" in text)
+        ):
+            self.report(
+                original_node,
+                "review",
+                "mentions THEANO_FLAGS/AESARA_FLAGS, which PyTensor ignores: "
+                "use PYTENSOR_FLAGS (device= and GPU flags no longer exist)",
+            )
         if text is not None and (".theanorc" in text or ".aesararc" in text):
-            self.report(original_node, "review", "PyTensor reads ~/.pytensorrc, not ~/.theanorc/.aesararc: "
-                        "move the settings there")
+            self.report(
+                original_node,
+                "review",
+                "PyTensor reads ~/.pytensorrc, not ~/.theanorc/.aesararc: move the settings there",
+            )
         return updated_node
 
     def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign):
         if len(updated_node.targets) == 1:
             target = updated_node.targets[0].target
-            if (isinstance(target, cst.Subscript) and self.new_name(target.value) == "os.environ"
-                    and len(target.slice) == 1 and isinstance(target.slice[0].slice, cst.Index)
-                    and _string_value(target.slice[0].slice.value) in rules.FLAGS_VARIABLES.values()):
+            if (
+                isinstance(target, cst.Subscript)
+                and self.new_name(target.value) == "os.environ"
+                and len(target.slice) == 1
+                and isinstance(target.slice[0].slice, cst.Index)
+                and _string_value(target.slice[0].slice.value) in rules.FLAGS_VARIABLES.values()
+            ):
                 return updated_node.with_changes(
-                    value=self._clean_flag_string(original_node, updated_node.value))
+                    value=self._clean_flag_string(original_node, updated_node.value)
+                )
         return updated_node
 
     def _removed_config(self, stmt: cst.BaseSmallStatement) -> str | None:
@@ -558,20 +665,25 @@ class _Rewriter(cst.CSTTransformer):
         for target in targets:
             old = self.old_name(target)
             norm = rules.normalize(old) if old else ""
-            if (norm.startswith("theano.config.") and norm.split(".")[2] not in rules.CONFIG_METHODS
-                    and rules.config_key(norm.split(".")[2:]) is None):
+            if (
+                norm.startswith("theano.config.")
+                and norm.split(".")[2] not in rules.CONFIG_METHODS
+                and rules.config_key(norm.split(".")[2:]) is None
+            ):
                 return old
         return None
 
-    def leave_SimpleStatementLine(self, original_node: cst.SimpleStatementLine,
-                                  updated_node: cst.SimpleStatementLine):
+    def leave_SimpleStatementLine(
+        self, original_node: cst.SimpleStatementLine, updated_node: cst.SimpleStatementLine
+    ):
         body = []
         changed = False
         for orig, stmt in zip(original_node.body, updated_node.body, strict=True):
             removed = self._removed_config(orig)
             if removed:
-                self.report(original_node, "removed",
-                            f"assignment to `{removed}` deleted: PyTensor has no such flag")
+                self.report(
+                    original_node, "removed", f"assignment to `{removed}` deleted: PyTensor has no such flag"
+                )
                 changed = True
                 continue
             if isinstance(orig, cst.Import | cst.ImportFrom):
@@ -608,42 +720,75 @@ class _Rewriter(cst.CSTTransformer):
                 test = test.expression
             name = dotted_name(test)
             if name is not None and name in self.symbolic_names:
-                self.report(original_node, "review", f"`if {name}:` on a symbolic variable raises in PyTensor "
-                            f"(TensorVariable cannot be converted to bool): use `{name} is None` / "
-                            f"`is not None`")
+                self.report(
+                    original_node,
+                    "review",
+                    f"`if {name}:` on a symbolic variable raises in PyTensor "
+                    f"(TensorVariable cannot be converted to bool): use `{name} is None` / "
+                    f"`is not None`",
+                )
             return updated_node
         test = updated_node.test
         negated = isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
         name = test.expression if negated else test
-        self.report(original_node, "changed", f"truth test of `{dotted_name(name)}` (default None, assigned a "
-                    "graph value in the block) rewritten to an `is None` test")
+        self.report(
+            original_node,
+            "changed",
+            f"truth test of `{dotted_name(name)}` (default None, assigned a "
+            "graph value in the block) rewritten to an `is None` test",
+        )
         op = cst.Is() if negated else cst.IsNot()
-        return updated_node.with_changes(test=cst.Comparison(
-            left=name, comparisons=[cst.ComparisonTarget(operator=op, comparator=cst.Name("None"))]))
+        return updated_node.with_changes(
+            test=cst.Comparison(
+                left=name, comparisons=[cst.ComparisonTarget(operator=op, comparator=cst.Name("None"))]
+            )
+        )
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         bases = [self.old_name(b.value) for b in node.bases]
-        legacy = [b for b in bases if b and rules.normalize(b).split(".")[-1] in ("Op", "COp", "GpuOp", "PureOp")]
+        legacy = [
+            b for b in bases if b and rules.normalize(b).split(".")[-1] in ("Op", "COp", "GpuOp", "PureOp")
+        ]
         if not legacy:
             return
         methods = {s.name.value for s in node.body.body if isinstance(s, cst.FunctionDef)}
-        c_methods = sorted(methods & {"c_code", "c_support_code", "c_code_cache_version", "c_headers",
-                                      "c_support_code_apply", "c_init_code"})
+        c_methods = sorted(
+            methods
+            & {
+                "c_code",
+                "c_support_code",
+                "c_code_cache_version",
+                "c_headers",
+                "c_support_code_apply",
+                "c_init_code",
+            }
+        )
         if c_methods:
-            self.report(node, "untranslated", f"class {node.name.value}({legacy[0]}) has a C implementation "
-                        f"({', '.join(c_methods)}): PyTensor's default Numba backend does not run it; "
-                        "subclass pytensor.link.c.op.COp (C backend) or give it a perform()/numba_funcify")
+            self.report(
+                node,
+                "untranslated",
+                f"class {node.name.value}({legacy[0]}) has a C implementation "
+                f"({', '.join(c_methods)}): PyTensor's default Numba backend does not run it; "
+                "subclass pytensor.link.c.op.COp (C backend) or give it a perform()/numba_funcify",
+            )
         if "perform" not in methods and "make_thunk" not in methods:
-            self.report(node, "review", f"class {node.name.value} has no perform(): it cannot run on the "
-                        "Numba backend")
+            self.report(
+                node,
+                "review",
+                f"class {node.name.value} has no perform(): it cannot run on the Numba backend",
+            )
 
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         body = list(updated_node.body)
         code = cst.Module(body=body).code
         self.needed_imports = [mod for mod in self.needed_imports if f"{mod}." in code]
         if self.needed_imports:
-            new_lines = [cst.SimpleStatementLine(body=[cst.Import(names=[cst.ImportAlias(
-                name=cst.parse_expression(mod))])]) for mod in self.needed_imports]
+            new_lines = [
+                cst.SimpleStatementLine(
+                    body=[cst.Import(names=[cst.ImportAlias(name=cst.parse_expression(mod))])]
+                )
+                for mod in self.needed_imports
+            ]
             index = _import_insert_index(body)
             body[index:index] = new_lines
         if "six" in self.imports.old:
@@ -663,9 +808,12 @@ def _name_loaded(module: cst.Module, name: str) -> bool:
 
 
 def _is_import_of(stmt: cst.CSTNode, name: str) -> bool:
-    return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
-            and isinstance(stmt.body[0], cst.Import)
-            and all(_module_dotted(a.name) == name and a.asname is None for a in stmt.body[0].names))
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Import)
+        and all(_module_dotted(a.name) == name and a.asname is None for a in stmt.body[0].names)
+    )
 
 
 def _import_insert_index(body: list[cst.CSTNode]) -> int:
@@ -677,7 +825,11 @@ def _import_insert_index(body: list[cst.CSTNode]) -> int:
             if isinstance(first, cst.Import | cst.ImportFrom):
                 index = i + 1
                 continue
-            if i == 0 and isinstance(first, cst.Expr) and isinstance(first.value, cst.SimpleString | cst.ConcatenatedString):
+            if (
+                i == 0
+                and isinstance(first, cst.Expr)
+                and isinstance(first.value, cst.SimpleString | cst.ConcatenatedString)
+            ):
                 index = 1
                 continue
         elif isinstance(stmt, cst.Try | cst.If) and index == i:
@@ -694,11 +846,18 @@ def _add_kwargs(call: cst.Call, pairs: list[tuple[str, str]]) -> cst.Call:
         pass
     for i, (key, value) in enumerate(pairs):
         last = i == len(pairs) - 1
-        args.append(cst.Arg(
-            keyword=cst.Name(key), value=cst.parse_expression(value),
-            equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
-                                  whitespace_after=cst.SimpleWhitespace("")),
-            comma=cst.MaybeSentinel.DEFAULT if last else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))))
+        args.append(
+            cst.Arg(
+                keyword=cst.Name(key),
+                value=cst.parse_expression(value),
+                equal=cst.AssignEqual(
+                    whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+                ),
+                comma=cst.MaybeSentinel.DEFAULT
+                if last
+                else cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")),
+            )
+        )
     return call.with_changes(args=args)
 
 
@@ -712,9 +871,17 @@ def _binary_mode(call: cst.Call, direction: str) -> cst.Call:
                 args[i] = arg.with_changes(value=_requote(arg.value, text.replace("t", "") + "b"))
             return call.with_changes(args=args)
     if direction == "load" and len([a for a in args if a.keyword is None]) == 1:
-        return _add_kwargs(call, [("mode", "'rb'")]) if any(a.keyword for a in args) else \
-            call.with_changes(args=[args[0].with_changes(comma=cst.Comma(
-                whitespace_after=cst.SimpleWhitespace(" "))), cst.Arg(value=cst.SimpleString("'rb'")), *args[1:]])
+        return (
+            _add_kwargs(call, [("mode", "'rb'")])
+            if any(a.keyword for a in args)
+            else call.with_changes(
+                args=[
+                    args[0].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
+                    cst.Arg(value=cst.SimpleString("'rb'")),
+                    *args[1:],
+                ]
+            )
+        )
     return call
 
 
@@ -731,7 +898,7 @@ def _symbolic_default_ifs(analysis: _Analysis, rewriter: _Rewriter) -> set[cst.I
 
 
 def _symbolic_names(module: cst.Module, rewriter: _Rewriter) -> set[str]:
-    """Names (``x``, ``self.W``) assigned a Theano/Aesara call somewhere: ``T.matrix()``, ``theano.shared()``."""
+    """Names (``x``, ``self.W``) assigned a Theano/Aesara call (``T.matrix()``, ``theano.shared()``)."""
     names = set()
     for assign in m.findall(module, m.Assign(value=m.Call())):
         old = rewriter.old_name(assign.value.func)
@@ -753,8 +920,11 @@ def _defaulted_inputs(module: cst.Module, rewriter: _Rewriter) -> bool:
         if keyword is None:
             continue
         positional = [a for a in call.args if a.keyword is None]
-        if any(a.keyword is not None and a.keyword.value == keyword for a in call.args) or (
-                keyword == "default" and len(positional) >= 2) or (keyword == "value" and len(positional) >= 3):
+        if (
+            any(a.keyword is not None and a.keyword.value == keyword for a in call.args)
+            or (keyword == "default" and len(positional) >= 2)
+            or (keyword == "value" and len(positional) >= 3)
+        ):
             return True
     return False
 
@@ -772,8 +942,15 @@ def rewrite_module(module: cst.Module, path: str, python2: bool = False) -> tupl
         rewriter.binary_open = pickles.binary
         for line, pickled, name in pickles.others:
             where = ", ".join(map(str, pickled))
-            rewriter.findings.append(Finding(path, line, "review", f"`open()` left in its mode: `{name}` is "
-                                             f"pickled at line {where}, but through another binding"))
+            rewriter.findings.append(
+                Finding(
+                    path,
+                    line,
+                    "review",
+                    f"`open()` left in its mode: `{name}` is "
+                    f"pickled at line {where}, but through another binding",
+                )
+            )
     analysis.api_era = rules.api_era(module.code)
     rewriter.if_none = _symbolic_default_ifs(analysis, rewriter)
     rewriter.symbolic_names = _symbolic_names(wrapper.module, rewriter)

@@ -21,22 +21,140 @@ from symtrain.migrate.report import Finding
 GRAPH_ROOTS = ("pytensor", "symtrain", "theano", "aesara")
 # calls whose argument is a value (numpy data, a config string), not a graph variable
 VALUE_CALLS = ("shared", "constant", "asarray", "config", "cast", "floatX")
-TENSOR_ATTRS = frozenset({"dimshuffle", "get_value", "set_value", "broadcastable", "owner", "type", "eval",
-                          "ndim", "shape", "flatten", "reshape", "T", "dtype", "astype", "sum", "mean", "dot",
-                          "max", "min", "norm", "nonzero", "clip", "argmax"})
-GRAPH_KEYWORDS = frozenset({"updates", "givens", "outputs_info", "non_sequences", "sequences", "wrt",
-                            "consider_constant", "known_grads"})
-PLAIN_CALLS = frozenset({"len", "str", "int", "float", "open", "isinstance", "print", "repr", "iter", "list",
-                         "tuple", "dict", "sorted", "callable", "os.path.join", "os.path.exists",
-                         "os.path.isfile", "os.path.isdir", "hasattr", "getattr"})
-PLAIN_ATTRS = frozenset({"append", "items", "keys", "values", "format", "split", "startswith", "endswith",
-                         "lower", "upper", "join", "get", "update", "strip", "encode", "decode", "write",
-                         "read", "extend", "pop", "copy"})
-PLAIN_NAMES = frozenset({"name", "path", "filename", "fname", "file", "verbose", "seed", "rng", "callback",
-                         "mode", "dtype", "prefix", "suffix", "label", "title", "dir", "directory", "logger",
-                         "activation", "numpy_rng", "theano_rng", "output_folder", "save_path", "load_path",
-                         "axis", "axes", "ndim", "shape", "size", "keepdims", "eps", "epsilon", "n", "k",
-                         "batch_size", "n_steps", "step", "lr", "learning_rate", "momentum", "rate", "p"})
+TENSOR_ATTRS = frozenset(
+    {
+        "dimshuffle",
+        "get_value",
+        "set_value",
+        "broadcastable",
+        "owner",
+        "type",
+        "eval",
+        "ndim",
+        "shape",
+        "flatten",
+        "reshape",
+        "T",
+        "dtype",
+        "astype",
+        "sum",
+        "mean",
+        "dot",
+        "max",
+        "min",
+        "norm",
+        "nonzero",
+        "clip",
+        "argmax",
+    }
+)
+GRAPH_KEYWORDS = frozenset(
+    {
+        "updates",
+        "givens",
+        "outputs_info",
+        "non_sequences",
+        "sequences",
+        "wrt",
+        "consider_constant",
+        "known_grads",
+    }
+)
+PLAIN_CALLS = frozenset(
+    {
+        "len",
+        "str",
+        "int",
+        "float",
+        "open",
+        "isinstance",
+        "print",
+        "repr",
+        "iter",
+        "list",
+        "tuple",
+        "dict",
+        "sorted",
+        "callable",
+        "os.path.join",
+        "os.path.exists",
+        "os.path.isfile",
+        "os.path.isdir",
+        "hasattr",
+        "getattr",
+    }
+)
+PLAIN_ATTRS = frozenset(
+    {
+        "append",
+        "items",
+        "keys",
+        "values",
+        "format",
+        "split",
+        "startswith",
+        "endswith",
+        "lower",
+        "upper",
+        "join",
+        "get",
+        "update",
+        "strip",
+        "encode",
+        "decode",
+        "write",
+        "read",
+        "extend",
+        "pop",
+        "copy",
+    }
+)
+PLAIN_NAMES = frozenset(
+    {
+        "name",
+        "path",
+        "filename",
+        "fname",
+        "file",
+        "verbose",
+        "seed",
+        "rng",
+        "callback",
+        "mode",
+        "dtype",
+        "prefix",
+        "suffix",
+        "label",
+        "title",
+        "dir",
+        "directory",
+        "logger",
+        "activation",
+        "numpy_rng",
+        "theano_rng",
+        "output_folder",
+        "save_path",
+        "load_path",
+        "axis",
+        "axes",
+        "ndim",
+        "shape",
+        "size",
+        "keepdims",
+        "eps",
+        "epsilon",
+        "n",
+        "k",
+        "batch_size",
+        "n_steps",
+        "step",
+        "lr",
+        "learning_rate",
+        "momentum",
+        "rate",
+        "p",
+    }
+)
 
 
 _COUNT_NAME = re.compile(r"(^|_)(n|num|size|count|len|length|index|idx|dim|axis|steps?|epochs?)(_|$)")
@@ -90,8 +208,11 @@ class _Uses(cst.CSTVisitor):
             return False
         dotted = _dotted(node.func) or ""
         root = dotted.split(".")[0]
-        return root in self.aliases and not dotted.rsplit(".", 1)[-1].startswith(VALUE_CALLS) and \
-            ".config" not in dotted
+        return (
+            root in self.aliases
+            and not dotted.rsplit(".", 1)[-1].startswith(VALUE_CALLS)
+            and ".config" not in dotted
+        )
 
     def _is_graph_value(self, node: cst.CSTNode) -> bool:
         return self.is_graph_call(node) or (_dotted(node) or "") in self.symbolic
@@ -104,18 +225,28 @@ class _Uses(cst.CSTVisitor):
                 self.graph.append(f"passed to {dotted}()")
         else:
             for a in node.args:
-                if a.keyword is not None and a.keyword.value in GRAPH_KEYWORDS and _mentions(a.value, self.name):
+                if (
+                    a.keyword is not None
+                    and a.keyword.value in GRAPH_KEYWORDS
+                    and _mentions(a.value, self.name)
+                ):
                     self.graph.append(f"in {a.keyword.value}=")
         if dotted in PLAIN_CALLS and any(self._is_p(a.value) for a in node.args):
             self.plain.append(f"{dotted}()")
         if self._is_p(node.func):
             self.plain.append("called")
-        if isinstance(node.func, cst.Attribute) and self._is_p(node.func.value) and \
-                node.func.attr.value in PLAIN_ATTRS:
+        if (
+            isinstance(node.func, cst.Attribute)
+            and self._is_p(node.func.value)
+            and node.func.attr.value in PLAIN_ATTRS
+        ):
             self.plain.append(f".{node.func.attr.value}()")
-        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "append" and \
-                "update" in (_dotted(node.func.value) or "").lower() and any(_mentions(a.value, self.name)
-                                                                              for a in node.args):
+        if (
+            isinstance(node.func, cst.Attribute)
+            and node.func.attr.value == "append"
+            and "update" in (_dotted(node.func.value) or "").lower()
+            and any(_mentions(a.value, self.name) for a in node.args)
+        ):
             self.graph.append("appended to updates")
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
@@ -128,7 +259,8 @@ class _Uses(cst.CSTVisitor):
             if self._is_p(target) and self._is_graph_value(node.value):
                 self.graph.append("assigned a graph call")
             if isinstance(target, cst.Subscript) and any(
-                    isinstance(e.slice, cst.Index) and self._is_p(e.slice.value) for e in target.slice):
+                isinstance(e.slice, cst.Index) and self._is_p(e.slice.value) for e in target.slice
+            ):
                 base = (_dotted(target.value) or "").lower()
                 if "update" in base or "given" in base:
                     self.graph.append("an updates key")
@@ -140,8 +272,11 @@ class _Uses(cst.CSTVisitor):
         for mine, other in ((node.left, node.right), (node.right, node.left)):
             if self._is_p(mine) and self._is_graph_value(other):
                 self.graph.append("arithmetic with a graph value")
-            if self._is_p(mine) and isinstance(node.operator, cst.Modulo) and isinstance(
-                    other, cst.SimpleString | cst.FormattedString):
+            if (
+                self._is_p(mine)
+                and isinstance(node.operator, cst.Modulo)
+                and isinstance(other, cst.SimpleString | cst.FormattedString)
+            ):
                 self.plain.append("string formatting")
             if self._is_p(mine) and isinstance(other, cst.SimpleString | cst.FormattedString):
                 self.plain.append("string")
@@ -159,8 +294,9 @@ class _Uses(cst.CSTVisitor):
             self.plain.append("f-string")
 
     def visit_Comparison(self, node: cst.Comparison) -> None:
-        if self._is_p(node.left) and any(isinstance(c.comparator, cst.SimpleString | cst.Integer | cst.Float)
-                                         for c in node.comparisons):
+        if self._is_p(node.left) and any(
+            isinstance(c.comparator, cst.SimpleString | cst.Integer | cst.Float) for c in node.comparisons
+        ):
             self.plain.append("compared with a literal")
 
 
@@ -180,8 +316,13 @@ class _Analysis(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         params = [*node.params.params, *node.params.kwonly_params]
-        self.stack.append({p.name.value for p in params
-                           if p.default is not None and isinstance(p.default, cst.Name) and p.default.value == "None"})
+        self.stack.append(
+            {
+                p.name.value
+                for p in params
+                if p.default is not None and isinstance(p.default, cst.Name) and p.default.value == "None"
+            }
+        )
         self.funcs.append(node)
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
@@ -251,16 +392,22 @@ class _Symbolic(cst.CSTVisitor):
         for alias in node.names:
             dotted = _dotted(alias.name) or ""
             if dotted.split(".")[0] in GRAPH_ROOTS:
-                local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+                local = (
+                    alias.asname.name.value
+                    if alias.asname and isinstance(alias.asname.name, cst.Name)
                     else dotted.split(".")[0]
+                )
                 self.aliases.add(local)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         module = _dotted(node.module) if node.module else ""
         if (module or "").split(".")[0] in GRAPH_ROOTS and not isinstance(node.names, cst.ImportStar):
             for alias in node.names:
-                local = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) \
+                local = (
+                    alias.asname.name.value
+                    if alias.asname and isinstance(alias.asname.name, cst.Name)
                     else alias.name.value
+                )
                 if local not in ("config", "shared"):
                     self.aliases.add(local)
 
@@ -281,7 +428,9 @@ class _Symbolic(cst.CSTVisitor):
 
 def _is_not_none(expr: cst.BaseExpression, negated: bool) -> cst.Comparison:
     op = cst.Is() if negated else cst.IsNot()
-    return cst.Comparison(left=expr, comparisons=[cst.ComparisonTarget(operator=op, comparator=cst.Name("None"))])
+    return cst.Comparison(
+        left=expr, comparisons=[cst.ComparisonTarget(operator=op, comparator=cst.Name("None"))]
+    )
 
 
 class _Rewrite(cst.CSTTransformer):
@@ -292,7 +441,8 @@ class _Rewrite(cst.CSTTransformer):
     def leave_UnaryOperation(self, original_node: cst.UnaryOperation, updated_node: cst.UnaryOperation):
         if original_node in self.nots:
             return _is_not_none(updated_node.expression, True).with_changes(
-                lpar=updated_node.lpar, rpar=updated_node.rpar)
+                lpar=updated_node.lpar, rpar=updated_node.rpar
+            )
         return updated_node
 
     def leave_Name(self, original_node: cst.Name, updated_node: cst.Name):
@@ -338,12 +488,26 @@ def fix_truth_tests(module: cst.Module, path: str) -> tuple[cst.Module, list[Fin
                 nots.add(parent)
             else:
                 names.add(node)
-            findings.append(Finding(path, line, "changed", f"truth test of `{name}` (default None, used as a "
-                                    f"graph variable: {graph[0]}) rewritten to an `is None` test"))
+            findings.append(
+                Finding(
+                    path,
+                    line,
+                    "changed",
+                    f"truth test of `{name}` (default None, used as a "
+                    f"graph variable: {graph[0]}) rewritten to an `is None` test",
+                )
+            )
         elif not plain:
-            findings.append(Finding(path, line, "review", f"truth test of `{name}` (default None): "
-                                    "if a graph variable can arrive here PyTensor raises; write "
-                                    f"`{name} is not None`"))
+            findings.append(
+                Finding(
+                    path,
+                    line,
+                    "review",
+                    f"truth test of `{name}` (default None): "
+                    "if a graph variable can arrive here PyTensor raises; write "
+                    f"`{name} is not None`",
+                )
+            )
     if not (names or nots or values):
         return module, findings
     return module.visit(_Rewrite(names, nots, values)), findings
