@@ -73,7 +73,7 @@ def _run(script: str, args: argparse.Namespace) -> int:
     best = history.best
     print(
         f"{history.stop_reason} after {history.global_step} steps; run directory {args.run_dir}"
-        + (f"; best validation {best['metrics']} at epoch {best['epoch'] + 1}" if best else "")
+        + (f"; best validation {best['metrics']} at epoch {best['epoch']}" if best else "")
     )
     return 0
 

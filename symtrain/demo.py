@@ -163,7 +163,7 @@ def train_demo(data: Path, run_dir: Path, epochs: int, resume: bool, out: Path) 
     print(f"\ntest accuracy: {acc:.2%} on the {r['test_rows']} real held-out digit images "
           f"({'meets' if acc >= 0.95 else 'BELOW'} the 95% target)")
     print(f"trained {r['rows_trained']:,} rows in {len(h.epochs)} epochs; best validation loss "
-          f"{h.best['score']:.4f} (epoch {h.best['epoch'] + 1}); compile {r['timings']['compile_s']:.0f} s, "
+          f"{h.best['score']:.4f} (epoch {h.best['epoch']}); compile {r['timings']['compile_s']:.0f} s, "
           f"training {r['timings']['fit_s']:.0f} s, total {time.perf_counter() - t:.0f} s")
     print(f"run directory: {run_dir} (checkpoints/, metrics.jsonl, metrics.csv)")
     print(f"learning curves: {r['plot']}" if r["plot"] else "learning curves: not drawn (pip install matplotlib)")

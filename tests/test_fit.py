@@ -93,7 +93,7 @@ def test_dlt_patience_known_answer(env):
     h = fit(model.step, model.stream, 5, validation=scripted([1.0, 0.9, 0.95, 0.97]), validate_every=None,
             validate_every_steps=4, early_stopping=EarlyStopping(patience=10), progress=False)
     assert h.stop_reason == "early_stopping" and h.global_step == 15
-    assert h.best == {"score": 0.9, "epoch": 0, "step": 8, "metrics": {"loss": 0.9}}
+    assert h.best == {"score": 0.9, "epoch": 1, "step": 8, "metrics": {"loss": 0.9}}  # epochs count from 1
 
 
 def test_plain_wait_and_restore_best(env):
@@ -110,7 +110,7 @@ def test_plain_wait_and_restore_best(env):
     h = fit(model.step, model.stream, 10, validation=scripted([1.0, 0.5, 0.7, 0.6, 0.1]),
             early_stopping=EarlyStopping(wait=2), restore_best=True, callbacks=[Grab()], progress=False)
     assert h.stop_reason == "early_stopping" and len(h.epochs) == 4
-    assert h.best["score"] == 0.5 and h.best["epoch"] == 1 and h.metric("val_loss") == [1.0, 0.5, 0.7, 0.6]
+    assert h.best["score"] == 0.5 and h.best["epoch"] == 2 and h.metric("val_loss") == [1.0, 0.5, 0.7, 0.6]
     assert np.array_equal(model.W.get_value(), seen["W"])  # the best state, not the last
 
 
@@ -293,10 +293,11 @@ def test_callback_order_and_metrics_log(env, tmp_path):
                  + ["on_chunk_begin", "on_step_end", "on_step_end", "on_chunk_end"]
                  + ["on_validation_end", "on_checkpoint", "on_epoch_end", "on_checkpoint"])
     assert calls == ["on_fit_begin", *per_epoch, *per_epoch, "on_fit_end"]
-    assert h.best["epoch"] == 1 and set(h.epochs[0]) >= {"loss", "val_loss", "val_error", "seconds"}
+    assert h.best["epoch"] == 2 and [e["epoch"] for e in h.epochs] == [1, 2] and set(h.epochs[0]) >= {"loss", "val_loss", "val_error", "seconds"}
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if r["kind"] == "train"] == [5, 10, 15, 18, 20, 25, 30, 35, 36]
     assert [r["kind"] for r in lines if r["kind"] != "train"] == ["valid", "epoch", "valid", "epoch"]
+    assert [r["epoch"] for r in lines if r["kind"] != "train"] == [1, 1, 2, 2]  # one numbering: from 1
     assert (run / "metrics.csv").read_text().startswith("kind,epoch,step,time,")
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best", "epoch-00001-step-00000000",
                                                                   "epoch-00002-step-00000000"}

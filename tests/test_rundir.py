@@ -401,3 +401,21 @@ def test_resume_falls_back_past_a_tampered_newest_checkpoint(model, written, tmp
     h = model(run, epochs=2, resume=True)
     assert h.resumed_from[-1].endswith("epoch-00001-step-00000002") and h.global_step == 12
     assert "field 'cursor.epoch'" in caplog.text and "falling back to the previous one" in caplog.text
+
+
+def test_a_checkpoint_mismatch_names_each_difference_once(model, tmp_path):
+    run = tmp_path / "run"
+    model(run, epochs=1)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    other = st.write_dataset(tmp_path / "d", {"x": x, "y": (x[:, 0] > 0).astype(np.int64)})
+    with st.ChunkStream(other, batch_size=20, chunk_rows=40, seed=1) as s:
+        W = shared(np.zeros((4, 2), np.float32), name="W")
+        cost = st.nnet.categorical_crossentropy(st.nnet.softmax(s.batch("x") @ W), s.batch("y")).mean()
+        step = st.compile_step(cost, [W], s, st.optim.sgd(0.1))
+        with pytest.raises(CheckpointError) as err:
+            fit(step, s, 2, run_dir=run, resume=True, progress=False)
+    message = str(err.value)
+    assert "refusing to resume" in message
+    for word in ("batch size: checkpoint 10, now 20", "chunk size (rows): checkpoint 30, now 40"):
+        assert message.count(word.split(":")[0]) == 1 and word in message, (word, message)

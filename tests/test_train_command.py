@@ -383,3 +383,34 @@ def test_examples_refuse_to_rerun_over_a_run_and_never_rebuild_digits(tmp_path, 
     again = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already holds checkpoints" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr and (run / "checkpoints" / "epoch-00001-step-00000000").is_dir()
+
+
+# ----- rule 9: messages say the right thing -------------------------------------------------------------
+
+def test_the_first_progress_update_does_not_count_the_compile(monkeypatch):
+    """A 20 s first step (the compile) then 0.01 s steps: the rate shown is that of the later steps."""
+    import io
+
+    import symtrain.train.progress as progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+
+    class Stream:
+        batch_size, wait_seconds = 10, 0.0
+
+    class Trainer:
+        epochs, steps_per_epoch, global_step, loss_key, best, stream = 1, 100, 0, "loss", None, Stream()
+
+    shown = []
+    bar = progress.ProgressBar(interval=0.0, file=io.StringIO())
+    t = Trainer()
+    bar.on_fit_begin(t)
+    monkeypatch.setattr(bar.bar, "set_postfix", lambda post, refresh=True: shown.append(dict(post)))
+    for seconds in [20.0] + [0.01] * 10:
+        clock[0] += seconds
+        t.global_step += 1
+        bar.on_step_end(t, t.global_step - 1, {"loss": 1.0})
+    bar.on_fit_end(t, None)
+    assert "rows/s" not in shown[0]  # after the compiling step alone there is no rate yet
+    assert shown[-2]["rows/s"] == "1,000"  # 10 rows per 0.01 s, the 20 s compile excluded

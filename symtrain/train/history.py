@@ -42,6 +42,7 @@ class History:
         """The bounded form a checkpoint stores: the last ``tail`` epochs and validations plus their totals
         (``epochs_total``, ``validations_total``); the older ones are read back from metrics.jsonl."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in _TAILED}
+        out["epoch_numbers"] = 1  # records number epochs from 1 (checkpoints of earlier versions: from 0)
         for k in _TAILED:
             entries = getattr(self, k)
             out[k] = entries[-tail:] if tail else []
@@ -53,6 +54,8 @@ class History:
         """Rebuild a History from :meth:`to_checkpoint` output (or a full :meth:`to_dict`), taking the
         entries older than the tail from ``logged`` (see ``metrics.history_records``). Returns it and the
         names of the lists that could not be completed (the log is missing or shorter)."""
+        if "epochs_total" in d and d.get("epoch_numbers") != 1:  # an earlier symtrain's: epochs from 0
+            d, logged = _from_zero_based(d), _from_zero_based(logged) if logged else logged
         h = cls.from_dict(d)
         incomplete = []
         for k in _TAILED:
@@ -72,3 +75,20 @@ class History:
     def from_dict(cls, d: dict[str, Any]) -> History:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+def _renumber(rec: Any) -> Any:
+    if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and not isinstance(rec["epoch"], bool):
+        return {**rec, "epoch": rec["epoch"] + 1}
+    return rec
+
+
+def _from_zero_based(d: dict[str, Any]) -> dict[str, Any]:
+    """History data written when epochs were numbered from 0, renumbered from 1."""
+    out = dict(d)
+    for k in (*_TAILED, "skipped_steps"):
+        if isinstance(out.get(k), list):
+            out[k] = [_renumber(r) for r in out[k]]
+    if isinstance(out.get("best"), dict):
+        out["best"] = _renumber(out["best"])
+    return out

@@ -174,15 +174,15 @@ class MetricsLog(Callback):
 
     def _flush_train(self, trainer: TrainerLike) -> None:
         if self._train.rows:
-            self.write("train", trainer.epoch, trainer.global_step, self._train.result())
+            self.write("train", trainer.epoch + 1, trainer.global_step, self._train.result())
             self._train = EpochMean()
 
     def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
-        self.write("valid", trainer.epoch, trainer.global_step, metrics)
+        self.write("valid", trainer.epoch + 1, trainer.global_step, metrics)
 
     def on_epoch_end(self, trainer: TrainerLike, epoch: int, metrics: Mapping[str, float]) -> None:
         self._flush_train(trainer)
-        self.write("epoch", epoch, trainer.global_step, metrics)
+        self.write("epoch", epoch + 1, trainer.global_step, metrics)
         self.write_csv()
 
     def write_csv(self) -> None:

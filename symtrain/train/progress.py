@@ -29,8 +29,8 @@ class ProgressBar(Callback):
     """A tqdm bar over all steps of the run; the postfix is refreshed at most every ``interval`` seconds.
 
     ``loss``: running mean (exponential, factor ``smoothing``) of the step output named ``key``;
-    ``rows/s``: rows trained per second since the bar (re)started; ``wait``: share of that time the
-    trainer waited for the loader; ``rss``: anonymous RSS in MiB.
+    ``rows/s``: rows trained per second since the end of the first step (which includes the compile);
+    ``wait``: share of that time the trainer waited for the loader; ``rss``: anonymous RSS in MiB.
     """
 
     def __init__(self, key: str | None = None, interval: float = 0.5, smoothing: float = 0.98, **tqdm_kwargs: Any):
@@ -55,6 +55,7 @@ class ProgressBar(Callback):
         self._s0 = trainer.global_step
         self._last = 0.0
         self._pending = 0
+        self._timing = False  # the rate clock starts after the first step: that one includes the compile
 
     def on_epoch_begin(self, trainer: TrainerLike, epoch: int) -> None:
         if self.bar is not None:
@@ -67,6 +68,9 @@ class ProgressBar(Callback):
             self.running = v if self.running is None else self.smoothing * self.running + (1 - self.smoothing) * v
         self._pending += 1
         now = time.perf_counter()
+        if not self._timing:  # the first step ran the compile (tens of seconds): not step time
+            self._timing = True
+            self._t0, self._s0, self._w0 = now, trainer.global_step, trainer.stream.wait_seconds
         if self.bar is not None and now - self._last >= self.interval:
             self._refresh(trainer, now)
 
@@ -81,8 +85,9 @@ class ProgressBar(Callback):
         post = {}
         if self.running is not None:
             post["loss"] = f"{self.running:.4g}"
-        post["rows/s"] = f"{rows / dt:,.0f}"
-        post["wait"] = f"{wait:.0%}"
+        if rows > 0:  # no rate until a step after the first (compiling) one is timed
+            post["rows/s"] = f"{rows / dt:,.0f}"
+            post["wait"] = f"{wait:.0%}"
         rss = rss_anon_mib()
         if rss is not None:
             post["rss"] = f"{rss:.0f}MiB"

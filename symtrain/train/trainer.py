@@ -235,7 +235,8 @@ class Trainer:
             raise NonFiniteLossError(f"{self.loss_key} is {loss} at {where}; {last}lower the learning rate, "
                                      "clip gradients, or pass on_nonfinite='skip' to skip such batches")
         ckpt.restore(backup, self.variables)
-        self.history.skipped_steps.append({"epoch": e, "step_in_epoch": self.step_in_epoch, "global_step": g})
+        self.history.skipped_steps.append({"epoch": e + 1, "step_in_epoch": self.step_in_epoch,
+                                           "global_step": g})
         log.warning("skipped the batch of %s: %s is %s", where, self.loss_key, loss)
 
     def validate(self) -> dict[str, float] | None:
@@ -250,9 +251,9 @@ class Trainer:
         score = metrics[self.monitor]
         best = self.history.best
         self.improved = better(score, None if best is None else best["score"], self.best_mode)
-        self.history.validations.append({"epoch": self.epoch, "step": self.global_step, **metrics})
+        self.history.validations.append({"epoch": self.epoch + 1, "step": self.global_step, **metrics})
         if self.improved:
-            self.history.best = {"score": score, "epoch": self.epoch, "step": self.global_step,
+            self.history.best = {"score": score, "epoch": self.epoch + 1, "step": self.global_step,
                                  "metrics": metrics}
             if self.keep_best_in_memory:
                 self.best_values = ckpt.snapshot(self.variables)
@@ -276,7 +277,7 @@ class Trainer:
         means = EpochMean(sums, count).result()
         t0, w0 = self._epoch_clock
         seconds = time.perf_counter() - t0
-        record = {"epoch": e, "step": self.global_step, **means,
+        record = {"epoch": e + 1, "step": self.global_step, **means,
                   **{f"val_{k}": v for k, v in self.epoch_validation.items()},
                   "seconds": seconds, "wait_share": (self.stream.wait_seconds - w0) / max(seconds, 1e-9)}
         self.history.epochs.append(record)
@@ -324,10 +325,10 @@ class Trainer:
                          if k not in ("epoch", "step", "seconds", "wait_share") and isinstance(v, float)
                          and not k.startswith("val_rows"))
         best = self.history.best
-        is_best = best is not None and best["step"] == self.global_step and best["epoch"] == self.epoch
+        is_best = best is not None and best["step"] == self.global_step and best["epoch"] == self.epoch + 1
         mark = " (best)" if is_best else ""
         share = record["wait_share"]
-        log.info("epoch %d/%d: %s%s [%.1f s, waiting for data %.0f%%]", record["epoch"] + 1, self.epochs,
+        log.info("epoch %d/%d: %s%s [%.1f s, waiting for data %.0f%%]", record["epoch"], self.epochs,
                  shown, mark, record["seconds"], 100 * share if math.isfinite(share) else 0)
 
     # ----- checkpoints -----------------------------------------------------------------------------
