@@ -679,3 +679,18 @@ def test_conv2d_with_a_run_time_kernel_size_migrates_and_runs(call):
         ]
     )
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_names_rebound_in_a_function_are_not_the_import():
+    """A parameter or local variable that shadows an imported module name is not rewritten as that module;
+    a function-level import still is."""
+    new, _ = mig(
+        "import theano.tensor as T\nfrom theano.tensor.nnet import conv\n"
+        "def f(x, conv=None):\n    return conv.conv2d(x)\n"
+        "def g(x):\n    T = x\n    return T.nnet.sigmoid\n"
+        "def h():\n    import theano.tensor as T\n    return T.nnet.sigmoid(1)\n"
+        "z = T.nnet.sigmoid(conv.conv2d(1, 2))\n"
+    )
+    lines = new.splitlines()
+    assert "    return conv.conv2d(x)" in lines and "    return T.nnet.sigmoid" in lines
+    assert "    return T.sigmoid(1)" in lines and "z = T.sigmoid(conv.conv2d(1, 2))" in lines

@@ -299,9 +299,7 @@ class _Division(_Scoped, cst.CSTTransformer):
         code = " ".join(cst.Module(body=[]).code_for_node(node).split())
         if kinds == {INT}:
             self.findings.append(
-                Finding(
-                    self.path, line, "changed", f"`{code}`: Python 2 integer division, now `{op}`"
-                )
+                Finding(self.path, line, "changed", f"`{code}`: Python 2 integer division, now `{op}`")
             )
             return True
         self.findings.append(

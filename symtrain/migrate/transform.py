@@ -15,11 +15,14 @@ import ast
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import (
+    BuiltinScope,
     ExpressionContext,
     ExpressionContextProvider,
+    GlobalScope,
     MetadataWrapper,
     ParentNodeProvider,
     PositionProvider,
+    ScopeProvider,
 )
 
 from symtrain.migrate import rules
@@ -256,7 +259,7 @@ class _Analysis(cst.CSTVisitor):
 class _Rewriter(cst.CSTTransformer):
     """Second pass: the rewrite itself (see the module docstring)."""
 
-    METADATA_DEPENDENCIES = (ParentNodeProvider, ExpressionContextProvider, PositionProvider)
+    METADATA_DEPENDENCIES = (ParentNodeProvider, ExpressionContextProvider, PositionProvider, ScopeProvider)
 
     def __init__(self, analysis: _Analysis, path: str, python2: bool):
         super().__init__()
@@ -402,8 +405,27 @@ class _Rewriter(cst.CSTTransformer):
         return True
 
     # ---- name chains ---------------------------------------------------------------------------
+    def rebound_locally(self, node: cst.BaseExpression) -> bool:
+        """Whether the chain's root name is bound in a function scope (a parameter, a local variable): then
+        it is not the module's import of that name, and the chain is left alone."""
+        root = node
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        if not isinstance(root, cst.Name):
+            return False
+        scope = self.get_metadata(ScopeProvider, root, None)
+        while scope is not None and not isinstance(scope, GlobalScope | BuiltinScope):
+            if root.value in scope.assignments:
+                # a function-level `import theano.tensor as T` is still the import
+                return not all(
+                    isinstance(getattr(a, "node", None), cst.Import | cst.ImportFrom)
+                    for a in scope.assignments[root.value]
+                )
+            scope = scope.parent
+        return False
+
     def _chain(self, original: cst.BaseExpression, updated: cst.BaseExpression) -> cst.BaseExpression:
-        if not self.is_load_chain(original):
+        if not self.is_load_chain(original) or self.rebound_locally(original):
             return updated
         old = self.old_name(original)
         if old is None:
