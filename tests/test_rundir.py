@@ -419,3 +419,48 @@ def test_a_checkpoint_mismatch_names_each_difference_once(model, tmp_path):
     assert "refusing to resume" in message
     for word in ("batch size: checkpoint 10, now 20", "chunk size (rows): checkpoint 30, now 40"):
         assert message.count(word.split(":")[0]) == 1 and word in message, (word, message)
+
+
+def test_a_run_dir_of_an_earlier_symtrain_is_adopted_on_resume_only(model, tmp_path):
+    run = tmp_path / "run"
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if trainer.global_step == 3:
+                trainer.request_stop("interrupted")
+
+    model(run, epochs=2, checkpoint_every_steps=2, callbacks=[StopAt()])
+    (run / rundir.MARKER).unlink()  # as an earlier symtrain left it: no marker
+    with pytest.raises(RunDirError, match="symtrain did not write"):
+        model(run, epochs=2, overwrite=True)
+    h = model(run, epochs=2, resume=True)
+    assert h.stop_reason == "completed" and h.resumed_from and h.global_step == 12
+    assert set(rundir.owned(run)) >= {"checkpoints", "metrics.jsonl", "metrics.csv"}
+
+
+def test_numbers_read_back_from_the_metrics_log_are_checked(tmp_path, caplog):
+    from symtrain.train.metrics import history_records
+
+    good = [{"kind": "epoch", "epoch": 1, "step": 6, "time": 0.1, "loss": 0.5},
+            {"kind": "valid", "epoch": 1, "step": 6, "time": 0.2, "loss": "nan"}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    got = history_records(tmp_path, 2)
+    assert got["epochs"] == [{"epoch": 1, "step": 6, "loss": 0.5}] and np.isnan(got["validations"][0]["loss"])
+    for bad in ({"epoch": "1"}, {"step": 1e300}, {"loss": [1]}, {"epoch": -1}, {"step": None}):
+        rec = {**good[0], **bad}
+        (tmp_path / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
+        assert history_records(tmp_path, 1) is None, bad
+    assert "is not what symtrain writes" in caplog.text
+
+
+def test_history_of_an_earlier_checkpoint_is_renumbered_from_one():
+    from symtrain.train.history import History
+
+    old = {"epochs": [{"epoch": 0, "step": 6}], "epochs_total": 1, "validations": [{"epoch": 0, "step": 6}],
+           "validations_total": 1, "best": {"score": 1.0, "epoch": 0, "step": 6, "metrics": {}},
+           "skipped_steps": [{"epoch": 0, "step_in_epoch": 2, "global_step": 2}]}
+    h, _ = History.from_checkpoint(old, None)
+    assert h.epochs[0]["epoch"] == h.validations[0]["epoch"] == 1
+    assert h.best["epoch"] == h.skipped_steps[0]["epoch"] == 1
+    new = History(epochs=[{"epoch": 1, "step": 6}]).to_checkpoint(20)
+    assert History.from_checkpoint(new, None)[0].epochs[0]["epoch"] == 1

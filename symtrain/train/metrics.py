@@ -84,10 +84,24 @@ def history_records(run_dir: str | Path, lines: int) -> dict[str, list[dict]] | 
                     continue
                 key = where.get(rec.get("kind")) if isinstance(rec, dict) else None
                 if key is not None:
-                    out[key].append({k: _unclean(v) for k, v in rec.items() if k not in ("kind", "time")})
+                    entry = {k: _unclean(v) for k, v in rec.items() if k not in ("kind", "time")}
+                    if not _valid_record(entry):
+                        log.warning("%s: a record is not what symtrain writes (%.80s); the log is not used "
+                                    "to rebuild the history", path, line.strip())
+                        return None
+                    out[key].append(entry)
     except (OSError, ConfigError):
         return None
     return out
+
+
+def _valid_record(rec: Mapping[str, Any]) -> bool:
+    """An "epoch"/"valid" record as symtrain writes it: integer epoch and step, every other value a number."""
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**53
+
+    return count(rec.get("epoch")) and count(rec.get("step")) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for k, v in rec.items() if k not in ("epoch", "step"))
 
 
 def _clean(v: Any) -> Any:
