@@ -464,3 +464,29 @@ def test_history_of_an_earlier_checkpoint_is_renumbered_from_one():
     assert h.best["epoch"] == h.skipped_steps[0]["epoch"] == 1
     new = History(epochs=[{"epoch": 1, "step": 6}]).to_checkpoint(20)
     assert History.from_checkpoint(new, None)[0].epochs[0]["epoch"] == 1
+
+
+def test_without_flock_the_pid_in_the_lock_file_still_guards(tmp_path, monkeypatch, caplog):
+    import errno
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_flock)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / rundir.LOCK).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        with pytest.raises(RunDirError, match=f"pid {sleeper.pid}"):
+            rundir.RunLock(tmp_path).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    lock = rundir.RunLock(tmp_path).acquire()  # its owner is gone now
+    assert json.loads((tmp_path / rundir.LOCK).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert "cannot lock files" in caplog.text
+
+
+def test_resume_and_overwrite_together_are_refused(model, tmp_path):
+    with pytest.raises(RunDirError, match="pass one of them"):
+        model(tmp_path / "run", resume=True, overwrite=True)

@@ -206,10 +206,15 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 info = self._read_info(fd)
-                os.close(fd)
                 if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
                     raise RunDirError(self._busy(info)) from None
-                raise RunDirError(f"{self.path}: cannot be locked ({exc.strerror or exc})") from None
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    os.close(fd)
+                    raise RunDirError(f"{self.path}: cannot be locked ({exc.strerror or exc})") from None
+                # a file system without flock (some network mounts): the pid and host in the file decide
+                log.warning("%s: this file system cannot lock files (%s); the pid and host in the lock "
+                            "file guard the run directory", self.path, exc.strerror or exc)
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -407,6 +412,9 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False)
     """
     from symtrain.train.checkpoint import clean_leftovers
 
+    if resume and overwrite:
+        raise RunDirError("resume=True (--resume) continues the run and overwrite=True (--overwrite) starts it "
+                          "over: pass one of them")
     mine = owned(run_dir) if run_dir.is_dir() else set()
     marked = (run_dir / MARKER).exists()
     if not marked and resume and _adoptable(run_dir):  # a run dir of an earlier symtrain: adopt it
