@@ -21,8 +21,9 @@ from symtrain.distributed.shard import shard_stream
 from symtrain.distributed.step import DistributedStep
 from symtrain.errors import ConfigError, SymtrainError
 from symtrain.train import checkpoint as ckpt
+from symtrain.train.contracts import BatchEvaluator
 from symtrain.train.history import History
-from symtrain.train.trainer import Trainer
+from symtrain.train.trainer import Trainer, validation_fn
 from symtrain.validate import check_int
 
 log = logging.getLogger("symtrain.distributed")
@@ -38,8 +39,8 @@ def sharded_validation(validation: Any, comm: Comm) -> Callable[[], Mapping[str,
     is used (so every rank takes the same decisions)."""
     if validation is None:
         return None
-    stream = getattr(validation, "stream", None)
-    if hasattr(validation, "batch") and hasattr(validation, "names") and stream is not None:
+    if isinstance(validation, BatchEvaluator) and validation.stream is not None:
+        stream = validation.stream
         shard_stream(stream, comm.rank, comm.size)
         names = list(validation.names)
 
@@ -56,10 +57,7 @@ def sharded_validation(validation: Any, comm: Comm) -> Callable[[], Mapping[str,
             return {**means, "rows": rows}
 
         return run
-    if hasattr(validation, "run") and callable(validation.run):
-        validation = validation.run
-    if not callable(validation):
-        raise ConfigError(f"validation must be an Evaluator or a callable, got {type(validation).__name__}")
+    validation = validation_fn(validation)
 
     def run_everywhere() -> dict[str, float]:
         return comm.bcast({k: float(v) for k, v in dict(validation()).items()})

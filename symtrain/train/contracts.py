@@ -114,6 +114,19 @@ class EvaluatorLike(Protocol):
     def run(self) -> Mapping[str, float]: ...
 
 
+@runtime_checkable
+class BatchEvaluator(Protocol):
+    """An evaluator that can be run batch by batch over its stream (``compile_eval``'s Evaluator):
+    what a data-parallel validation shards."""
+
+    names: list[str]
+    stream: StreamLike
+
+    def batch(self, index: int) -> tuple[Mapping[str, float], int]:
+        """Metrics of batch ``index`` of the installed chunk and its number of valid rows."""
+        ...
+
+
 class TrainerLike(Protocol):
     """The running trainer as callbacks see it: cursor, history, best so far, ``request_stop``."""
 
