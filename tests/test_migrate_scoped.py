@@ -418,6 +418,15 @@ def test_persistent_chain_runs_after_the_rewrite():
     assert list(ns["ups"]) == [ns["chain"]] and ns["none"] == {}
 
 
+def test_not_p_anywhere_and_elif_become_is_none():
+    new, findings = mig(
+        "import theano.tensor as T\ndef f(x, h=None):\n    fresh = not h\n    if not h:\n"
+        "        h = T.zeros_like(x)\n    elif h:\n        pass\n    return T.dot(h, x), fresh\n"
+    )
+    assert "    fresh = h is None" in new and "    elif h is not None:" in new
+    assert lines_of(findings, "changed") == [3, 4, 6] and not lines_of(findings, "review")
+
+
 # ---- 5. Python 2 division: integer-valued numpy calls are integers; float/symbolic sides are quiet ----
 DIVISION_HEADER = (
     "import numpy\nimport numpy as np\nimport theano\nimport theano.tensor as tensor\n"

@@ -345,6 +345,12 @@ class _Analysis(cst.CSTVisitor):
 
     visit_If = visit_While = visit_IfExp = visit_Assert = _test_of
 
+    def visit_UnaryOperation(self, node: cst.UnaryOperation) -> None:
+        """``not p`` anywhere (``flag = not p``): a bool whatever the context, so ``p is None`` is exact."""
+        if self.stack and isinstance(node.operator, cst.Not) and isinstance(node.expression, cst.Name):
+            if node.expression.value in self.stack[-1]:
+                self.tests.append((self.funcs[-1], node.expression.value, node.expression, "bool"))
+
     def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
         """``p or x`` / ``p and x`` whose value is used (not only its truth)."""
         if not self.stack or not self.stack[-1]:
@@ -474,7 +480,11 @@ def fix_truth_tests(module: cst.Module, path: str) -> tuple[cst.Module, list[Fin
     nots: set[cst.UnaryOperation] = set()
     values: dict[cst.CSTNode, str] = {}
     findings = []
+    seen: set[int] = set()
     for func, name, node, kind in analysis.tests:
+        if id(node) in seen:
+            continue  # `not p` inside a test is found twice
+        seen.add(id(node))
         key = (id(func), name)
         if key not in verdicts:
             verdicts[key] = analysis.judge(func, name)
