@@ -65,6 +65,7 @@ def same(a: list[dict], b: list[dict]) -> bool:
         x.keys() == y.keys() and all(x[k].tobytes() == y[k].tobytes() for k in x) for x, y in zip(a, b))
 
 
+@pytest.mark.backend  # numpy-side, but the buffers are the graph library's shared variables
 def test_random_augmentation_is_a_pure_function_of_the_plan(data, monkeypatch):
     import symtrain.stream.transform as transform
 
@@ -91,6 +92,7 @@ def test_random_augmentation_is_a_pure_function_of_the_plan(data, monkeypatch):
             ref[-1]["img"].tobytes()
 
 
+@pytest.mark.backend  # numpy-side, but the buffers are the graph library's shared variables
 def test_declared_output_spec_sets_the_buffers_and_wrong_output_is_an_error(data):
     path, img, _ = data
     with ChunkStream(path, BS, 60, seed=1, transform=crop, outputs={"img": ("float32", (4, 4))},
@@ -135,6 +137,7 @@ def test_a_transform_that_does_not_write_in_place_is_an_error(data, fn, match):
     assert __import__("re").search(match, str(info.value.__cause__))
 
 
+@pytest.mark.backend  # numpy-side, but the buffers are the graph library's shared variables
 def test_plain_arrays_and_memmaps_stream_like_a_dataset(data, tmp_path):
     path, img, y = data
     np.save(tmp_path / "img.npy", img)
@@ -165,6 +168,29 @@ def test_plain_arrays_and_memmaps_stream_like_a_dataset(data, tmp_path):
         ChunkStream({"img": img}, BS, 60, loader="process")
     with pytest.raises(ConfigError, match="dict of arrays"):
         ChunkStream(img, BS, 60)
+
+
+def _rss_file() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssFile:"))
+
+
+def test_a_memmap_source_keeps_file_backed_memory_flat(tmp_path):
+    """A 48 MiB memmap streamed whole: RssFile ends where it started (no pages stay mapped; the fingerprint
+    reads its sample with pread, since touching the caller's mapping mapped ~21 MiB of page-cache folios)."""
+    rows, width = 12288, 1024  # float32: 4 KiB rows, 48 MiB
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(rows, width))
+    mm[:] = 1
+    mm.flush()
+    del mm
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    before = _rss_file()
+    with ChunkStream({"x": x}, 64, 1024, mix=2) as s:
+        for chunk in s.epoch(0):
+            assert chunk.n_valid == 1024
+        total = s.buffers["x"].get_value(borrow=True).sum()
+    assert total == 1024 * width
+    assert _rss_file() - before < 8 * 2**20  # 48 MiB were read; none of it stays mapped
 
 
 def test_string_or_void_fields_in_a_dataset_are_one_clear_error(tmp_path):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from symtrain.errors import ConfigError
-from symtrain.stream.load import FieldSource, file_identity
+from symtrain.stream.load import FieldSource, _read_ranges, file_identity
 from symtrain.stream.transform import check_streamable
 
 _SAMPLE_ROWS = 64  # rows hashed into the fingerprint (evenly spaced, always the first and last)
@@ -100,8 +100,18 @@ class ArraySet:
         idx = np.unique(np.linspace(0, max(self.rows - 1, 0), min(self.rows, _SAMPLE_ROWS)).astype(np.int64))
         for name, arr in self.arrays.items():
             h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
-            if self.rows:
+            src = self.sources[name]
+            if not self.rows:
+                continue
+            if src.array is not None:
                 h.update(np.ascontiguousarray(arr[idx]).tobytes())
+                continue
+            # read the sample with pread: touching the caller's mapping would map whole page-cache folios
+            # into it (tens of MiB of RssFile for 64 rows)
+            sample = src.empty(len(idx))
+            for k, i in enumerate(idx):
+                _read_ranges(src, ((int(i), int(i) + 1),), sample[k:k + 1])
+            h.update(sample.tobytes())
         return "arrays:" + h.hexdigest()[:32]
 
     def close(self) -> None:

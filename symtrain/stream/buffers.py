@@ -15,6 +15,7 @@ import numpy as np
 from symtrain.backend import config, pt, shared
 from symtrain.errors import ConfigError
 from symtrain.stream.load import FieldSource
+from symtrain.stream.transform import check_streamable
 
 
 class DeviceBuffers:
@@ -27,6 +28,8 @@ class DeviceBuffers:
         self.capacity = capacity
         self.batch_size = batch_size
         self.sources = dict(sources)
+        for f, src in self.sources.items():
+            check_streamable(f"{name} buffers", f, src.dtype)
         self.shared = {f: shared(src.empty(capacity), name=f"{name}/{f}", borrow=True)
                        for f, src in self.sources.items()}
         self.n_valid = shared(np.array(0, dtype=np.int64), name=f"{name}/n_valid")
