@@ -261,6 +261,12 @@ def test_a_fifo_checkpoint_json_never_hangs_and_falls_back(model, tmp_path):
     os.unlink(newest / "checkpoint.json")
     (newest / "checkpoint.json").mkdir()
     assert ckpt.load_latest(run / "checkpoints").path.name == "epoch-00001-step-00000002"
+    os.rmdir(newest / "checkpoint.json")
+    shutil.copy(run / "checkpoints" / "epoch-00001-step-00000002" / "checkpoint.json", newest)
+    (newest / "arrays.npz").unlink()
+    os.mkfifo(newest / "arrays.npz")
+    with pytest.raises(CheckpointError, match="arrays.npz: is not a regular file \\(a FIFO\\)"):
+        ckpt.read_checkpoint(newest)
 
 
 def test_a_symlink_out_of_the_checkpoint_is_refused(model, tmp_path):
@@ -364,6 +370,8 @@ TAMPER = {
         _set(["callbacks", "metrics_log", "lines"], "12"),
         "'callbacks.metrics_log.lines'",
     ),
+    "elapsed 1e300": (_set(["callbacks", "metrics_log", "elapsed"], 1e300),
+                      "'callbacks.metrics_log.elapsed' must be between 0 and"),
     "sha not hex": (_set(["arrays_sha256"], "zz"), "'arrays_sha256' must be 64 hex digits"),
     "fields not strings": (_set(["stream", "fields"], [1]), "'stream.fields' must be a list of strings"),
     "everything else missing": (lambda m: m.clear(), "'epochs' is missing"),
@@ -490,3 +498,15 @@ def test_without_flock_the_pid_in_the_lock_file_still_guards(tmp_path, monkeypat
 def test_resume_and_overwrite_together_are_refused(model, tmp_path):
     with pytest.raises(RunDirError, match="pass one of them"):
         model(tmp_path / "run", resume=True, overwrite=True)
+
+
+def test_a_huge_log_line_count_stops_at_the_end_of_the_log(model, written, tmp_path):
+    """callbacks.metrics_log.lines = 10**15 (the log has ~10): resuming reads the log to its end, no more."""
+    run = tmp_path / "run"
+    shutil.copytree(written[0], run)
+    newest = run / "checkpoints" / written[1].name
+    meta = json.loads((newest / "checkpoint.json").read_text())
+    meta["callbacks"]["metrics_log"]["lines"] = 10**15
+    (newest / "checkpoint.json").write_text(json.dumps(meta))
+    h = model(run, epochs=2, resume=True)
+    assert h.stop_reason == "completed" and h.global_step == 12

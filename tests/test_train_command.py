@@ -309,6 +309,10 @@ def test_plot_full_disk_or_read_only_is_one_line_and_leaves_the_old_png(data, tm
     assert code == 2 and "symtrain did not write it" in err
     assert (run / "curves.png").read_bytes() == b"the user's own picture"
     assert cli("plot", run, "-o", tmp_path / "mine.png")[0] == 0
+    assert cli("plot", run, "-o", tmp_path / "mine.png")[0] == 0  # a PNG named by -o is replaced
+    (tmp_path / "notes.txt").write_text("my notes")
+    code, err = cli("plot", run, "-o", tmp_path / "notes.txt")
+    assert code == 2 and "is not a PNG image" in err and (tmp_path / "notes.txt").read_text() == "my notes"
 
 
 def test_metrics_log_write_failure_is_one_line(data, tmp_path, cli, monkeypatch):

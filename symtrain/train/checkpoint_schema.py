@@ -21,6 +21,7 @@ from symtrain.validate import is_int
 MAX_COUNT = 2**53  # epochs, steps, rows: beyond this a float loses integers and nothing real gets there
 MAX_ENTRIES = 1 << 20  # list lengths (history entries, variables) and total array elements bound
 MAX_ELEMENTS = 1 << 40
+MAX_SECONDS = 1e10  # elapsed training time: three centuries
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -251,7 +252,9 @@ def _callbacks(d: _Doc, meta: dict) -> None:
     if ml is not None:
         p = "callbacks.metrics_log."
         d.int(ml, "lines", p)
-        d.num(ml, "elapsed", p)
+        if not 0 <= d.num(ml, "elapsed", p) <= MAX_SECONDS:
+            raise d.fail(p + "elapsed", f"must be between 0 and {MAX_SECONDS:g} seconds, got "
+                         f"{_show(ml['elapsed'])}")
         d.metrics(ml, "sums", p, required=False)
         d.int(ml, "count", p, required=False)
     es = (cbs or {}).get("early_stopping")

@@ -101,7 +101,8 @@ def _valid_record(rec: Mapping[str, Any]) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**53
 
     return count(rec.get("epoch")) and count(rec.get("step")) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for k, v in rec.items() if k not in ("epoch", "step"))
+        isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in rec.items() if k not in ("epoch", "step"))
 
 
 def _clean(v: Any) -> Any:
@@ -153,7 +154,12 @@ class MetricsLog(Callback):
                 self._file = open(path, "w")
             else:  # resumed: keep exactly the lines the checkpoint saw
                 with open(path, "r+") as f:
-                    kept = [f.readline() for _ in range(self.lines)]
+                    kept: list[str] = []
+                    while len(kept) < self.lines:  # stops at the end of the file whatever the count says
+                        line = f.readline()
+                        if not line:
+                            break
+                        kept.append(line)
                     if any(not line.endswith("\n") for line in kept):
                         kept = [line for line in kept if line.endswith("\n")]
                         self.lines = len(kept)

@@ -413,8 +413,8 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False)
     from symtrain.train.checkpoint import clean_leftovers
 
     if resume and overwrite:
-        raise RunDirError("resume=True (--resume) continues the run and overwrite=True (--overwrite) starts it "
-                          "over: pass one of them")
+        raise RunDirError("resume=True (--resume) continues the run and overwrite=True (--overwrite) "
+                          "starts it over: pass one of them")
     mine = owned(run_dir) if run_dir.is_dir() else set()
     marked = (run_dir / MARKER).exists()
     if not marked and resume and _adoptable(run_dir):  # a run dir of an earlier symtrain: adopt it
@@ -502,9 +502,26 @@ def _discard_run(run_dir: Path, checkpoints: list[Path]) -> None:
         )
 
 
+def _head(path: Path) -> bytes:
+    """The first 4 bytes of a regular file (b"" for anything else or on an error)."""
+    try:
+        fd = _open_regular(path, None)
+    except (OSError, RunDirError):
+        return b""
+    try:
+        return os.read(fd, 4)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
 def claim_plot(run_dir: Path, out: Path) -> None:
     """Before ``plot`` writes RUN/curves.png: refuse a curves.png symtrain did not write, then claim it."""
-    if out.absolute() != (run_dir / PNG).absolute():
+    if out.absolute() != (run_dir / PNG).absolute():  # -o OUT: replace only a PNG image, never other content
+        if os.path.lexists(out) and (out.is_symlink() or not out.is_file() or _head(out) != b"\x89PNG"):
+            raise RunDirError(f"-o {out}: exists and is not a PNG image; symtrain never replaces it: choose "
+                              "another name")
         return
     mine = owned(run_dir)
     if foreign(run_dir, [PNG], mine):
