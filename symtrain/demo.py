@@ -140,24 +140,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = cli_main(["inspect", str(data)])
     if rc:
         return rc
-    return train_demo(data, args.out / "run", args.epochs, args.resume, args.out)
+    again = (f"python -m symtrain.demo --out {args.out} --rows {args.rows} --seed {args.seed} "
+             f"--epochs {args.epochs} --resume")  # every option: a resume must be the same run
+    return train_demo(data, args.out / "run", args.epochs, args.resume, args.out, again)
 
 
-def train_demo(data: Path, run_dir: Path, epochs: int, resume: bool, out: Path) -> int:
+def train_demo(data: Path, run_dir: Path, epochs: int, resume: bool, out: Path,
+               again: str | None = None) -> int:
     """Train the MLP out of core (``train_digits``) and print the test accuracy and where things are."""
     from symtrain.errors import SymtrainError
 
     print(f"\ntraining a 784-256-10 MLP out of core for {epochs} epochs (Adam, validation, checkpoints) ...")
     sys.stdout.flush()
     t = time.perf_counter()
+    from symtrain.train import rundir
+
     try:
-        r = train_digits(data, run_dir, epochs=epochs, resume=resume)
+        with rundir.session(run_dir, resume, not resume, check_only=True):  # locked before compiling
+            r = train_digits(data, run_dir, epochs=epochs, resume=resume)
     except SymtrainError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
     h = r["history"]
     if h.interrupted:
-        print(f"\ninterrupted; resume with: python -m symtrain.demo --out {out} --resume", file=sys.stderr)
+        command = again or f"python -m symtrain.demo --out {out} --epochs {epochs} --resume"
+        print(f"\ninterrupted; resume with: {command}", file=sys.stderr)
         return 130
     acc = r["test_accuracy"]
     print(f"\ntest accuracy: {acc:.2%} on the {r['test_rows']} real held-out digit images "
