@@ -5,8 +5,8 @@ None``; PyTensor raises "TensorVariable cannot be converted to Python boolean" i
 otherwise treats the parameter as a graph variable (passes it to a graph call, uses it as an ``updates``/
 ``givens`` key, calls tensor methods on it, assigns it a graph call, or its callers pass one), the test is
 rewritten: ``if p:`` -> ``if p is not None:``, ``not p`` -> ``p is None``, ``p or x`` -> ``p if p is not None
-else x``. When nothing says what the parameter holds, the test is reported; when it is plainly something
-else (a string, a path, a callable, a list), it is left alone.
+else x``. Otherwise the test is left as it is and reported (saying so when the parameter plainly holds
+something else: a string, a path, a callable, a list, a keyword setting).
 """
 
 from __future__ import annotations
@@ -507,17 +507,13 @@ def fix_truth_tests(module: cst.Module, path: str) -> tuple[cst.Module, list[Fin
                     f"graph variable: {graph[0]}) rewritten to an `is None` test",
                 )
             )
-        elif not plain:
-            findings.append(
-                Finding(
-                    path,
-                    line,
-                    "review",
-                    f"truth test of `{name}` (default None): "
-                    "if a graph variable can arrive here PyTensor raises; write "
-                    f"`{name} is not None`",
-                )
+        else:
+            looks = f"left as it is: `{name}` looks like a plain value here ({plain[0]}); " if plain else ""
+            message = (
+                f"truth test of `{name}` (default None): {looks}if a graph variable can arrive here "
+                f"PyTensor raises; write `{name} is not None`"
             )
+            findings.append(Finding(path, line, "review", message))
     if not (names or nots or values):
         return module, findings
     return module.visit(_Rewrite(names, nots, values)), findings
