@@ -48,21 +48,34 @@ def check_path_arg(name: str, value: object) -> Path:
     return Path(value)
 
 
-def check_path_writable(path: str | Path) -> Path:
+def check_path_writable(path: str | Path, create_parents: bool = False) -> Path:
     """Check that ``path`` can be created: its parent exists, is a directory, and accepts new entries.
 
-    Raises DatasetError naming the parent directory and the reason (missing, not a directory, read-only,
-    permission denied, not a place for files such as /proc). Nothing is left behind.
+    With ``create_parents`` missing parent directories are made first (as ``mkdir -p``). Raises
+    DatasetError naming ``path`` and the parent at fault with the reason (missing, not a directory,
+    read-only, permission denied, not a place for files such as /proc). Only created parents remain.
     """
     path = Path(path)
     parent = path.parent
+    if create_parents and not parent.exists():
+        ancestor = parent
+        while not ancestor.exists() and ancestor.parent != ancestor:  # the nearest existing ancestor
+            ancestor = ancestor.parent
+        if ancestor.is_dir():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatasetError(path, f"cannot be created: making its parent directory {parent} failed "
+                                   f"({exc.strerror or exc})") from None
+        elif ancestor.exists():
+            raise DatasetError(path, f"cannot be created: {ancestor} is not a directory")
     if not parent.exists():
-        raise DatasetError(parent, "parent directory does not exist")
+        raise DatasetError(path, f"cannot be created: parent directory {parent} does not exist")
     if not parent.is_dir():
-        raise DatasetError(parent, "is not a directory (cannot create anything under it)")
+        raise DatasetError(path, f"cannot be created: {parent} is not a directory")
     try:
         probe = tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=parent)
     except OSError as exc:
-        raise DatasetError(parent, f"is not writable ({exc.strerror or exc})") from None
+        raise DatasetError(path, f"cannot be created: {parent} is not writable ({exc.strerror or exc})") from None
     os.rmdir(probe)
     return path

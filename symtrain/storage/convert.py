@@ -28,6 +28,7 @@ from symtrain.storage.group import build_group
 from symtrain.storage.manifest import check_field_name
 from symtrain.storage.npyfile import check_dtype, read_into
 from symtrain.storage.reader import CHUNK_BYTES
+from symtrain.storage.safeopen import require_regular
 from symtrain.storage.writer import DatasetWriter
 from symtrain.validate import check_int
 
@@ -172,6 +173,7 @@ def convert_arrays(arrays: Mapping[str, Any], out: str | Path, *, dtype: DtypeSp
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    require_regular(path)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -190,6 +192,7 @@ def _member_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 def _npz_members(path: Path) -> tuple[zipfile.ZipFile, dict[str, tuple[str, np.dtype, tuple[int, ...]]]]:
     """Open a .npz and read only the header of each member .npy (name -> (zip member, dtype, shape))."""
+    require_regular(path)
     try:
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
@@ -290,7 +293,7 @@ def load_split_pickle(path: str | Path) -> tuple[tuple[np.ndarray, np.ndarray], 
     Python-2 pickles need ``encoding='latin1'``. A pickle can run code when loaded: convert only files you
     trust. It is loaded whole (pickles cannot be read in parts).
     """
-    path = Path(path)
+    path = require_regular(path)
     try:
         opener = gzip.open if _is_gzip(path) else open
         with opener(path, "rb") as f:
@@ -338,6 +341,7 @@ def convert_pickle(path: str | Path, out: str | Path, *, dtype: DtypeSpec = None
 
 # ------------------------------------------------------------------------------------------------ CSV
 def _open_text(path: Path):
+    require_regular(path)
     try:
         if _is_gzip(path):
             return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
@@ -437,9 +441,7 @@ def convert_hdf5(path: str | Path, out: str | Path, *, keys: Sequence[str] | Non
         import h5py
     except ImportError:
         raise ConfigError("reading HDF5 needs h5py: pip install 'symtrain[hdf5]'") from None
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(path, "does not exist")
+    path = require_regular(path)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
@@ -490,8 +492,7 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *, dtype
     paths = list(named.values())
     kinds = {_kind(p) for p in paths}
     for p in paths:
-        if not p.exists():
-            raise DatasetError(p, "does not exist")
+        require_regular(p)
     if len(paths) > 1 or any("=" in str(i) for i in items):
         if kinds != {"npy"}:
             raise ConfigError("several inputs (or NAME=PATH) are only for .npy files, one per field")

@@ -18,6 +18,8 @@ import numpy as np
 
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.group import build_group, check_group_target
+from symtrain.storage.manifest import MAX_MANIFEST_BYTES
+from symtrain.storage.safeopen import read_regular_text
 from symtrain.storage.writer import DatasetWriter
 from symtrain.validate import check_int
 
@@ -205,10 +207,11 @@ def _meta(rows: int | None, seed: int, augment: dict[str, float], counts: dict[s
 
 def read_digits_meta(out: str | Path) -> dict[str, Any] | None:
     """The parameters a digits directory was built with, or None when it is not a complete one."""
-    try:
-        return json.loads((Path(out) / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # a FIFO or a huge file at the marker's name is "not a complete one", never a hang
+        meta = json.loads(read_regular_text(Path(out) / META_FILE, MAX_MANIFEST_BYTES, root=out))
+    except (DatasetError, ValueError, RecursionError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def build_digits(out: str | Path, rows: int | None = None, seed: int = 0, *, overwrite: bool = False,

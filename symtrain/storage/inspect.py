@@ -18,6 +18,7 @@ from symtrain.errors import DatasetError
 from symtrain.storage.manifest import MANIFEST, combine_fingerprint, field_hasher
 from symtrain.storage.npyfile import read_header
 from symtrain.storage.reader import CHUNK_BYTES, Dataset, open_dataset
+from symtrain.storage.safeopen import open_regular
 
 STATS_CHUNK_BYTES = CHUNK_BYTES // 4  # statistics hold a few float64 copies of a chunk
 MAX_LABELS = 1000  # histogram only for integer columns with at most this many distinct values
@@ -139,9 +140,9 @@ def recompute_fingerprint(ds: Dataset, chunk_bytes: int = STATS_CHUNK_BYTES,
         for name, spec in ds.manifest.fields.items():
             h = field_hasher(spec)
             path = ds.path / spec.file
-            header = read_header(path)
+            header = read_header(path, root=ds.path)
             remaining = spec.row_bytes * rows
-            with open(path, "rb") as fh:
+            with open_regular(path, root=ds.path) as fh:
                 fh.seek(header.offset)
                 view = memoryview(buf)
                 while remaining:

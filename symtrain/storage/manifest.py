@@ -16,10 +16,15 @@ import numpy as np
 
 from symtrain.errors import DatasetError
 from symtrain.storage.npyfile import check_dtype
+from symtrain.storage.safeopen import read_regular_text
 
 FORMAT_NAME = "symtrain-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KiB; more is not a manifest (or holds absurd metadata)
+MAX_ROWS = 1 << 40  # ~1.1e12 rows: beyond any dataset on one machine, far below int64 plan arithmetic
+MAX_DATALESS_ROWS = 1 << 24  # rows of zero bytes each: no file size bounds them, so a hard cap does
+MAX_ROW_BYTES = 1 << 32  # 4 GiB per row of one field: larger rows cannot fit a chunk buffer anyway
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -105,9 +110,19 @@ def parse_field(name: str, raw: Any, where: Path) -> FieldSpec:
     if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape) or len(shape) > 31:
         raise DatasetError(where, f"field {name!r} has an invalid shape {shape!r}: expected a list of ints >= 0")
     spec = FieldSpec(check_field_name(name, where), dtype, tuple(shape))
+    if spec.row_bytes > MAX_ROW_BYTES:
+        raise DatasetError(where, f"field {name!r} has rows of {spec.row_bytes} bytes (shape {shape!r}), more "
+                           f"than the {MAX_ROW_BYTES} bytes a row may hold")
     if raw.get("file", spec.file) != spec.file:
         raise DatasetError(where, f"field {name!r} names file {raw.get('file')!r}, expected {spec.file!r}")
     return spec
+
+
+def check_rows_hold_data(rows: int, fields: dict[str, FieldSpec], where: str | Path) -> None:
+    """Bound the rows of a dataset whose rows hold no bytes: no file size limits their count otherwise."""
+    if rows > MAX_DATALESS_ROWS and all(spec.row_bytes == 0 for spec in fields.values()):
+        raise DatasetError(where, f"every field has zero bytes per row, yet it claims {rows} rows (at most "
+                           f"{MAX_DATALESS_ROWS} rows without data are accepted)")
 
 
 def read_manifest(directory: str | Path) -> Manifest:
@@ -123,12 +138,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         elif directory.suffix == ".npy":
             hint = ": a lone .npy is not a dataset; make one with `symtrain convert IN.npy OUT`"
         raise DatasetError(directory, "is not a dataset directory" + hint)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(path, "is missing: not a symtrain dataset (or an unfinished write)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(path, f"cannot be read ({exc})") from None
+    text = read_regular_text(path, MAX_MANIFEST_BYTES, root=directory,
+                             missing="is missing: not a symtrain dataset (or an unfinished write)")
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -145,12 +156,13 @@ def read_manifest(directory: str | Path) -> Manifest:
             path, f"was written in format version {version}, newer than this symtrain reads ({FORMAT_VERSION}); "
             "upgrade symtrain")
     rows = raw.get("rows")
-    if type(rows) is not int or rows < 0:
-        raise DatasetError(path, f"has an invalid row count {rows!r}")
+    if type(rows) is not int or not 0 <= rows <= MAX_ROWS:
+        raise DatasetError(path, f"has an invalid row count {rows!r} (expected an integer in 0..{MAX_ROWS})")
     fields_raw = raw.get("fields")
     if not isinstance(fields_raw, dict) or not fields_raw:
         raise DatasetError(path, "must list at least one field under 'fields'")
     fields = {name: parse_field(name, spec, path) for name, spec in fields_raw.items()}
+    check_rows_hold_data(rows, fields, path)
     fingerprint = raw.get("fingerprint")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise DatasetError(path, "has no fingerprint")

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from symtrain.errors import DatasetError
+from symtrain.storage.safeopen import open_regular, open_regular_fd
 
 HEADER_ALIGN = 64  # numpy's own alignment for .npy data
 SUPPORTED_KINDS = "biufcSUVMm"  # bool, ints, floats, complex, fixed-width bytes/str/void, datetimes
@@ -42,11 +43,14 @@ def check_dtype(dtype: np.dtype, where: str | Path) -> np.dtype:
     return dtype
 
 
-def read_header(path: str | Path) -> NpyHeader:
-    """Parse the header of a .npy file; a file that is not a well-formed .npy is a DatasetError naming it."""
+def read_header(path: str | Path, root: str | Path | None = None) -> NpyHeader:
+    """Parse the header of a .npy file; a file that is not a well-formed .npy is a DatasetError naming it.
+
+    Only a regular file is read (a FIFO would block forever), and with ``root`` only one inside it.
+    """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, root, missing="field file is missing") as f:
             head = f.read(6)
             if head[:1] == b"P" and path.suffix == ".npz" or head[:2] == b"PK":
                 raise DatasetError(
@@ -114,12 +118,19 @@ def reserved_header_size(dtype: np.dtype, row_shape: tuple[int, ...]) -> int:
     return len(header_bytes(dtype, (10**18, *row_shape)))
 
 
+def byte_view(arr: np.ndarray) -> memoryview:
+    """The bytes of C-contiguous ``arr`` as a flat memoryview, for any dtype (datetime64 has no buffer format)."""
+    if not arr.nbytes:
+        return memoryview(b"")
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
 def read_into(path: str | Path, offset: int, out: np.ndarray) -> np.ndarray:
     """Fill the C-contiguous ``out`` with the bytes of ``path`` from ``offset`` (pread, no mapping), so that
     reading a file larger than RAM leaves no mapped pages counted against the process."""
-    view = memoryview(out).cast("B") if out.nbytes else memoryview(b"")
+    view = byte_view(out) if out.nbytes else memoryview(bytearray())
     done = 0
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular_fd(path)
     try:
         while done < len(view):
             got = os.preadv(fd, [view[done:]], offset + done)

@@ -16,6 +16,7 @@ import numpy as np
 from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.manifest import FieldSpec, Manifest, read_manifest
 from symtrain.storage.npyfile import check_size, read_header, read_into
+from symtrain.storage.safeopen import open_regular
 from symtrain.validate import check_int, check_path_arg
 
 CHUNK_BYTES = 64 << 20  # how much of a field the tools (convert, inspect, legacy shared) handle at once
@@ -48,7 +49,7 @@ class Field:
 
 def _validate_field(directory: Path, manifest: Manifest, spec: FieldSpec) -> Field:
     path = directory / spec.file
-    header = read_header(path)
+    header = read_header(path, root=directory)
     if header.dtype != spec.dtype:
         raise DatasetError(path, f"has dtype {header.dtype} but manifest.json says {spec.dtype}")
     expected = (manifest.rows, *spec.shape)
@@ -112,8 +113,10 @@ class Dataset:
                 arr = np.zeros(shape, dtype=f.dtype)
                 arr.flags.writeable = False
             else:
-                try:
-                    arr = np.memmap(f.path, dtype=f.dtype, mode="r", offset=f.offset, shape=shape)
+                try:  # mapped from a checked descriptor: a FIFO swapped in since opening cannot block
+                    with open_regular(f.path, root=self.path) as fh:
+                        arr = np.memmap(fh, dtype=f.dtype, mode="r", offset=f.offset, shape=shape)
+                    arr.filename = str(f.path.absolute())  # a descriptor has no name; streaming needs it
                 except (OSError, ValueError) as exc:
                     raise DatasetError(f.path, f"cannot be memory-mapped ({exc})") from None
             self._maps[name] = arr

@@ -18,6 +18,7 @@ import numpy as np
 
 from symtrain.atomic import partial_name, remove_stale_leftovers
 from symtrain.errors import ConfigError, DatasetError
+from symtrain.storage.npyfile import byte_view
 from symtrain.storage.reader import open_dataset
 from symtrain.storage.writer import DatasetWriter, check_replaceable
 from symtrain.validate import check_int, check_path_writable
@@ -54,7 +55,7 @@ class _Buckets:
     def write(self, b: int, name: str, data: np.ndarray) -> None:
         key = (b, name)
         f = self.handles.get(key) or open(self.path(b, name), "ab")
-        f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+        f.write(byte_view(np.ascontiguousarray(data)))
         if self.keep_open:
             self.handles[key] = f
         else:
@@ -89,7 +90,7 @@ def shuffle_dataset(src: str | Path, dst: str | Path, seed: int, *, memory_limit
     meta = dict(ds.metadata, shuffled={"from": str(Path(src)), "from_fingerprint": ds.fingerprint,
                                        "seed": seed, "buckets": buckets})
     schema = {n: (f.dtype, f.shape) for n, f in ds.fields.items()}
-    check_path_writable(dst)
+    check_path_writable(dst, create_parents=True)
     remove_stale_leftovers(dst)
     scratch = partial_name(dst)
     scratch.mkdir()

@@ -22,34 +22,61 @@ from symtrain.errors import ConfigError, DatasetError, SchemaError
 from symtrain.storage.manifest import (
     FORMAT_NAME,
     MANIFEST,
+    MAX_MANIFEST_BYTES,
+    MAX_ROW_BYTES,
+    MAX_ROWS,
     FieldSpec,
     Manifest,
     check_field_name,
+    check_rows_hold_data,
     combine_fingerprint,
     field_hasher,
     write_manifest,
 )
-from symtrain.storage.npyfile import check_dtype, header_bytes, reserved_header_size
+from symtrain.storage.npyfile import byte_view, check_dtype, header_bytes, reserved_header_size
+from symtrain.storage.safeopen import read_regular_text
 from symtrain.validate import check_path_writable
 
 Schema = Mapping[str, tuple[Any, tuple[int, ...]]]
 
 
+def owned_entries(path: Path) -> set[str] | None:
+    """The names symtrain wrote inside dataset directory ``path`` (manifest + field files), None if not ours."""
+    try:
+        raw = json.loads(read_regular_text(path / MANIFEST, MAX_MANIFEST_BYTES, root=path))
+    except (DatasetError, ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME or not isinstance(raw.get("fields"), dict):
+        return None
+    return {MANIFEST, *(f"{name}.npy" for name in raw["fields"] if isinstance(name, str))}
+
+
+def foreign_entries(path: Path, owned: set[str]) -> list[str]:
+    """Entries of directory ``path`` that are not in ``owned``: what symtrain must never delete."""
+    return sorted(entry.name for entry in path.iterdir() if entry.name not in owned)
+
+
 def check_replaceable(path: Path) -> None:
-    """``overwrite`` replaces only a symtrain dataset or an empty directory, never arbitrary user files."""
-    if not path.exists():
+    """``overwrite`` replaces only a symtrain dataset holding nothing else, or an empty directory.
+
+    A dataset directory that also holds files symtrain did not write (notes, a nested run) is refused:
+    replacing the directory would delete them.
+    """
+    if not path.exists() and not path.is_symlink():
         return
     if not path.is_dir() or path.is_symlink():
         raise DatasetError(path, "exists and is not a dataset directory; refusing to replace it")
     if not any(path.iterdir()):
         return
-    try:
-        fmt = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
-        fmt = None
-    if fmt != FORMAT_NAME:
+    owned = owned_entries(path)
+    if owned is None:
         raise DatasetError(path, "exists and is not a symtrain dataset (no valid manifest.json); refusing to "
                            "replace it even with overwrite")
+    foreign = foreign_entries(path, owned)
+    if foreign:
+        raise DatasetError(path, f"holds files symtrain did not write ({', '.join(foreign[:5])}"
+                           f"{', ...' if len(foreign) > 5 else ''}); refusing to replace it even with "
+                           "overwrite: move them away first")
 
 
 def _schema_from(schema: Schema, where: Path) -> dict[str, FieldSpec]:
@@ -65,7 +92,10 @@ def _schema_from(schema: Schema, where: Path) -> dict[str, FieldSpec]:
             raise ConfigError(f"schema entry for {name!r} must be (dtype, row_shape), got {value!r} ({exc})") from None
         if any(d < 0 for d in shape):
             raise ConfigError(f"schema entry for {name!r} has a negative dimension in {shape}")
-        out[name] = FieldSpec(check_field_name(name, where), check_dtype(dtype, where), shape)
+        spec = FieldSpec(check_field_name(name, where), check_dtype(dtype, where), shape)
+        if spec.row_bytes > MAX_ROW_BYTES:
+            raise ConfigError(f"schema entry for {name!r}: rows of {spec.row_bytes} bytes exceed {MAX_ROW_BYTES}")
+        out[name] = spec
     return out
 
 
@@ -79,7 +109,7 @@ class DatasetWriter:
             if not overwrite:
                 raise DatasetError(self.path, "already exists; pass overwrite=True (or --overwrite) to replace it")
             check_replaceable(self.path)
-        check_path_writable(self.path)
+        check_path_writable(self.path, create_parents=True)
         remove_stale_leftovers(self.path)
         self.overwrite = overwrite
         self.metadata = dict(metadata or {})
@@ -148,7 +178,7 @@ class DatasetWriter:
                 raise SchemaError(f"{self.path}: fields have different row counts in one append ({name!r} has {a.shape[0]}, expected {n})")
             arrays[name] = np.ascontiguousarray(a)
         for name, a in arrays.items():
-            buf = memoryview(a).cast("B") if a.size else b""
+            buf = byte_view(a)
             try:
                 self._files[name].write(buf)
             except OSError as exc:
@@ -164,6 +194,9 @@ class DatasetWriter:
             raise SchemaError(f"{self.path}: nothing was appended and no schema was given; cannot write an empty dataset without fields")
         try:
             assert self._tmp is not None
+            if self.rows > MAX_ROWS:
+                raise DatasetError(self.path, f"{self.rows} rows are more than the {MAX_ROWS} a dataset may hold")
+            check_rows_hold_data(self.rows, self.fields, self.path)
             for name, spec in self.fields.items():
                 f = self._files[name]
                 f.seek(0)
