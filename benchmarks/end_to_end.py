@@ -2,7 +2,7 @@
 
 The model is 784-256-10 (ReLU, softmax cross-entropy), float32, batch 128, Adam(1e-3). Contenders:
   - symtrain, ``st.compile_step`` + ``st.fit`` over a ``ChunkStream(policy="shuffle")``, in Numba mode and
-    in C ("CVM") mode, with the process loader (it overlaps a step that holds the GIL; DESIGN.md inv. 5);
+    in C ("CVM") mode, with the process loader (it overlaps a step that holds the GIL);
   - PyTorch on the CPU, the batched loader from benchmarks/loaders.py (one fancy-index read per batch,
     the best PyTorch loader there) with 0 and 2 workers.
 Every run is a FRESH subprocess (so memory peaks are its own), with the same thread settings: BLAS

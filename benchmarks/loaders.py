@@ -178,7 +178,7 @@ def run_loaders(cfg: Config) -> Table:
         f"Cold: files fsynced and evicted with `posix_fadvise(POSIX_FADV_DONTNEED)` right before each pass "
         f"(largest fraction still cached after eviction: {max(evicted, default=0):.1%}). The dataset fits in "
         "the page cache here, so a cold random reader gets help from kernel read-around as the pass goes on; "
-        "on data larger than RAM the tutorial pattern's cold rate falls further (DESIGN.md: ~6-9 k rows/s).",
+        "on data larger than RAM the tutorial pattern's cold rate falls further (an earlier measurement on data larger than RAM: ~6-9 k rows/s).",
         "`x tutorial`: the contender's rows/s over the PyTorch tutorial pattern's (0 workers), same run.",
         f"**Targets.** symtrain >= 20x the tutorial pattern (warm): best symtrain loader "
         f"{ratio_tut:.1f}x ({'met' if ratio_tut >= 20 else 'missed'}); cold "

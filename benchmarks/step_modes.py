@@ -3,7 +3,7 @@
 The model is the 784-256-10 MLP (ReLU, softmax cross-entropy), batch 128, float32, Adam, trained from a
 ChunkStream over a synthetic dataset (one 16384-row chunk in the buffers; the loader is not timed). Every
 mode runs in its own subprocess with a fresh ``base_compiledir``, twice: "cold" (empty compile cache) and
-"warm" (the cache the cold run left). BLAS threads are pinned to 1 (see DESIGN.md).
+"warm" (the cache the cold run left). BLAS threads are pinned to 1 (multithreaded BLAS slowed steps on a shared 2-core machine).
 
     .venv/bin/python -m benchmarks.step_modes                 # NUMBA and CVM, cold + warm, 300 timed steps
     .venv/bin/python -m benchmarks.step_modes --modes NUMBA,CVM,C --steps 500 --json out.json

@@ -1,7 +1,7 @@
 """A chunk loader in a separate process, filling two staging sets held in shared memory.
 
 Why a process: a Numba-compiled PyTensor step holds the GIL for its whole call, so a loader *thread*
-only overlaps it partly; a worker process fills the next chunk truly in parallel (DESIGN invariant 5).
+only overlaps it partly; a worker process fills the next chunk truly in parallel.
 The worker is started with the ``spawn`` method (never ``fork``: the parent has threads and Numba), is
 given paths and byte offsets (``FieldSource``), never a memmap, and imports only numpy and
 ``symtrain.stream.load`` -- not the graph library, and not the caller's ``__main__`` script unless the
