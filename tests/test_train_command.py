@@ -204,6 +204,14 @@ def test_resume_refuses_another_script_and_bad_stored_options(data, tmp_path, cl
     (run / rundir.OPTIONS).write_text(json.dumps(doc))
     code, err = cli("train", "--run-dir", run, "--resume")
     assert code == 2 and "options.json: field 'epochs' must be int, got '3'" in err
+    for field, value, message in (("epochs", 0, "'epochs' must be an integer >= 1"),
+                                  ("stream", {"batch_size": -5}, "'stream.batch_size' must be an integer"),
+                                  ("stream", {"batch_sise": 5}, "'stream' has an unknown key 'batch_sise'"),
+                                  ("ranks", 10**30, "'ranks' must be an integer >= 1"),
+                                  ("stream", [], "field 'stream' must be dict")):
+        (run / rundir.OPTIONS).write_text(json.dumps({**doc, "epochs": 2, field: value}))
+        code, err = cli("train", "--run-dir", run, "--resume")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (field, err)
     code, err = cli("train", "--run-dir", tmp_path / "fresh", "--resume")
     assert code == 2 and "a script is required: " in err and "fresh/options.json does not exist" in err
 

@@ -155,6 +155,8 @@ def resolve_run(
     run_dir = Path(run_dir)
     given_stream = {k: v for k, v in (stream_options or {}).items() if v is not None}
     stored = rundir.load_options(run_dir, OPTIONS_SCHEMA) if resume and run_dir.is_dir() else None
+    if stored is not None:
+        _check_stored(stored, run_dir / rundir.OPTIONS)
     if stored is None:
         if resume:
             log.info(
@@ -215,6 +217,32 @@ def resolve_run(
     return out
 
 
+STORED_BOUNDS = {"epochs": 1, "ranks": 1, "checkpoint_every_steps": 1}
+STREAM_BOUNDS = {"batch_size": 1, "chunk_rows": 1, "mix": 1, "seed": 0}
+
+
+def _check_stored(stored: Mapping[str, Any], where: Path) -> None:
+    """Bounds of the stored options (their types are checked by ``load_options``): ConfigError naming the
+    file and the field, so a tampered options.json never reaches the stream or fit."""
+    fields = [(k, stored.get(k), lo) for k, lo in STORED_BOUNDS.items()]
+    fields += [(f"stream.{k}", stored["stream"].get(k), lo) for k, lo in STREAM_BOUNDS.items()]
+    for name, value, lo in fields:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= 2**53
+        ):
+            raise ConfigError(f"{where}: field {name!r} must be an integer >= {lo}, got {value!r}")
+    for key in stored["stream"]:
+        if key not in STREAM_KEYS:
+            raise ConfigError(
+                f"{where}: field 'stream' has an unknown key {key!r}; known: {', '.join(STREAM_KEYS)}"
+            )
+    for key in ("policy", "loader"):
+        if stored["stream"].get(key) is not None and not isinstance(stored["stream"][key], str):
+            raise ConfigError(
+                f"{where}: field 'stream.{key}' must be a string, got {stored['stream'][key]!r}"
+            )
+
+
 def _elastic_batch(given: Mapping[str, Any], stored: Mapping[str, Any], where: Path) -> int | None:
     """The per-rank batch of a run resumed on another number of MPI ranks (None: same number): the global
     batch (ranks x --batch-size) is kept, so it is derived, or a given one is checked (ConfigError)."""
@@ -227,13 +255,17 @@ def _elastic_batch(given: Mapping[str, Any], stored: Mapping[str, Any], where: P
     total = old * was
     if "batch_size" not in given:
         if total % ranks:
-            raise ConfigError(f"--resume on {ranks} ranks: the run's global batch {total} ({was} ranks x "
-                              f"{old}, stored in {where}) does not divide among {ranks} ranks")
+            raise ConfigError(
+                f"--resume on {ranks} ranks: the run's global batch {total} ({was} ranks x "
+                f"{old}, stored in {where}) does not divide among {ranks} ranks"
+            )
         return total // ranks
     if given["batch_size"] * ranks != total:
-        raise ConfigError(f"--resume: --batch-size {given['batch_size']} on {ranks} ranks is a global batch "
-                          f"of {given['batch_size'] * ranks}, the run's is {total} ({was} ranks x {old}, "
-                          f"stored in {where}); a resumed run keeps its global batch")
+        raise ConfigError(
+            f"--resume: --batch-size {given['batch_size']} on {ranks} ranks is a global batch "
+            f"of {given['batch_size'] * ranks}, the run's is {total} ({was} ranks x {old}, "
+            f"stored in {where}); a resumed run keeps its global batch"
+        )
     return int(given["batch_size"])
 
 
