@@ -122,6 +122,16 @@ def test_open_mode_follows_the_binding(src, binary, reported):
     assert [line for line, k, m in findings if k == "review" and "open()" in m] == reported
 
 
+def test_attribute_binding_in_the_same_method():
+    new, findings = mig(
+        "import pickle\nimport theano\nclass S:\n    def save(self, p, o):\n"
+        "        self.f = open(p, 'w')\n        pickle.dump(o, self.f)\n"
+        "    def log(self, p):\n        self.f = open(p, 'w')\n        self.f.write('x')\n"
+    )
+    assert "        self.f = open(p, 'wb')" in new and "        self.f = open(p, 'w')" in new
+    assert lines_of(findings, "changed") == [5]
+
+
 def test_python2_file_builtin_becomes_open_unless_bound():
     new, findings = mig(
         "import cPickle\nimport theano\ndef save(p, o):\n    f = file(p, 'w')\n"

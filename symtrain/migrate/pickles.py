@@ -43,6 +43,8 @@ class PickleFiles(cst.CSTVisitor):
         self.opens: dict[cst.Name, cst.Call] = {}  # binding Name node -> its open() call
         self.pickled: list[tuple[cst.Name, str]] = []  # Name handed to a pickle call, direction
         self.others: list[tuple[int, list[int], str]] = []
+        self.attr_pickled: list[tuple[cst.Attribute, str]] = []  # `pickle.load(self.f)`
+        self.attr_opens: list[tuple[cst.Attribute, cst.Call]] = []  # `self.f = open(...)`
 
     def visit_Call(self, node: cst.Call) -> None:
         name = self.name_of(node.func)
@@ -60,10 +62,19 @@ class PickleFiles(cst.CSTVisitor):
                 self.binary[arg.value] = direction
             elif arg is not None and isinstance(arg.value, cst.Name):
                 self.pickled.append((arg.value, direction))
+            elif arg is not None and isinstance(arg.value, cst.Attribute):
+                self.attr_pickled.append((arg.value, direction))
         if name in OPEN_NAMES:
-            binding = _open_binding(node, self.get_metadata(ParentNodeProvider, node, None))
+            parent = self.get_metadata(ParentNodeProvider, node, None)
+            binding = _open_binding(node, parent)
             if binding is not None:
                 self.opens[binding] = node
+            elif (
+                isinstance(parent, cst.Assign)
+                and len(parent.targets) == 1
+                and isinstance(parent.targets[0].target, cst.Attribute)
+            ):
+                self.attr_opens.append((parent.targets[0].target, node))
 
     def _block(self, node: cst.CSTNode) -> cst.CSTNode | None:
         """The indented block (or module) whose statement list holds ``node``."""
@@ -101,8 +112,28 @@ class PickleFiles(cst.CSTVisitor):
                 break  # an unconditional rebinding before the use hides the earlier ones
         return [node for node in reaching if node in self.opens]
 
+    def _attribute_bindings(self) -> None:
+        """``self.f = open(p)`` ... ``pickle.load(self.f)`` in the same function: the last such binding
+        before the pickle call."""
+        for target, direction in self.attr_pickled:
+            spelled = cst.Module(body=[]).code_for_node(target)
+            scope = self.get_metadata(ScopeProvider, target, None)
+            where = self.get_metadata(PositionProvider, target).start
+            best = None
+            for bound, call in self.attr_opens:
+                start = self.get_metadata(PositionProvider, bound).start
+                if (
+                    cst.Module(body=[]).code_for_node(bound) == spelled
+                    and self.get_metadata(ScopeProvider, bound, None) is scope
+                    and (start.line, start.column) < (where.line, where.column)
+                ):
+                    best = call
+            if best is not None:
+                self.binary[best] = direction
+
     def leave_Module(self, original_node: cst.Module) -> None:
         """Resolve each pickled name to the open() bindings it reads in its own scope."""
+        self._attribute_bindings()
         matched: set[cst.Name] = set()
         for name, direction in self.pickled:
             scope = self.get_metadata(ScopeProvider, name, None)
