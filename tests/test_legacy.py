@@ -71,7 +71,8 @@ def test_memmap_becomes_a_streamed_variable(arrays):
     assert full.shape[0] // BS == 25  # how scripts compute n_train_batches
     assert tuple(v.shape.eval()) == (250, 3) and v.shape[0].eval() == 250
     assert np.array_equal(v.get_value(), x)  # small enough to load
-    assert v.container.value.shape[0] == 0 and not isinstance(v.container.value, np.memmap)
+    buffer = v.__dict__["_container"].value
+    assert buffer.shape[0] == 0 and not isinstance(buffer, np.memmap)
     assert symtrain.shared(mm(root), chunk_rows=1000).capacity == 250  # never more than the data
 
 
@@ -293,8 +294,11 @@ def test_a_failed_read_is_a_stream_error_and_the_next_call_recovers(tmp_path):
     with pytest.raises(StreamError) as err:
         for b in range(5, 20):
             f(b)
-    assert isinstance(err.value.__cause__, DatasetError) and "short read" in str(err.value)
-    (tmp_path / "d.npy").write_bytes(raw)
+    assert isinstance(err.value.__cause__, DatasetError) and "short read: the file shrank" in str(err.value)
+    (tmp_path / "d.npy").write_bytes(raw)  # the same bytes again, but a rewritten file: still refused
+    with pytest.raises(StreamError, match="replaced or modified"):
+        f(19)
+    v.set_value(np.load(tmp_path / "d.npy", mmap_mode="r"))  # pointing it at the file again recovers
     assert np.array_equal(f(19), data[190:200]) and np.array_equal(f(3), data[30:40])
     f.close()
 
@@ -331,7 +335,7 @@ def test_process_loader(arrays):
     with pytest.raises(ConfigError, match="already loaded by a process loader"):
         symtrain.function([i], xs[i * BS:(i + 1) * BS].sum() + ys[i * BS].sum(), loader="thread")
     f.close()  # releases the shared memory; the buffers were emptied first, the next call reloads
-    assert xs.container.value.shape[0] == 0
+    assert xs.__dict__["_container"].value.shape[0] == 0
     assert np.array_equal(f(3)[0], x[30:40])
     f.close()
     with pytest.raises(ConfigError, match="loader must be 'thread' or 'process'"):

@@ -19,7 +19,7 @@ from symtrain import backend
 from symtrain.backend import ancestors, clone_replace
 from symtrain.errors import ConfigError, StreamError
 from symtrain.legacy import indexmap
-from symtrain.legacy.streamed import ChunkSource, StreamedSharedVariable
+from symtrain.legacy.streamed import ChunkSource, StreamedSharedVariable, compiling_streamed
 from symtrain.stream.load import Load, fill
 from symtrain.stream.prefetch import ThreadLoader
 
@@ -168,7 +168,7 @@ class Group:
             return
         for v in self.vars:
             if v._stream.owner is self:
-                v.install(v.container.value[:0].copy(), None, None)
+                v.install(v.__dict__["_container"].value[:0].copy(), None, None)
         try:
             if self.pending is not None:
                 self.pending = None
@@ -405,10 +405,11 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
     present = {id(v) for v in ancestors(effective)}
     kept = [(sl, b) for sl, b in zip(slices, bounds, strict=True) if id(b[1]) in present or id(b[2]) in present]
     hidden_vars = [v for _, (_, start, stop) in kept for v in (start, stop)]
-    _check_unused(inputs, input_vars, outputs, updates, givens, flat_out, update_pairs, given_pairs, kwargs)
-    kwargs["on_unused_input"] = "ignore"  # the index often feeds only the bounds we replaced
-    fn = backend.function([*inputs, *[backend.In(h) for h in hidden_vars]], new_out,
-                          updates=new_updates or None, givens=new_givens or None, **kwargs)
+    with compiling_streamed():
+        _check_unused(inputs, input_vars, outputs, updates, givens, flat_out, update_pairs, given_pairs, kwargs)
+        kwargs["on_unused_input"] = "ignore"  # the index often feeds only the bounds we replaced
+        fn = backend.function([*inputs, *[backend.In(h) for h in hidden_vars]], new_out,
+                              updates=new_updates or None, givens=new_givens or None, **kwargs)
     return StreamedFunction(fn, inputs, [sl for sl, _ in kept], [b[0] for _, b in kept], group, bool(whole),
                             _prediction([sl for sl, _ in kept]))
 

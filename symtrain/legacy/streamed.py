@@ -7,14 +7,24 @@ chunk each call needs. As *data* it stands for the whole array: ``get_value(borr
 read-only memmap (so ``.shape[0]`` is the full row count), ``var.shape`` is the full shape, and
 ``get_value()`` copies the whole array only when it is at most ``max_load_bytes``.
 
-A plain ndarray (or anything else) goes to ``backend.shared`` unchanged: no streaming.
+A plain ndarray (or anything else) goes to ``backend.shared`` unchanged: no streaming (a large one
+gets a one-time warning saying how to stream it instead).
+
+The buffer holds whatever chunk the last call needed, so a graph over a streamed variable is compiled
+only by ``symtrain.function``: ``pytensor.function`` or ``.eval()`` over it raises a ConfigError instead
+of silently reading the loaded chunk (or an empty buffer) as if it were rows 0.., and a file replaced or
+rewritten after ``symtrain.shared`` is refused at the next load, as ``ChunkStream`` does.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import stat
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,10 +33,42 @@ from symtrain import backend
 from symtrain.backend import TensorSharedVariable, pt
 from symtrain.errors import ConfigError, StreamError
 from symtrain.storage.reader import CHUNK_BYTES
-from symtrain.stream.load import FieldSource
+from symtrain.stream.load import FieldSource, file_identity
 from symtrain.validate import check_int
 
 DEFAULT_MAX_LOAD_BYTES = 256 << 20
+LARGE_IN_MEMORY_BYTES = 64 << 20  # an in-memory array above this given to symtrain.shared gets a warning
+_compiling = threading.local()
+_warned_in_memory = False
+
+
+class InMemoryDataWarning(UserWarning):
+    """symtrain.shared got a large in-memory array: it is held in RAM, not streamed from its file."""
+
+
+@contextmanager
+def compiling_streamed() -> Iterator[None]:
+    """Let the graph library reach streamed variables' buffers (only symtrain.function compiles them)."""
+    _compiling.depth = getattr(_compiling, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _compiling.depth -= 1
+
+
+def _warn_in_memory(value: Any) -> None:
+    """Warn once per process when a large in-memory array reaches symtrain.shared (it is not streamed)."""
+    global _warned_in_memory
+    nbytes = getattr(value, "nbytes", 0)
+    if _warned_in_memory or not isinstance(value, np.ndarray) or nbytes <= LARGE_IN_MEMORY_BYTES:
+        return
+    _warned_in_memory = True
+    warnings.warn(
+        f"symtrain.shared got an in-memory {value.dtype}{list(value.shape)} array of {nbytes / 2**20:.0f} MiB: it "
+        "is held in RAM, not streamed. To stream it, pass the read-only memmap itself, "
+        "symtrain.shared(numpy.load(path, mmap_mode='r')), without numpy.asarray(..., dtype=floatX), which "
+        "copies (and may upcast) the file into memory; cast in the graph (T.cast) if the dtype must change",
+        InMemoryDataWarning, stacklevel=3)
 
 
 
@@ -55,15 +97,22 @@ def memmap_source(arr: np.ndarray, name: str) -> FieldSource:
         raise ConfigError(f"value: the memmap view for {name!r} is not C-contiguous rows of its file "
                           "(e.g. a column selection or a step); pass the whole array or a row range "
                           "such as mm[1000:5000]")
+    try:
+        info = os.stat(filename)
+    except OSError as exc:
+        raise ConfigError(f"value: the file behind {name!r} ({filename}) cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"value: the file behind {name!r} ({filename}) is not a regular file")
     base_addr = np.frombuffer(mm, dtype=np.uint8).ctypes.data
     map_start = owner.offset - owner.offset % mmap.ALLOCATIONGRANULARITY
     offset = map_start + (arr.ctypes.data - base_addr)
     need = offset + arr.nbytes
-    size = os.path.getsize(filename)
-    if need > size:
-        raise ConfigError(f"value: {filename} holds {size} bytes but the array for {name!r} needs {need}")
+    size = info.st_size
+    if need > size or len(mm) > size - map_start:
+        raise ConfigError(f"value: {filename} holds {size} bytes but the array for {name!r} needs {need} "
+                          "(the file changed after it was mapped?)")
     return FieldSource(name=name, path=str(filename), offset=int(offset), dtype=arr.dtype.str,
-                       row_shape=tuple(int(s) for s in arr.shape[1:]))
+                       row_shape=tuple(int(s) for s in arr.shape[1:]), identity=file_identity(info))
 
 
 class ChunkSource:
@@ -185,8 +234,26 @@ class StreamedSharedVariable(TensorSharedVariable):
 
     _stream: StreamState
 
+    @property
+    def container(self) -> Any:
+        """The buffer's container, for symtrain.function's compile only (see the module doc)."""
+        if getattr(_compiling, "depth", 0) == 0:
+            raise ConfigError(
+                f"{self.name or 'a symtrain.shared variable'!r} is streamed: its value is a buffer holding the one "
+                "chunk of rows the last symtrain.function call needed, so a graph over it cannot be compiled "
+                "or evaluated by pytensor.function / .eval() (it would read that chunk, or nothing, as rows 0..). "
+                "Compile with symtrain.function([index], ..., givens={x: var[index * bs:(index + 1) * bs]}); "
+                "read rows directly from var.get_value(borrow=True), the read-only memmap; var.shape is the "
+                "whole data's shape")
+        return self.__dict__["_container"]
+
+    @container.setter
+    def container(self, value: Any) -> None:
+        self.__dict__["_container"] = value
+
     def clone(self, **kwargs: Any) -> StreamedSharedVariable:
-        cp = super().clone(**kwargs)
+        with compiling_streamed():
+            cp = super().clone(**kwargs)
         cp._stream = self._stream
         return cp
 
@@ -258,7 +325,7 @@ class StreamedSharedVariable(TensorSharedVariable):
 
     def install(self, arr: np.ndarray, window: tuple[int, int] | None, owner: object | None) -> None:
         """Make ``arr`` (owned, C-contiguous) the buffer value; it holds rows ``window``."""
-        self.container.value = arr
+        self.__dict__["_container"].value = arr
         self._stream.window = window
         self._stream.owner = owner
 
@@ -284,6 +351,7 @@ def shared(value: Any, chunk_rows: int | None = None, name: str | None = None, b
     """
     is_gen = isinstance(value, Iterator) or (callable(value) and not isinstance(value, np.ndarray))
     if not is_gen and find_memmap(value) is None:
+        _warn_in_memory(value)
         return backend.shared(value, name=name, borrow=borrow, **kwargs)
     if kwargs:
         raise ConfigError(f"symtrain.shared: {sorted(kwargs)} are not supported for streamed (file or "
