@@ -32,7 +32,8 @@ from benchmarks import common
 from benchmarks.common import MiB, Table, median, show
 
 if "pytensor" not in sys.modules:  # the benchmark MLP is float32 end to end, as in the other benchmarks
-    os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in (os.environ.get("PYTENSOR_FLAGS"), "floatX=float32") if f)
+    _flags = (os.environ.get("PYTENSOR_FLAGS"), "floatX=float32")
+    os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in _flags if f)
 
 NAME = "augment"
 BATCH = 128
@@ -73,6 +74,12 @@ def augment_rows(x: np.ndarray, rng: np.random.Generator) -> None:
 def symtrain_augment(arrays: Mapping[str, np.ndarray], ctx) -> None:
     """The ChunkStream transform: the context's generator is a pure function of the plan."""
     augment_rows(arrays["x"], ctx.rng)
+
+
+def waiting_transform(arrays: Mapping[str, np.ndarray], ctx) -> None:
+    """A synthetic transform that needs no CPU: 2 ms per 128 rows of waiting (like remote I/O or a GPU
+    call), releasing the GIL. It shows the worker structure's speed-up when the CPU is not the limit."""
+    time.sleep(0.002 * len(arrays["x"]) / 128)
 
 
 def torch_dataset(path: str | Path, augment: bool):
@@ -150,7 +157,7 @@ def _passes(epoch: Callable[[int], int], cfg: Config) -> tuple[int, float]:
     return rows, time.perf_counter() - t0
 
 
-def _symtrain_pass(path: Path, cfg: Config, workers: int, loader: str, augment: bool,
+def _symtrain_pass(path: Path, cfg: Config, workers: int, loader: str, augment: bool | Callable,
                    fill: Callable | None = None) -> tuple[int, float, int]:
     """(rows, seconds, peak RssFile growth) of a fresh stream's steady state (see ``_passes``)."""
     import symtrain.stream.load as load_mod
@@ -161,7 +168,8 @@ def _symtrain_pass(path: Path, cfg: Config, workers: int, loader: str, augment: 
         load_mod.fill = fill
     try:
         with ChunkStream(path, BATCH, cfg.chunk_rows, seed=0, loader=loader, workers=workers,
-                         transform=symtrain_augment if augment else None) as s:
+                         transform=(augment if callable(augment)
+                                    else symtrain_augment if augment else None)) as s:
             rss0 = common.proc_status()["RssFile"]
             peak = [rss0]
 
@@ -196,7 +204,14 @@ LOADER_ALONE = {
     "symtrain, 2 workers (process)": lambda p, c: _symtrain_pass(p, c, 2, "process", True),
     "PyTorch DataLoader, 0 workers": lambda p, c: _torch_pass(p, c, 0, True),
     "PyTorch DataLoader, 2 workers": lambda p, c: _torch_pass(p, c, 2, True),
-    "no augmentation: symtrain, single-copy fill (now)": lambda p, c: _symtrain_pass(p, c, 1, "thread", False),
+    "waiting transform: symtrain, 1 worker (thread)": lambda p, c: _symtrain_pass(p, c, 1, "thread",
+                                                                                  waiting_transform),
+    "waiting transform: symtrain, 2 workers (thread)": lambda p, c: _symtrain_pass(p, c, 2, "thread",
+                                                                                   waiting_transform),
+    "waiting transform: symtrain, 2 workers (process)": lambda p, c: _symtrain_pass(p, c, 2, "process",
+                                                                                    waiting_transform),
+    "no augmentation: symtrain, single-copy fill (now)": lambda p, c: _symtrain_pass(p, c, 1, "thread",
+                                                                                     False),
     "no augmentation: symtrain, two-pass fill (before)": lambda p, c: _symtrain_pass(
         p, c, 1, "thread", False, two_pass_fill),
 }
@@ -250,8 +265,14 @@ def loader_alone(cfg: Config, path: Path) -> Table:
     now = rates["no augmentation: symtrain, single-copy fill (now)"]
     before = rates["no augmentation: symtrain, two-pass fill (before)"]
     table.notes.append(f"Shuffled fill without augmentation: single-copy / two-pass = {now / before:.2f}x.")
-    table.notes.append(f"{cfg.reps} alternated repetition(s); a pass runs one untimed epoch, then whole epochs "
-                       f"for >= {cfg.min_s:.0f} s; batch "
+    w1 = rates["waiting transform: symtrain, 1 worker (thread)"]
+    table.notes.append("Waiting transform (2 ms per 128 rows, no CPU, GIL released; synthetic): "
+                       "2 workers / 1 = "
+                       f"{rates['waiting transform: symtrain, 2 workers (thread)'] / w1:.2f}x (thread), "
+                       f"{rates['waiting transform: symtrain, 2 workers (process)'] / w1:.2f}x (process).")
+    table.notes.append(f"{cfg.reps} alternated repetition(s); a pass runs one untimed epoch, then whole "
+                       "epochs "
+                       f"for >= {cfg.min_s:.1f} s; batch "
                        f"{BATCH}, chunk_rows {cfg.chunk_rows}; load average {load0} before, "
                        f"{common.machine()['load average']} after (2 cores shared with other work).")
     return table
@@ -313,7 +334,8 @@ def end_to_end(cfg: Config, path: Path) -> Table:
     rates = {n: median([r["rows"] / r["s"] for r in rs]) for n, rs in res.items()}
     best_torch = max(v for n, v in rates.items() if n.startswith("PyTorch"))
     table = Table("End to end with the benchmark MLP (784-256-10, Adam) and the same augmentation",
-                  ["contender", "rows/s (median)", "x best PyTorch", "waited for data (median)", "min-max rows/s",
+                  ["contender", "rows/s (median)", "x best PyTorch", "waited for data (median)",
+                   "min-max rows/s",
                    "CPU us per row (all processes)", "CPU cores used"])
     for n, rs in res.items():
         v = [r["rows"] / r["s"] for r in rs]
@@ -323,10 +345,13 @@ def end_to_end(cfg: Config, path: Path) -> Table:
                            f"{median([r['cpu'] / r['rows'] * 1e6 for r in rs]):.0f}",
                            f"{median([r['cpu'] / r['s'] for r in rs]):.2f}"])
     table.notes.append("CPU us per row: user+system CPU of the trainer and its live worker processes per row "
-                       "trained (step + augmentation + loading); CPU cores used: that CPU time over the wall time. "
-                       "On a machine with no idle core, rows/s is about (cores this run gets) / (CPU per row).")
+                       "trained (step + augmentation + loading); CPU cores used: that CPU time over the wall "
+                       "time. "
+                       "On a machine with no idle core, rows/s is about (cores this run gets) / (CPU per "
+                       "row).")
     table.notes.append("One shuffled epoch per pass after an untimed warm-up epoch (compile, JIT, worker "
-                       f"start-up); {cfg.reps} alternated repetition(s); symtrain in Numba mode, PyTorch with "
+                       f"start-up); {cfg.reps} alternated repetition(s); symtrain in Numba mode, PyTorch "
+                       "with "
                        f"{common.BLAS_THREADS} intra-op thread(s); load average {load0} before, "
                        f"{common.machine()['load average']} after.")
     return table

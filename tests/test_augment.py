@@ -69,7 +69,7 @@ def same(a: list[dict], b: list[dict]) -> bool:
 def test_random_augmentation_is_a_pure_function_of_the_plan(data, monkeypatch):
     import symtrain.stream.transform as transform
 
-    monkeypatch.setattr(transform, "PIECE_MIN_ROWS", 20)  # 6 pieces per fill of 120 rows: the workers split it
+    monkeypatch.setattr(transform, "PIECE_MIN_ROWS", 20)  # 6 pieces per fill of 120 rows: workers split it
     path, img, y = data
     runs = {}
     for loader, workers in [("thread", 1), ("thread", 2), ("process", 2)]:
@@ -300,7 +300,8 @@ def test_a_process_transform_in_a_script_without_main_guard_is_a_clear_error(tmp
     np.save(tmp_path / "x.npy", np.zeros((8, 2), np.float32))
     script = tmp_path / "train_me.py"
     script.write_text(UNGUARDED)
-    run = subprocess.run([sys.executable, str(script), str(tmp_path / "x.npy")], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "x.npy")], capture_output=True,
+                         text=True,
                          timeout=120)
     assert "started" not in run.stdout
     assert "ConfigError" in run.stderr and "__main__" in run.stderr and "train_me.py" in run.stderr
@@ -322,7 +323,8 @@ def augment(arrays, ctx):
 
 
 STREAM = {"batch_size": 16, "chunk_rows": 160, "seed": 3, "transform": augment,
-          "loader": os.environ.get("AUG_LOADER", "thread"), "workers": int(os.environ.get("AUG_WORKERS", "1"))}
+          "loader": os.environ.get("AUG_LOADER", "thread"),
+          "workers": int(os.environ.get("AUG_WORKERS", "1"))}
 FIT = {"checkpoint_every_steps": 5, "progress": False, "epochs": 2}
 
 

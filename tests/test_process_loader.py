@@ -230,7 +230,8 @@ def test_parent_interrupted_or_killed_leaves_no_worker_and_no_shared_memory(data
     script = tmp_path / "main.py"
     script.write_text(textwrap.dedent(SCRIPT))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    run = subprocess.run([sys.executable, str(script), str(dataset.path), how, str(workers)], capture_output=True,
+    run = subprocess.run([sys.executable, str(script), str(dataset.path), how, str(workers)],
+                         capture_output=True,
                          text=True, env=env, timeout=60)
     assert run.stdout, run.stderr
     pids, *names = run.stdout.split()

@@ -24,7 +24,7 @@ _SAMPLE_ROWS = 64  # rows hashed into the fingerprint (evenly spaced, always the
 
 
 def _file_offset(arr: np.memmap) -> int | None:
-    """Byte offset in ``arr.filename`` of ``arr[0]``, or None if ``arr`` is not a plain view of its mapping."""
+    """Byte offset in ``arr.filename`` of ``arr[0]``; None if ``arr`` is not a plain view of its mapping."""
     mm = getattr(arr, "_mmap", None)
     if mm is None or getattr(arr, "filename", None) is None or not arr.flags.c_contiguous:
         return None
@@ -70,7 +70,8 @@ class ArraySet:
                 raise ConfigError(f"no array for field {name!r}; fields are {list(arrays)}")
             arr = arrays[name]
             if not isinstance(arr, np.ndarray):
-                raise ConfigError(f"field {name!r}: expected a numpy array or memmap, got {type(arr).__name__}")
+                raise ConfigError(f"field {name!r}: expected a numpy array or memmap, got "
+                                  f"{type(arr).__name__}")
             if arr.ndim == 0:
                 raise ConfigError(f"field {name!r}: a 0-d array has no rows to stream")
             check_streamable("arrays", name, arr.dtype)

@@ -21,7 +21,8 @@ from symtrain.stream.transform import check_streamable
 class DeviceBuffers:
     """The shared variables a compiled step reads, the symbolic ``index`` and the valid-row count."""
 
-    def __init__(self, sources: Mapping[str, FieldSource], capacity: int, batch_size: int, name: str = "stream"):
+    def __init__(self, sources: Mapping[str, FieldSource], capacity: int, batch_size: int,
+                 name: str = "stream"):
         if capacity % batch_size:
             raise ConfigError(f"buffer capacity {capacity} is not a multiple of batch_size {batch_size}")
         self.name = name
@@ -44,7 +45,7 @@ class DeviceBuffers:
                               f"{list(self.sources)}") from None
 
     def batch(self, field: str):
-        """Symbolic minibatch ``buf[index*bs:(index+1)*bs]`` of ``field`` (the same variable on every call)."""
+        """Symbolic minibatch ``buf[index*bs:(index+1)*bs]`` of ``field`` (the same variable each call)."""
         self.field(field)
         if field not in self._batches:
             bs, i = self.batch_size, self.index
@@ -67,11 +68,12 @@ class DeviceBuffers:
                     or arr.shape != (self.capacity, *src.row_shape)):
                 raise ConfigError(f"{self.name}: staging array for {f!r} must be an owned C-contiguous "
                                   f"{np.dtype(src.dtype)} array of shape {(self.capacity, *src.row_shape)}, "
-                                  f"got {type(arr).__name__} {getattr(arr, 'dtype', '?')} {getattr(arr, 'shape', '?')}")
+                                  f"got {type(arr).__name__} {getattr(arr, 'dtype', '?')} "
+                                  f"{getattr(arr, 'shape', '?')}")
         for f in self.sources:
             self.shared[f].set_value(arrays[f], borrow=True)
         self.n_valid.set_value(np.array(n_valid, dtype=np.int64))
 
     def park(self) -> None:
-        """Point the buffers at fresh zero arrays (lazily allocated pages) so none aliases a loader's memory."""
+        """Point the buffers at fresh zero arrays (lazily allocated) so none aliases a loader's memory."""
         self.install({f: src.empty(self.capacity) for f, src in self.sources.items()}, 0)

@@ -59,7 +59,8 @@ def loader_class(loader: str | Callable) -> Callable:
         except ModuleNotFoundError as exc:
             if exc.name != "symtrain.stream.process_loader":
                 raise
-            raise ConfigError("loader='process' is not available in this build (symtrain.stream.process_loader "
+            raise ConfigError("loader='process' is not available in this build "
+                              "(symtrain.stream.process_loader "
                               "is missing); use loader='thread'") from None
         return module.ProcessLoader
     raise ConfigError(f"loader must be one of {LOADERS} (or a Loader class), got {loader!r}")
@@ -111,7 +112,8 @@ class ChunkStream:
                  name: str = "stream", loader: str | Callable = DEFAULT_LOADER,
                  dtypes: Mapping[str, Any] | None = None, workers: int = 1,
                  outputs: Mapping[str, Any] | None = None):
-        if isinstance(fields, str) or (fields is not None and (not fields or not all(isinstance(f, str) for f in fields))):
+        if isinstance(fields, str) or (fields is not None and (
+                not fields or not all(isinstance(f, str) for f in fields))):
             raise ConfigError(f"fields must be a non-empty list of field names, got {fields!r}")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}")
@@ -131,7 +133,8 @@ class ChunkStream:
         elif isinstance(dataset_or_path, Mapping):
             ds, self._owns_dataset = ArraySet(dataset_or_path, fields), False
         else:
-            raise ConfigError(f"dataset_or_path must be a Dataset, a dataset directory or a dict of arrays, got "
+            raise ConfigError("dataset_or_path must be a Dataset, a dataset directory or a dict of arrays, "
+                              f"got "
                               f"{type(dataset_or_path).__name__}")
         self.dataset = ds
         self.requested_chunk_rows = chunk_rows  # before rounding: a sharded (MPI) plan rounds it anew
@@ -140,7 +143,8 @@ class ChunkStream:
                 raise ConfigError(f"{ds.path}: the dataset is empty (0 rows): nothing to stream")
             for f in ds.fields:
                 check_streamable(str(getattr(ds.fields[f], "path", ds.path)), f, ds.field(f).dtype)
-            self.spec: PlanSpec = make_spec(ds.rows, chunk_rows, batch_size, policy=policy, mix=mix, seed=seed,
+            self.spec: PlanSpec = make_spec(ds.rows, chunk_rows, batch_size, policy=policy, mix=mix,
+                                            seed=seed,
                                             drop_last=drop_last, start=ds.start)
             self.sources = ds.sources if isinstance(ds, ArraySet) else sources_of(ds)
             self._transform = None if transform is None else Augment(
@@ -181,16 +185,19 @@ class ChunkStream:
         return self.device.batch(field)
 
     def givens(self, mapping: Mapping[Any, str]) -> dict:
-        """``{var: batch(field)}`` for ``function(..., givens=...)``; checks each variable's dtype and ndim."""
+        """``{var: batch(field)}`` for ``function(..., givens=...)``; checks each variable's dtype, ndim."""
         out = {}
         for var, field in mapping.items():
             src = self.device.field(field)
             if not isinstance(var, TensorVariable):
-                raise ConfigError(f"givens: key for field {field!r} must be a symbolic tensor variable, got {var!r}")
+                raise ConfigError(f"givens: key for field {field!r} must be a symbolic tensor variable, "
+                                  f"got {var!r}")
             want_ndim = 1 + len(src.row_shape)
             if var.dtype != np.dtype(src.dtype).name or var.ndim != want_ndim:
-                raise ConfigError(f"givens: variable {var.name or var} is {var.dtype} with {var.ndim} dims but field "
-                                  f"{field!r} streams {np.dtype(src.dtype).name} batches with {want_ndim} dims; "
+                raise ConfigError(f"givens: variable {var.name or var} is {var.dtype} with {var.ndim} dims "
+                                  f"but field "
+                                  f"{field!r} streams {np.dtype(src.dtype).name} batches with {want_ndim} "
+                                  "dims; "
                                   "declare the variable to match, or write a converted copy of the dataset")
             out[var] = self.batch(field)
         return out
@@ -285,7 +292,8 @@ class ChunkStream:
     def _loader(self):
         if self._box["loader"] is None:
             kwargs = {"workers": self.workers} if self.workers != 1 else {}
-            self._box["loader"] = self._loader_cls(self.sources, self.spec.chunk_rows, transform=self._transform,
+            self._box["loader"] = self._loader_cls(self.sources, self.spec.chunk_rows,
+                                                   transform=self._transform,
                                                    **kwargs)
         return self._box["loader"]
 

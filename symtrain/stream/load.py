@@ -6,7 +6,8 @@ with ``os.preadv`` straight into the staging array; shuffled by mapping the load
 duration of one gather (``mmap``, ``np.take(..., mode='clip')`` into the staging array, unmap), so no
 scratch copy is made and no file-backed RSS outlives the fill: ``RssFile`` rises by at most the span of
 one fill while it is gathered (the kernel maps whole page-cache folios, so gathering in smaller steps
-and dropping pages between them did not lower that peak) and falls back when it is unmapped. ``mode='raise'`` would go through a
+and dropping pages between them did not lower that peak) and falls back when it is unmapped.
+``mode='raise'`` would go through a
 temporary (1.6-3.4x slower); the indices are checked when the Load is built instead.
 Fields given as in-memory arrays (``FieldSource.array``) are gathered from the array.
 """
@@ -63,7 +64,8 @@ def sources_of(dataset: Any, fields: list[str] | None = None) -> dict[str, Field
             identity = file_identity(os.stat(f.path))
         except OSError as exc:
             raise DatasetError(f.path, f"cannot be read: {exc.strerror or exc}") from exc
-        out[name] = FieldSource(name=name, path=str(f.path), offset=int(f.offset), dtype=np.dtype(f.dtype).str,
+        out[name] = FieldSource(name=name, path=str(f.path), offset=int(f.offset),
+                                dtype=np.dtype(f.dtype).str,
                                 row_shape=tuple(int(s) for s in f.shape), identity=identity)
     return out
 
@@ -133,7 +135,8 @@ def _pread_into(fd: int, buf: memoryview, offset: int, path: str) -> None:
         except OSError as exc:
             raise DatasetError(path, f"read of {want} bytes at byte {offset} failed: {exc}") from exc
         if got == 0:
-            raise DatasetError(path, f"short read: wanted {want} bytes at byte {offset}, the file ended after "
+            raise DatasetError(path, f"short read: wanted {want} bytes at byte {offset}, "
+                               f"the file ended after "
                                f"{done} (truncated or replaced after the dataset was opened?)")
         done += got
 
@@ -166,9 +169,11 @@ def _check_identity(src: FieldSource, now: tuple[int, int, int, int]) -> None:
         return
     was = src.identity[2]
     if now[2] < was:
-        raise DatasetError(src.path, f"short read: the file shrank from {was} to {now[2]} bytes after the dataset "
+        raise DatasetError(src.path, f"short read: the file shrank from {was} to {now[2]} bytes "
+                           "after the dataset "
                            "was opened (truncated or replaced?)")
-    raise DatasetError(src.path, "was replaced or modified after the dataset was opened; its rows are no longer "
+    raise DatasetError(src.path, "was replaced or modified after the dataset was opened; its rows are "
+                       "no longer "
                        "the ones the stream was set up with (reopen the dataset)")
 
 
@@ -182,7 +187,8 @@ def check_out(sources: Mapping[str, FieldSource], out: Mapping[str, np.ndarray],
             raise ConfigError(f"fill: staging array of field {name!r} is {arr.dtype}{list(arr.shape[1:])}, "
                               f"the field is {np.dtype(src.dtype)}{list(src.row_shape)}")
         if arr.shape[0] < rows:
-            raise ConfigError(f"fill: staging array of field {name!r} holds {arr.shape[0]} rows, the load {rows}")
+            raise ConfigError(f"fill: staging array of field {name!r} holds {arr.shape[0]} rows, "
+                              f"the load {rows}")
         if not arr.flags.c_contiguous or not arr.flags.writeable or isinstance(arr, np.memmap):
             raise ConfigError(f"fill: staging array of field {name!r} must be an owned, writable, "
                               "C-contiguous array (never a memmap)")
@@ -236,7 +242,7 @@ def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
 
 def fill(sources: Mapping[str, FieldSource], load: Load, out: Mapping[str, np.ndarray],
          scratch: dict | None = None, lo: int = 0, hi: int | None = None, zero_tail: bool = True) -> None:
-    """Perform positions ``lo:hi`` of ``load`` (default: all) into ``out[name][lo:hi]``; zero the rows past it.
+    """Perform positions ``lo:hi`` of ``load`` (default: all) into ``out[name][lo:hi]``; zero the rest.
 
     One copy per row: file order is read with ``os.preadv``, a permutation is gathered from a mapping of
     the load's span. ``scratch`` is accepted for compatibility (unused). ``zero_tail``: zero the rows

@@ -76,7 +76,7 @@ class PlanSpec:
 
     @property
     def dropped_rows(self) -> int:
-        """Rows skipped per epoch (the last ``dropped_rows`` of ``epoch_order``): ``rows % batch_size`` or 0."""
+        """Rows skipped per epoch (the last ``dropped_rows`` of ``epoch_order``): ``rows % batch_size``/0."""
         return self.rows % self.batch_size if self.drop_last else 0
 
     @property
@@ -133,15 +133,19 @@ def make_spec(rows: int, chunk_rows: int, batch_size: int, *, policy: str = "shu
                           "drop_last=True not one step would run; lower batch_size or pass drop_last=False")
     unit = batch_size if policy == "sequential" else math.lcm(batch_size, mix)
     if chunk_rows < unit:
-        raise ConfigError(f"chunk_rows={chunk_rows} must be >= lcm(batch_size, mix)={unit} so that each of the "
-                          f"mix={mix} blocks of a buffer has a whole number of rows and the buffer whole batches")
+        raise ConfigError(f"chunk_rows={chunk_rows} must be >= lcm(batch_size, mix)={unit} so that each of "
+                          "the "
+                          f"mix={mix} blocks of a buffer has a whole number of rows and the buffer whole "
+                          "batches")
     cap = min(chunk_rows // unit * unit, -(-rows // unit) * unit)
     if cap > MAX_CHUNK_ROWS:
-        raise ConfigError(f"chunk_rows={cap} rows per buffer is more than a plan can hold ({MAX_CHUNK_ROWS}: each "
+        raise ConfigError(f"chunk_rows={cap} rows per buffer is more than a plan can hold "
+                          f"({MAX_CHUNK_ROWS}: each "
                           "fill's row permutation takes 8 bytes a row); lower chunk_rows")
     blocks = -(-rows // (cap if policy == "sequential" else cap // mix))
     if blocks > MAX_BLOCKS:
-        raise ConfigError(f"rows={rows} in buffers of {cap} rows (mix={mix}) makes {blocks} blocks per epoch, "
+        raise ConfigError(f"rows={rows} in buffers of {cap} rows (mix={mix}) makes {blocks} blocks per "
+                          "epoch, "
                           f"more than a plan can order ({MAX_BLOCKS}: 8 bytes a block); raise chunk_rows, "
                           "or stream a split of the dataset")
     return PlanSpec(rows=rows, chunk_rows=cap, batch_size=batch_size, policy=str(policy), mix=mix, seed=seed,
@@ -164,7 +168,10 @@ class EpochPlan:
         """Block numbers in visit order: full blocks permuted (shuffle), the short tail block last."""
         s = self.spec
         full, tail = divmod(s.rows, s.block_rows)
-        order = np.arange(full, dtype=np.int64) if s.policy == "sequential" else _rng(s, self.epoch, 0).permutation(full)
+        if s.policy == "sequential":
+            order = np.arange(full, dtype=np.int64)
+        else:
+            order = _rng(s, self.epoch, 0).permutation(full)
         return np.append(order, full) if tail else order
 
     def __len__(self) -> int:
@@ -172,7 +179,7 @@ class EpochPlan:
 
     @property
     def total_loads(self) -> int:
-        """Loads needed to hold every row (one more than ``len(self)`` when drop_last skips a batch-less tail)."""
+        """Loads holding every row (one more than ``len(self)`` when drop_last skips a batch-less tail)."""
         return -(-self.spec.rows // self.spec.chunk_rows)
 
     def load(self, g: int) -> Load:
@@ -195,7 +202,8 @@ class EpochPlan:
             else:
                 ranges.append([a, b])
         n = sum(b - a for a, b in ranges)
-        return Load(tuple((a, b) for a, b in ranges), _rng(s, self.epoch, 1 + g).permutation(n), n, self.epoch, g)
+        perm = _rng(s, self.epoch, 1 + g).permutation(n)
+        return Load(tuple((a, b) for a, b in ranges), perm, n, self.epoch, g)
 
     def __iter__(self) -> Iterator[Load]:
         return (self.load(g) for g in range(len(self)))

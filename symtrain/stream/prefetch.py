@@ -38,7 +38,7 @@ def whole_fill(n_valid: int, workers: int) -> list[tuple[int, int]]:
 
 
 class ThreadLoader:
-    """A Loader (see ``symtrain.stream.load.Loader``) backed by ``workers`` daemon threads and two staging sets.
+    """A Loader (``symtrain.stream.load.Loader``) backed by ``workers`` daemon threads, two staging sets.
 
     ``transform``: an ``Augment`` (from ChunkStream) or a plain ``fn(arrays, n_valid)`` run on the whole
     filled set (one worker only).
@@ -65,7 +65,8 @@ class ThreadLoader:
         self._error: BaseException | None = None
         self._failed_load: Load | None = None
         self._closed = False
-        names = ["symtrain-loader"] if self.workers == 1 else [f"symtrain-loader-{k}" for k in range(self.workers)]
+        names = ([f"symtrain-loader-{k}" for k in range(self.workers)] if self.workers > 1
+                 else ["symtrain-loader"])
         self._threads = [threading.Thread(target=self._run, args=(k,), name=names[k], daemon=True)
                          for k in range(self.workers)]
         for t in self._threads:
@@ -74,7 +75,8 @@ class ThreadLoader:
     def submit(self, load: Load) -> None:
         """Start filling the free staging set with ``load`` (returns at once)."""
         if load.n_valid > self.chunk_rows:
-            raise ConfigError(f"ThreadLoader: load of {load.n_valid} rows exceeds chunk_rows={self.chunk_rows}")
+            raise ConfigError(f"ThreadLoader: load of {load.n_valid} rows exceeds "
+                              f"chunk_rows={self.chunk_rows}")
         if self.transform is not None:
             parts = split_pieces(self.transform.pieces(load.n_valid, self.workers), self.workers)
         else:
@@ -84,7 +86,8 @@ class ThreadLoader:
             if self._closed:
                 raise StreamError("ThreadLoader: submit() after close()")
             if self._busy:
-                raise StreamError("ThreadLoader: submit() called again before wait() returned the previous fill")
+                raise StreamError("ThreadLoader: submit() called again before wait() returned the "
+                                  "previous fill")
             self._busy, self._error, self._failed_load = True, None, None
             self._left = self.workers
             self._jobs = [(load, self._free, parts[k]) for k in range(self.workers)]
@@ -147,7 +150,8 @@ class ThreadLoader:
                 self._jobs[k] = None
             error = None
             try:
-                fill_part(self.sources, load, self._sets[which], self.transform, pieces, scratch, zero_tail=k == 0)
+                fill_part(self.sources, load, self._sets[which], self.transform, pieces, scratch,
+                          zero_tail=k == 0)
             except BaseException as exc:  # handed to the caller of wait(), never lost in the thread
                 error = exc
             with self._cond:

@@ -72,7 +72,8 @@ def _arrays(buf: Any, sources: Mapping[str, FieldSource], rows: int, offsets: Ma
     for name, src in sources.items():
         dtype = np.dtype(src.dtype)
         count = rows * int(np.prod(src.row_shape, dtype=np.int64))
-        out[name] = np.frombuffer(buf, dtype=dtype, count=count, offset=offsets[name]).reshape(rows, *src.row_shape)
+        flat = np.frombuffer(buf, dtype=dtype, count=count, offset=offsets[name])
+        out[name] = flat.reshape(rows, *src.row_shape)
     return out
 
 
@@ -233,7 +234,8 @@ def _check_transform(transform: Any) -> tuple[bytes | None, list[tuple[str, str]
         payload = pickle.dumps(transform)
     except Exception as exc:
         raise ConfigError(f"transform {fn!r} cannot be sent to the loader process ({exc}): use a "
-                          "module-level function (or a functools.partial of one), or loader='thread'") from None
+                          "module-level function (or a functools.partial of one), or loader='thread'"
+                          ) from None
     names = {arg for op, arg, _ in pickletools.genops(payload) if isinstance(arg, str)}
     if "__main__" in names:
         _check_main_guard(fn)
@@ -277,7 +279,8 @@ def _check_main_guard(fn: Any) -> None:
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return  # cannot tell; multiprocessing's own bootstrapping check still applies
     if not any(_is_main_guard(node) for node in tree.body):
-        raise ConfigError(f"{path}: transform {getattr(fn, '__name__', fn)!r} is defined in this script, which "
+        raise ConfigError(f"{path}: transform {getattr(fn, '__name__', fn)!r} is defined in this script, "
+                          "which "
                           "each loader process imports to find it; the script has no "
                           "`if __name__ == \"__main__\":` guard, so every worker would run the training "
                           "again: put the script's training code under that guard, move the transform into "
@@ -333,7 +336,8 @@ class ProcessLoader:
             raise ConfigError("sources must be a non-empty mapping of field name -> FieldSource")
         in_memory = [n for n, s in sources.items() if s.array is not None]
         if in_memory:
-            raise ConfigError(f"loader='process' reads fields from files, but {in_memory} are in-memory arrays: "
+            raise ConfigError(f"loader='process' reads fields from files, but {in_memory} are in-memory "
+                              "arrays: "
                               "pass np.memmap/np.load(..., mmap_mode='r') arrays, or use loader='thread'")
         transform = as_loader_transform(transform, sources)
         if transform is not None:
@@ -455,7 +459,7 @@ class ProcessLoader:
         return self._sets[index]
 
     def close(self) -> None:
-        """Stop and join the workers (bounded), unlink the shared memory; idempotent, safe on every exit path."""
+        """Stop and join the workers (bounded), unlink the shared memory; idempotent, on every exit path."""
         self._closed = True
         self._pending = None
         self._sets = []

@@ -47,7 +47,8 @@ class TransformContext:
 
 def piece_generator(seed: int, epoch: int, number: int, lo: int, hi: int) -> np.random.Generator:
     """The transform's Generator for one piece: Philox keyed on (seed, epoch, fill, lo, hi)."""
-    return np.random.Generator(np.random.Philox(np.random.SeedSequence([AUGMENT_TAG, seed, epoch, number, lo, hi])))
+    key = np.random.SeedSequence([AUGMENT_TAG, seed, epoch, number, lo, hi])
+    return np.random.Generator(np.random.Philox(key))
 
 
 def check_streamable(where: str, name: str, dtype: Any) -> np.dtype:
@@ -64,7 +65,7 @@ def check_streamable(where: str, name: str, dtype: Any) -> np.dtype:
 
 def parse_outputs(outputs: Mapping[str, Any] | None, sources: Mapping[str, FieldSource]
                   ) -> dict[str, FieldSource]:
-    """Declared output specs ``{field: (dtype, row_shape)}`` (or just a dtype) as FieldSources of the buffers."""
+    """Declared output specs ``{field: (dtype, row_shape)}`` (or a dtype) as FieldSources of the buffers."""
     if outputs is None:
         return {}
     if not isinstance(outputs, Mapping):
@@ -163,7 +164,8 @@ class Augment:
             result = self.fn(given)
         if result is not None:
             if not (self.outputs and isinstance(result, Mapping)):
-                raise ConfigError(f"transform {_name(self.fn)} returned a value; it must modify the arrays it "
+                raise ConfigError(f"transform {_name(self.fn)} returned a value; it must modify the arrays "
+                                  "it "
                                   "is given in place and return None (or return a dict of the fields "
                                   "declared in outputs=)")
             given.update(result)
@@ -196,7 +198,7 @@ class Augment:
 
 
 class LoaderTransform:
-    """Adapts a plain loader-level ``fn(arrays, n_valid)`` (whole staging set, one worker) to Augment's API."""
+    """Adapts a loader-level ``fn(arrays, n_valid)`` (whole staging set, one worker) to Augment's API."""
 
     def __init__(self, fn: Callable[[dict[str, np.ndarray], int], Any], sources: Mapping[str, FieldSource]):
         self.fn = fn
@@ -217,7 +219,8 @@ class LoaderTransform:
         self.fn(dict(out), load.n_valid)
 
 
-def as_loader_transform(transform: Any, sources: Mapping[str, FieldSource]) -> Augment | LoaderTransform | None:
+def as_loader_transform(transform: Any, sources: Mapping[str, FieldSource]
+                        ) -> Augment | LoaderTransform | None:
     """The loader's transform object: an Augment as is, a plain ``fn(arrays, n_valid)`` wrapped, or None."""
     if transform is None or isinstance(transform, Augment | LoaderTransform):
         return transform
