@@ -405,8 +405,11 @@ def test_the_first_progress_update_does_not_count_the_compile(monkeypatch):
 
     import symtrain.train.progress as progress
 
+    import tqdm.std
+
     clock = [100.0]
     monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])  # tqdm's own clock (its s/step and ETA)
 
     class Stream:
         batch_size, wait_seconds = 10, 0.0
@@ -423,6 +426,8 @@ def test_the_first_progress_update_does_not_count_the_compile(monkeypatch):
         clock[0] += seconds
         t.global_step += 1
         bar.on_step_end(t, t.global_step - 1, {"loss": 1.0})
+    rate = bar.bar.format_dict["rate"] or bar.bar.format_dict["n"] / bar.bar.format_dict["elapsed"]
     bar.on_fit_end(t, None)
+    assert 90 < rate <= 100  # tqdm's steps/s: 100 after the compile, not 11 steps / 20.1 s
     assert "rows/s" not in shown[0]  # after the compiling step alone there is no rate yet
     assert shown[-2]["rows/s"] == "1,000"  # 10 rows per 0.01 s, the 20 s compile excluded

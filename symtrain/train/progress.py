@@ -71,6 +71,12 @@ class ProgressBar(Callback):
         if not self._timing:  # the first step ran the compile (tens of seconds): not step time
             self._timing = True
             self._t0, self._s0, self._w0 = now, trainer.global_step, trainer.stream.wait_seconds
+            if self.bar is not None:  # tqdm's own s/step and ETA restart here too
+                self.bar.reset(total=self.bar.total)
+                if not self.bar.disable:
+                    self.bar.n = self.bar.last_print_n = trainer.global_step
+                self._pending = 0
+                self.bar.refresh()
         if self.bar is not None and now - self._last >= self.interval:
             self._refresh(trainer, now)
 
