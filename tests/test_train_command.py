@@ -403,9 +403,9 @@ def test_the_first_progress_update_does_not_count_the_compile(monkeypatch):
     """A 20 s first step (the compile) then 0.01 s steps: the rate shown is that of the later steps."""
     import io
 
-    import symtrain.train.progress as progress
-
     import tqdm.std
+
+    import symtrain.train.progress as progress
 
     clock = [100.0]
     monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])

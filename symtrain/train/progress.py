@@ -1,4 +1,4 @@
-"""The progress bar (tqdm): epoch, step, running loss, rows/s, share of time waiting for data, anonymous RSS."""
+"""The progress bar (tqdm): epoch, step, running loss, rows/s, share of time waiting for data, RSS."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ class ProgressBar(Callback):
     ``wait``: share of that time the trainer waited for the loader; ``rss``: anonymous RSS in MiB.
     """
 
-    def __init__(self, key: str | None = None, interval: float = 0.5, smoothing: float = 0.98, **tqdm_kwargs: Any):
+    def __init__(self, key: str | None = None, interval: float = 0.5, smoothing: float = 0.98,
+                 **tqdm_kwargs: Any):
         self.key = key
         self.interval = interval
         self.smoothing = smoothing
@@ -65,7 +66,8 @@ class ProgressBar(Callback):
         key = self.key or trainer.loss_key
         if key in metrics:
             v = metrics[key]
-            self.running = v if self.running is None else self.smoothing * self.running + (1 - self.smoothing) * v
+            a = self.smoothing
+            self.running = v if self.running is None else a * self.running + (1 - a) * v
         self._pending += 1
         now = time.perf_counter()
         if not self._timing:  # the first step ran the compile (tens of seconds): not step time
