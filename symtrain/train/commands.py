@@ -5,6 +5,12 @@ the validation ChunkStream (or None), builds the model from ``train.batch(...)``
 compiled Step or a dict ``{"step": step, "validation": evaluator, **fit keyword arguments}``. It may
 define ``STREAM = {"batch_size": ..., "chunk_rows": ..., ...}`` (ChunkStream defaults the command line
 overrides) and ``FIT = {...}`` (fit defaults). The files in ``examples/`` are such scripts.
+
+The run directory is locked and checked before the script is imported or compiled. The options a run
+starts with are stored in RUN/options.json; ``--resume`` reuses every option not given (the script and
+``--data`` too), refuses one that would make it another run (another script, batch size, chunk size,
+policy, mix or seed) and lets ``--epochs``, ``--valid``, ``--data``, ``--loader`` and
+``--checkpoint-every-steps`` override, with a warning.
 """
 
 from __future__ import annotations
