@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.common import MiB, Table, median, show
+from symtrain.cli import doc_summary
 
 if "pytensor" not in sys.modules:  # the benchmark MLP is float32 end to end, as in the other benchmarks
     _flags = (os.environ.get("PYTENSOR_FLAGS"), "floatX=float32")
@@ -379,7 +380,7 @@ def run(quick: bool = False, **overrides) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc_summary(__doc__))
     ap.add_argument("--quick", action="store_true", help="small data, one repetition (a smoke run)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--cap-s", type=float, help="seconds after which a loader pass stops")

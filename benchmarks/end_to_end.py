@@ -34,6 +34,7 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.common import ROOT, MiB, Table, median, proc_status, show
+from symtrain.cli import doc_summary
 
 T_START = time.perf_counter()
 NAME = "end_to_end"
@@ -368,7 +369,7 @@ def run(quick: bool = False, **overrides) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc_summary(__doc__))
     ap.add_argument("--quick", action="store_true", help="small data, one repetition (a smoke run)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--size-mib", type=int, help="dataset size in MiB")

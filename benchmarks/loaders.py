@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.common import MiB, Table, median, rate, show
+from symtrain.cli import doc_summary
 
 NAME = "loaders"
 BATCH = 128
@@ -260,7 +261,7 @@ def run(quick: bool = False, **overrides) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc_summary(__doc__))
     ap.add_argument("--quick", action="store_true", help="small data, one repetition (a smoke run)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--size-mib", type=int, help="dataset size in MiB")

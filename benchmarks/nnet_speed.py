@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import common
+from symtrain.cli import doc_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENDERS = ("ops", "graph", "torch")
@@ -286,7 +287,7 @@ def changed_model(model: str, tmp: Path) -> tuple[list[str], dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=doc_summary(__doc__))
     ap.add_argument("--contenders", default="ops,torch", help=f"comma-separated subset of {CONTENDERS}")
     ap.add_argument("--models", default="lenet,mlp", help=f"comma-separated subset of {MODELS}")
     ap.add_argument("--rounds", type=int, default=8, help="alternating rounds")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from benchmarks import common
 from benchmarks.common import ROOT, MiB, Table, median, show
 from benchmarks.end_to_end import LABELS, run_child
+from symtrain.cli import doc_summary
 
 NAME = "scaling"
 
@@ -110,7 +111,7 @@ def run(quick: bool = False, **overrides) -> list[common.Table]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc_summary(__doc__))
     ap.add_argument("--quick", action="store_true", help="small data (a smoke run)")
     ap.add_argument("--sizes-mib", help="comma-separated dataset sizes in MiB")
     ap.add_argument("--contenders", help="comma-separated, as in benchmarks.end_to_end")

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import common
+from symtrain.cli import doc_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def run_mode(mode: str, steps: int, data_dir: str, compiledir: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=doc_summary(__doc__))
     ap.add_argument("--modes", default="NUMBA,CVM")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--json", default=None, help="also write the results here")

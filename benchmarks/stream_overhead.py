@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.common import ROOT, MiB, Table, median, proc_status, rate, show
+from symtrain.cli import doc_summary
 
 os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in (os.environ.get("PYTENSOR_FLAGS", ""), "floatX=float32") if f)
 
@@ -362,7 +363,7 @@ def run(quick: bool = False, parts: Sequence[str] = PARTS, **overrides) -> list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=doc_summary(__doc__),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small data, few repetitions (a smoke run)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")

@@ -7,8 +7,10 @@ Each module in COMMAND_MODULES has ``register(subparsers)``, which adds its subc
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +21,31 @@ COMMAND_MODULES = [
     "symtrain.train.commands",
     "symtrain.migrate.commands",
 ]
+
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full: free space and rerun",
+    errno.EDQUOT: "the disk quota is exceeded: free space and rerun",
+    errno.EFBIG: "the file is larger than the file system or a file-size limit allows",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def doc_summary(doc: str | None) -> str:
+    """The first paragraph of a docstring on one line, without reST quoting: a whole sentence for --help."""
+    first = (doc or "").strip().split("\n\n")[0]
+    return " ".join(first.split()).replace("``", "`")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError from the system (full disk, read-only directory, ...): path, reason, hint."""
+    reason = exc.strerror or str(exc)
+    hint = _HINTS.get(exc.errno or 0)
+    where = " -> ".join(os.fsdecode(f) for f in (exc.filename, exc.filename2) if f is not None)
+    text = f"{where}: {reason}" if where else reason
+    return f"{text} ({hint})" if hint and hint.lower() != reason.lower() else text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"symtrain {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `symtrain inspect ... | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (OSError, MemoryError) as exc:  # the system refused (full disk, read-only dir): not a symtrain bug
+        if args.verbose:
+            raise  # -v shows the traceback
+        what = describe_os_error(exc) if isinstance(exc, OSError) else "out of memory"
+        print(f"symtrain {args.command}: error: {what} (-v shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

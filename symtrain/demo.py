@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from symtrain.cli import doc_summary
+
 log = logging.getLogger("symtrain.demo")
 
 DEMO_ROWS = 80_000  # ~240 MiB of train rows: many 16k-row chunks for the stream
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from symtrain.cli import main as cli_main
     from symtrain.errors import SymtrainError
 
-    ap = argparse.ArgumentParser(prog="python -m symtrain.demo", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m symtrain.demo", description=doc_summary(__doc__))
     ap.add_argument("--out", type=Path, default=Path("demo-run"), help="run directory (default demo-run)")
     ap.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"train rows (default {DEMO_ROWS})")
     ap.add_argument("--seed", type=int, default=DEMO_SEED, help="data seed (default 0)")
