@@ -189,6 +189,18 @@ def test_sigterm_to_the_launcher_stops_cleanly_with_one_checkpoint(setup):
     assert len(_interrupt_checkpoints(run / "checkpoints")) == 1
 
 
+def test_a_killed_launcher_leaves_no_rank_behind(setup):
+    """mpiexec gets SIGTERM when the launcher dies (parent-death signal): the ranks stop (usually with an
+    interrupt checkpoint at the next step) and none is orphaned; the newest checkpoint loads."""
+    tmp, data, _ = setup
+    run = tmp / "launcher-killed"
+    env = _env(tmp, "pause:5")
+    res = _signal_at_pause(tmp, _command(tmp, data, run, 2), env, signal.SIGKILL)
+    assert res.returncode == -signal.SIGKILL
+    _all_ranks_gone(env, 2)
+    assert ckpt.load_latest(run / "checkpoints").cursor["global_step"] in (4, 6)
+
+
 def test_sigkilled_rank_ends_the_job_naming_it_and_the_run_resumes(setup):
     tmp, data, reference = setup
     run = tmp / "killed"

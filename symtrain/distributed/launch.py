@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -64,7 +65,11 @@ def _parent_death_signal() -> None:
 
 
 def launch(ranks: int, argv: Sequence[str]) -> int:
-    """Run ``python -m symtrain.cli ARGV`` on ``ranks`` ranks under mpiexec; its exit status (130: signal)."""
+    """Run ``python -m symtrain.cli ARGV`` on ``ranks`` ranks under mpiexec; its exit status (130: signal).
+
+    mpiexec writes to files in a private directory that this launcher copies through as they grow (not to
+    pipes: if the launcher dies, mpiexec must not die of a broken pipe before the ranks checkpoint).
+    """
     check_int("--ranks", ranks, 1)
     mpiexec = find_mpiexec()
     env = dict(os.environ)
@@ -74,8 +79,10 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="symtrain-ranks-") as pid_dir:
         env[PID_DIR_ENV] = pid_dir
         cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "symtrain.cli", *argv]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                errors="replace", start_new_session=True, preexec_fn=_parent_death_signal)
+        logs = [Path(pid_dir, name) for name in ("stdout.log", "stderr.log")]
+        with open(logs[0], "wb") as out, open(logs[1], "wb") as err:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True,
+                                    preexec_fn=_parent_death_signal)
         received: list[str] = []
 
         def forward(signum: int, frame: FrameType | None) -> None:
@@ -85,8 +92,8 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         bad: list[int] = []
-        readers = [threading.Thread(target=_relay, args=(src, dst, bad), daemon=True)
-                   for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+        readers = [threading.Thread(target=_relay, args=(log, dst, proc, bad), daemon=True)
+                   for log, dst in zip(logs, (sys.stdout, sys.stderr))]
         for reader in readers:
             reader.start()
         try:
@@ -96,25 +103,41 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        killed = {int(pid): _rank_of(pid_dir, int(pid)) for pid in bad}
+        killed = {pid: _rank_of(pid_dir, pid) for pid in dict.fromkeys(bad)}
     for pid, rank in killed.items():
         who = f"rank {rank}" if rank is not None else "a rank"
         print(f"symtrain train: error: {who} (pid {pid}) ended abnormally and mpiexec stopped the other "
-              "ranks; "
-              "the last checkpoint written is intact: rerun with --resume to continue", file=sys.stderr)
+              "ranks; the last checkpoint written is intact: rerun with --resume to continue",
+              file=sys.stderr)
     if received and not killed:  # the ranks stopped as asked (and checkpointed)
         return 130
     return code if code >= 0 else 128 - code
 
 
-def _relay(src: IO[str], dst: IO[str], bad: list[int]) -> None:
-    """Copy one of mpiexec's output streams through, noting the pids it reports as badly terminated."""
-    for line in src:
-        dst.write(line)
-        dst.flush()
-        m = _BAD_PID.search(line)
-        if m:
-            bad.append(int(m.group(1)))
+def _relay(log: Path, dst: IO[str], proc: subprocess.Popen, bad: list[int]) -> None:
+    """Copy the growing file ``log`` to ``dst`` until mpiexec has exited and the file is read to its end,
+    noting the pids mpiexec reports as badly terminated."""
+    out = getattr(dst, "buffer", None)
+    tail = b""
+    with open(log, "rb") as f:
+        while True:
+            done = proc.poll() is not None
+            chunk = f.read(1 << 16)
+            if chunk:
+                if out is not None:
+                    out.write(chunk)
+                else:
+                    dst.write(chunk.decode(errors="replace"))
+                dst.flush()
+                *lines, tail = (tail + chunk).split(b"\n")
+                for line in lines:
+                    m = _BAD_PID.search(line.decode(errors="replace"))
+                    if m:
+                        bad.append(int(m.group(1)))
+            elif done:
+                return
+            else:
+                time.sleep(0.05)
 
 
 def _rank_of(pid_dir: str, pid: int) -> int | None:
