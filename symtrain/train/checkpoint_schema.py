@@ -167,8 +167,9 @@ def _stream(d: _Doc, meta: dict) -> None:
     s = d.dict(meta, "stream")
     plan = d.dict(s, "plan", "stream.")
     for key, v in plan.items():  # the plan is compared whole with the live stream's; only its types matter
-        if not (v is None or isinstance(v, bool | int | str) or isinstance(v, float) and math.isfinite(v)):
-            raise d.fail(f"stream.plan.{key}", f"must be a number, string, boolean or null, got {_show(v)}")
+        plain = v is None or isinstance(v, bool | int | str | list | dict)
+        if not (plain or isinstance(v, float) and math.isfinite(v)):
+            raise d.fail(f"stream.plan.{key}", f"must be a JSON value (not NaN or infinite), got {_show(v)}")
     d.str(s, "fingerprint", "stream.")
     fields = d.list(s, "fields", "stream.")
     if not all(isinstance(f, str) for f in fields):
@@ -246,8 +247,9 @@ def _history(d: _Doc, meta: dict) -> None:
 
 def _callbacks(d: _Doc, meta: dict) -> None:
     cbs = d.dict(meta, "callbacks", required=False)
-    for key in cbs or {}:
-        d.dict(cbs, key, "callbacks.")
+    for key in ("metrics_log", "early_stopping"):  # a user callback's state is its own (any JSON value)
+        if key in (cbs or {}):
+            d.dict(cbs, key, "callbacks.")
     ml = (cbs or {}).get("metrics_log")
     if ml is not None:
         p = "callbacks.metrics_log."

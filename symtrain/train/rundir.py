@@ -148,7 +148,8 @@ def check_run_dir(run_dir: Path) -> None:
     try:
         check_path_writable(probe)
     except DatasetError as exc:
-        raise RunDirError(f"run_dir={str(run_dir)!r} cannot be used: {exc.problem} ({exc.path})") from None
+        problem = exc.problem.removeprefix("cannot be created: ")
+        raise RunDirError(f"run_dir={str(run_dir)!r} cannot be used: {problem}") from None
 
 
 def make_run_dir(run_dir: Path) -> bool:
