@@ -8,6 +8,7 @@ gets one warning saying how to stream it.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 import numpy as np
@@ -105,3 +106,18 @@ def test_small_in_memory_array_does_not_warn(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         symtrain.shared(np.zeros((10, 3)))
+
+
+def test_fifo_swapped_in_for_the_file_fails_fast_and_close_is_bounded(ds):
+    """Rule 3 and 5: a FIFO at the file's name neither blocks the next load nor the close."""
+    var, data, path = ds
+    f = _loop(var)
+    assert f(0) == data[:100].sum()  # also prefetches the next chunk
+    path.unlink()
+    os.mkfifo(path)
+    t0 = time.monotonic()
+    with pytest.raises(StreamError, match="replaced"):
+        for b in range(3, 10):
+            f(b)
+    f.close()
+    assert time.monotonic() - t0 < 30  # generous: a hang would never return at all

@@ -31,6 +31,7 @@ from symtrain.validate import check_int
 PID_DIR_ENV = "SYMTRAIN_RANK_PID_DIR"
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _BAD_PID = re.compile(r"PID (\d+) RUNNING AT")
+READER_JOIN_TIMEOUT = 5.0  # seconds to drain the output relays after mpiexec exits
 
 
 def find_mpiexec() -> str:
@@ -98,8 +99,8 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
             reader.start()
         try:
             code = proc.wait()
-            for reader in readers:
-                reader.join()
+            for reader in readers:  # bounded: a grandchild keeping the pipe open must not hang the exit
+                reader.join(READER_JOIN_TIMEOUT)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

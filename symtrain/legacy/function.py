@@ -17,7 +17,7 @@ import numpy as np
 
 from symtrain import backend
 from symtrain.backend import ancestors, clone_replace
-from symtrain.errors import ConfigError, StreamError
+from symtrain.errors import ConfigError
 from symtrain.legacy import indexmap
 from symtrain.legacy.streamed import ChunkSource, StreamedSharedVariable, compiling_streamed
 from symtrain.stream.load import Load, fill
@@ -169,14 +169,10 @@ class Group:
         for v in self.vars:
             if v._stream.owner is self:
                 v.install(v.__dict__["_container"].value[:0].copy(), None, None)
-        try:
-            if self.pending is not None:
-                self.pending = None
-                loader.wait()
-        except StreamError:
-            pass  # a prefetch nobody will use: its failure does not matter any more
-        finally:
-            loader.close()
+        # A prefetch nobody will use is not waited for (its read may never end, e.g. on a FIFO swapped in
+        # for the file): the loader's close is bounded and leaves a stuck reader behind as a daemon.
+        self.pending = None
+        loader.close()
 
 
 def _load(window: tuple[int, int]) -> Load:

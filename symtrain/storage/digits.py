@@ -258,18 +258,22 @@ def _write_train(path: Path, images: np.ndarray, labels: np.ndarray, train_idx: 
     bounds = [(s, min(s + chunk_rows, n_rows)) for s in range(0, n_rows, chunk_rows)]
     buffers = [np.empty((min(chunk_rows, n_rows), FEATURES), np.float32) for _ in range(2)]
     schema = {"x": ("float32", (FEATURES,)), "y": ("int64", ())}
-    with DatasetWriter(path, schema, meta) as w, ThreadPoolExecutor(1) as pool, \
-            tqdm(total=n_rows, unit="rows", unit_scale=True, desc="digits train", disable=not progress) as bar:
-        def job(k: int):
-            return pool.submit(render_train_chunk, images, labels, train_idx, *bounds[k], seed, augment,
-                               buffers[k % 2])
+    pool = ThreadPoolExecutor(1)
+    try:
+        with DatasetWriter(path, schema, meta) as w, \
+                tqdm(total=n_rows, unit="rows", unit_scale=True, desc="digits train", disable=not progress) as bar:
+            def job(k: int):
+                return pool.submit(render_train_chunk, images, labels, train_idx, *bounds[k], seed, augment,
+                                   buffers[k % 2])
 
-        pending = job(0) if bounds else None
-        for k in range(len(bounds)):
-            x, y = pending.result()
-            pending = job(k + 1) if k + 1 < len(bounds) else None
-            w.append(x=x, y=y)
-            bar.update(len(y))
+            pending = job(0) if bounds else None
+            for k in range(len(bounds)):
+                x, y = pending.result()
+                pending = job(k + 1) if k + 1 < len(bounds) else None
+                w.append(x=x, y=y)
+                bar.update(len(y))
+    finally:  # an interrupted build does not wait for the chunk being rendered (exit paths never block)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def digits_is_current(out: str | Path, rows: int | None, seed: int) -> bool:

@@ -148,7 +148,7 @@ def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.
         return
     raw = memoryview(dst.reshape(-1).view(np.uint8))
     try:
-        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO never blocks
     except OSError as exc:
         raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
     try:
@@ -213,7 +213,7 @@ def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
         return
     first, last = int(rows.min()), int(rows.max()) + 1
     try:
-        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO never blocks
     except OSError as exc:
         raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
     try:
