@@ -270,3 +270,16 @@ def test_parent_messages_name_the_target_and_the_culprit(tmp_path: Path) -> None
         write_dataset(tmp_path / "f" / "a" / "b", {"x": X})
     out = write_dataset(tmp_path / "nest" / "a" / "b", {"x": X})  # missing parents are created
     assert st.open_dataset(out).rows == 20
+
+
+def test_migrate_skips_or_refuses_a_fifo(tmp_path: Path) -> None:
+    """Rule 3 in the migrate command: a FIFO named like a source file never blocks it."""
+    from symtrain.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.py").write_text("import theano\n")
+    fifo = _fifo(src / "pipe.py")
+    assert finishes(lambda: main(["migrate", "--check", "--no-report", str(src)]), fifo) is None
+    exc = finishes(lambda: main(["migrate", str(fifo)]), fifo)
+    assert exc is None

@@ -99,10 +99,12 @@ def iter_python_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
         path = Path(p)
         if path.is_dir():
             for sub in sorted(path.rglob("*.py")):
-                if not any(part.startswith(".") for part in sub.relative_to(path).parts):
-                    yield sub
+                if not any(part.startswith(".") for part in sub.relative_to(path).parts) and sub.is_file():
+                    yield sub  # regular files only: reading a FIFO named x.py would block forever
         elif path.is_file():
             yield path
+        elif path.exists():
+            raise MigrationError(f"{path}: is not a regular file or a directory")
         else:
             raise MigrationError(f"{path}: no such file or directory")
 
