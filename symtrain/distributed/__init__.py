@@ -15,7 +15,8 @@ _LAZY = {
     "shard_stream": "symtrain.distributed.shard",
     "shard_load": "symtrain.distributed.shard",
     "DistributedStep": "symtrain.distributed.step",
-    "launch": "symtrain.distributed.launch",
+    "DistributedTrainer": "symtrain.distributed.trainer",
+    "RanksDivergedError": "symtrain.distributed.trainer",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

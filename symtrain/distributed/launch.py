@@ -32,6 +32,7 @@ PID_DIR_ENV = "SYMTRAIN_RANK_PID_DIR"
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _BAD_PID = re.compile(r"PID (\d+) RUNNING AT")
 READER_JOIN_TIMEOUT = 5.0  # seconds to drain the output relays after mpiexec exits
+RELAY_TRUNCATE = 1 << 24  # bytes of relayed mpiexec output kept on disk before the file is emptied
 
 
 def find_mpiexec() -> str:
@@ -81,7 +82,7 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
         env[PID_DIR_ENV] = pid_dir
         cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "symtrain.cli", *argv]
         logs = [Path(pid_dir, name) for name in ("stdout.log", "stderr.log")]
-        with open(logs[0], "wb") as out, open(logs[1], "wb") as err:
+        with open(logs[0], "ab") as out, open(logs[1], "ab") as err:  # append: the relay may truncate
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True,
                                     preexec_fn=_parent_death_signal)
         received: list[str] = []
@@ -117,11 +118,15 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
 
 def _relay(log: Path, dst: IO[str], proc: subprocess.Popen, bad: list[int]) -> None:
     """Copy the growing file ``log`` to ``dst`` until mpiexec has exited and the file is read to its end,
-    noting the pids mpiexec reports as badly terminated."""
+    noting the pids mpiexec reports as badly terminated; a long run's log is emptied once read (mpiexec
+    appends), so the copy on disk stays small."""
     out = getattr(dst, "buffer", None)
     tail = b""
     with open(log, "rb") as f:
         while True:
+            if f.tell() > RELAY_TRUNCATE and os.stat(log).st_size == f.tell():
+                os.truncate(log, 0)
+                f.seek(0)
             done = proc.poll() is not None
             chunk = f.read(1 << 16)
             if chunk:
