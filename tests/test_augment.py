@@ -105,6 +105,9 @@ def test_declared_output_spec_sets_the_buffers_and_wrong_output_is_an_error(data
         first = chunks[0]["img"][0] * 255
         src = img[order[0]].astype(np.float32)
         assert any(np.allclose(first, src[i:i + 4, j:j + 4]) for i in range(3) for j in range(3))
+    with ChunkStream(path, BS, 60, seed=1, transform=crop, outputs={"img": ("float32", (4, 4))},
+                     loader="process", workers=2) as s:
+        assert same(collect(s, 1), chunks)  # the process workers produce the same declared output
     with ChunkStream(path, BS, 60, transform=crop, outputs={"img": ("float64", (4, 4))}) as s:
         with pytest.raises(StreamError, match=r"declares float64|<f8") as info:
             collect(s, 1)
@@ -160,12 +163,16 @@ def test_plain_arrays_and_memmaps_stream_like_a_dataset(data, tmp_path):
            ({"v": np.zeros(20, dtype="V4")}, "void"),
            ({"x": np.array(1.0)}, "no rows"),
            ({}, "non-empty dict"),
-           ({"x": [1, 2, 3]}, "numpy array")]
+           ({"x": [1, 2, 3]}, "numpy array"),
+           ({"x": np.zeros(20, dtype=">f4")}, "non-native byte order"),
+           ({"t": np.zeros(20, dtype="datetime64[s]")}, "datetimes")]
     for arrays, match in bad:
         with pytest.raises(ConfigError, match=match):
             ChunkStream(arrays, 2, 4)
     with pytest.raises(ConfigError, match="in-memory arrays"):
         ChunkStream({"img": img}, BS, 60, loader="process")
+    with pytest.raises(ConfigError, match="not C-contiguous"):
+        ChunkStream({"img": mm[:, :3]}, BS, 60, loader="process")  # a strided view cannot be read by offset
     with pytest.raises(ConfigError, match="dict of arrays"):
         ChunkStream(img, BS, 60)
 

@@ -148,7 +148,8 @@ def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.
         return
     raw = memoryview(dst.reshape(-1).view(np.uint8))
     try:
-        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO never blocks
+        # O_NONBLOCK: opening a FIFO never blocks
+        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
     try:
@@ -213,7 +214,8 @@ def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
         return
     first, last = int(rows.min()), int(rows.max()) + 1
     try:
-        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO never blocks
+        # O_NONBLOCK: opening a FIFO never blocks
+        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
     try:

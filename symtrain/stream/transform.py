@@ -52,7 +52,7 @@ def piece_generator(seed: int, epoch: int, number: int, lo: int, hi: int) -> np.
 
 
 def check_streamable(where: str, name: str, dtype: Any) -> np.dtype:
-    """ConfigError unless ``dtype`` can live in a device buffer (numeric or bool; no strings, void, dates)."""
+    """ConfigError unless ``dtype`` fits a device buffer (native numeric or bool; no strings, dates)."""
     dt = np.dtype(dtype)
     if dt.kind not in STREAMABLE_KINDS or dt.fields is not None or dt.subdtype is not None:
         what = {"U": "unicode strings", "S": "byte strings", "V": "raw void/structured records",
@@ -60,6 +60,10 @@ def check_streamable(where: str, name: str, dtype: Any) -> np.dtype:
         raise ConfigError(f"{where}: field {name!r} is stored as {dt.str} ({what}); only numeric and bool "
                           "fields can be streamed into device buffers: leave it out with fields=[...] or "
                           "store it as numbers")
+    if not dt.isnative:
+        raise ConfigError(f"{where}: field {name!r} is stored as {dt.str}, in non-native byte order; device "
+                          "buffers hold native-order numbers: convert it once (for an array: "
+                          "x.astype(x.dtype.newbyteorder('=')); for a dataset: write a converted copy)")
     return dt
 
 
