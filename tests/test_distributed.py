@@ -195,3 +195,14 @@ def test_resume_on_another_rank_count_keeps_the_global_batch(tmp_path, monkeypat
     assert batch() == 6
     monkeypatch.delenv("PMI_SIZE")
     assert batch() == 12
+
+
+def test_each_rank_gets_its_own_deterministic_generator():
+    """Identical generators would give every rank the same dropout masks for different rows."""
+    from symtrain.distributed.trainer import rank_generator
+
+    g = np.random.default_rng(5)
+    assert rank_generator(g, 0) is g
+    draws = [rank_generator(g, r).random(4) for r in (1, 2, 1)]
+    assert not np.array_equal(draws[0], draws[1]) and np.array_equal(draws[0], draws[2])
+    assert np.array_equal(g.random(4), np.random.default_rng(5).random(4))  # rank 0's stream is untouched

@@ -9,6 +9,7 @@ checkpoints, the metrics log and progress; the others take part in the same coll
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -63,6 +64,19 @@ def sharded_validation(validation: Any, comm: Comm) -> Callable[[], Mapping[str,
         return comm.bcast({k: float(v) for k, v in dict(validation()).items()})
 
     return run_everywhere
+
+
+def rank_generator(generator: np.random.Generator, rank: int) -> np.random.Generator:
+    """Rank 0 keeps ``generator``; rank r > 0 gets an independent one derived from its state and r.
+
+    Identical generators would give every rank the same dropout masks (or other draws) for its different
+    rows. Derived this way the ranks draw apart, deterministically: a resume derives them again from the
+    generator rank 0 checkpointed.
+    """
+    if rank == 0:
+        return generator
+    entropy = copy.deepcopy(generator).integers(0, 2**63, size=4).tolist()
+    return np.random.Generator(type(generator.bit_generator)(np.random.SeedSequence([*entropy, rank])))
 
 
 class DistributedTrainer(Trainer):
@@ -134,7 +148,8 @@ class DistributedTrainer(Trainer):
         return history
 
     def broadcast_state(self) -> None:
-        """Every rank starts from rank 0's values of every state variable (parameters, optimizer, RNGs)."""
+        """Every rank starts from rank 0's values of every state variable (parameters, optimizer state);
+        a random generator becomes rank 0's generator split by rank (see :func:`rank_generator`)."""
         for name in sorted(self.variables):
             var = self.variables[name]
             value = var.get_value(borrow=True)
@@ -143,6 +158,8 @@ class DistributedTrainer(Trainer):
                 self.comm.bcast_array(value)
             else:
                 value = self.comm.bcast(value)
+                if isinstance(value, np.random.Generator):
+                    value = rank_generator(value, self.comm.rank)
             var.set_value(value)
         self.step.scatter_state()
 
