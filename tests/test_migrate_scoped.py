@@ -488,6 +488,9 @@ def test_integer_operands_are_floor_divided(line, expected):
         "y = math.sqrt(n) / 2",
         "y = numpy.random.RandomState(1).uniform(size=3) / 2",
         "y = self_lr / 2",
+        "y = numpy.zeros(3) / 2",
+        "y = numpy.cast['float32'](n) / 2",
+        "y = np.asarray(x, dtype='float32') / 255",
     ],
 )
 def test_float_and_symbolic_operands_are_quiet(line):
@@ -508,6 +511,8 @@ def test_float_and_symbolic_operands_are_quiet(line):
         "y = self.cost / n",
         "y = numpy.sum(err) / n",
         "y = x.sum() / len(x)",
+        "y = numpy.load(p) / 255",
+        "y = np.dot(x, x) / 2",
     ],
 )
 def test_doubtful_division_is_reported(line):

@@ -6,8 +6,10 @@ Each operand is classed from what the file itself says:
   element of a shape-like tuple (``filter_shape[0]``, ``poolsize[1]``), integer-valued numpy calls
   (``numpy.prod``, ``argmax``, ``count_nonzero``, ``sum`` of integers), ``max``/``min`` of integers, names
   assigned such values, and names that read as counts (``n_*``, ``*_size``, ``batch*``, ``patience``...);
-- **float**: float literals, ``float(...)``, ``math`` and other numpy calls, ``.mean()``/``.std()``, names
-  assigned floats or parameters with float defaults;
+- **float**: float literals, ``float(...)``, ``math`` calls, numpy calls that always give floats
+  (``sqrt``, ``exp``, ``mean``, ``zeros``, ``numpy.random.*``, a float ``dtype=``), ``.mean()``/``.std()``,
+  names assigned floats or parameters with float defaults (other numpy calls, ``numpy.load``/``dot``...,
+  take the data's dtype: doubtful);
 - **symbolic**: calls through the graph library however it is imported (``T``, ``tensor`` from ``import
   theano.tensor as tensor``, ``from theano import tensor``...) and names assigned such calls: Theano's ``/``
   on them was already true division (it refused integer tensors).
@@ -35,6 +37,53 @@ _INT_NAME = re.compile(
 _SHAPE_NAME = re.compile(
     r"(^|_)(shape|shapes|size|sizes|poolsize|pool|ds|ws|stride|strides|subsample|dims)$", re.IGNORECASE
 )
+FLOAT_NUMPY = frozenset(
+    {
+        "sqrt",
+        "exp",
+        "expm1",
+        "log",
+        "log1p",
+        "log2",
+        "log10",
+        "tanh",
+        "sinh",
+        "cosh",
+        "sin",
+        "cos",
+        "tan",
+        "arctan",
+        "arcsin",
+        "arccos",
+        "mean",
+        "average",
+        "std",
+        "var",
+        "median",
+        "nanmean",
+        "percentile",
+        "linspace",
+        "logspace",
+        "float16",
+        "float32",
+        "float64",
+        "true_divide",
+        "divide",
+        "zeros",
+        "ones",
+        "empty",
+        "full",
+        "eye",
+        "identity",
+        "zeros_like",
+        "ones_like",
+        "exp2",
+        "erf",
+        "sigmoid",
+        "power",
+    }
+)
+INT_RANDOM = frozenset({"randint", "random_integers", "permutation", "binomial", "poisson", "choice"})
 INT_NUMPY = frozenset(
     {
         "prod",
@@ -183,13 +232,8 @@ class _Classify:
         if func in ("max", "min", "sum") and args:
             kinds = {self.kind(a) for a in args} if func != "sum" else {self._elements(args[0])}
             return kinds.pop() if len(kinds) == 1 else UNKNOWN
-        if module == "numpy":
-            if attr in INT_NUMPY:
-                return INT if attr != "prod" or not args or self._elements(args[0]) != FLOAT else FLOAT
-            if attr in ("sum", "cumsum") and args:
-                elements = self._elements(args[0])
-                return elements if elements != SYMBOLIC else UNKNOWN  # a sum of unknowns stays doubtful
-            return FLOAT
+        if module == "numpy" or self._numpy_root(node.func):
+            return self._numpy(node, func, attr, args)
         if module in GRAPH_MODULES:
             return SYMBOLIC
         if isinstance(node.func, cst.Attribute):
@@ -201,6 +245,30 @@ class _Classify:
             if owner == SYMBOLIC:
                 return SYMBOLIC
         return UNKNOWN
+
+    def _numpy_root(self, func: cst.BaseExpression) -> bool:
+        """``numpy.cast[floatX](x)``: a call through a subscript of a numpy name."""
+        while isinstance(func, cst.Subscript | cst.Attribute | cst.Call):
+            func = func.value if not isinstance(func, cst.Call) else func.func
+        return isinstance(func, cst.Name) and self.modules.get(func.value) == "numpy"
+
+    def _numpy(self, node: cst.Call, func: str, attr: str, args: list[cst.BaseExpression]) -> str:
+        """numpy calls: integer-valued ones, always-float ones, and the rest (dtype unknown: doubtful)."""
+        if attr in INT_NUMPY or (".random." in f".{func}" and attr in INT_RANDOM):
+            return INT if attr != "prod" or not args or self._elements(args[0]) != FLOAT else FLOAT
+        if attr in ("sum", "cumsum", "arange", "max", "min", "amax", "amin", "abs") and args:
+            kinds = {self._elements(a) if attr in ("sum", "cumsum") else self.kind(a) for a in args}
+            kind = kinds.pop() if len(kinds) == 1 else UNKNOWN
+            return kind if kind != SYMBOLIC else UNKNOWN  # a sum of unknowns stays doubtful
+        dtype = next(
+            (a.value for a in node.args if a.keyword is not None and a.keyword.value == "dtype"), None
+        )
+        if dtype is not None:
+            text = cst.Module(body=[]).code_for_node(dtype)
+            return FLOAT if "float" in text or "floatX" in text else INT if "int" in text else UNKNOWN
+        if attr in FLOAT_NUMPY or ".random." in f".{func}." or not _dotted(node.func):
+            return FLOAT  # numpy.cast[floatX](...) too
+        return UNKNOWN  # numpy.load, array, dot, concatenate...: the dtype is the data's
 
     def _elements(self, node: cst.BaseExpression) -> str:
         """The kind of the elements of a sequence argument (``shape``, ``(2, 2)``, ``[a, b]``)."""
