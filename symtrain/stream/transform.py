@@ -110,6 +110,12 @@ def _takes_context(fn: Callable) -> bool:
         raise ConfigError(f"transform {_name(fn)} must take (arrays) or (arrays, ctx)") from None
 
 
+def _same_memory(new: Any, view: np.ndarray) -> bool:
+    """True if ``new`` is just another view of exactly ``view``'s memory (a reshape): writes went through."""
+    return (isinstance(new, np.ndarray) and new.dtype == view.dtype and new.size == view.size
+            and new.flags.c_contiguous and view.flags.c_contiguous and new.ctypes.data == view.ctypes.data)
+
+
 def _name(fn: Any) -> str:
     return repr(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or fn)
 
@@ -183,7 +189,7 @@ class Augment:
             new = given[f]
             if f in self.outputs:
                 self._put_output(f, new, out[f][lo:hi], n)
-            elif new is not views[f]:
+            elif new is not views[f] and not _same_memory(new, views[f]):
                 raise ConfigError(
                     f"transform {_name(self.fn)} replaced arrays[{f!r}] with a new array instead of writing "
                     f"into it, so the buffer would keep the untransformed rows: write in place "
