@@ -720,3 +720,26 @@ def test_names_rebound_in_a_function_are_not_the_import():
     lines = new.splitlines()
     assert "    return conv.conv2d(x)" in lines and "    return T.nnet.sigmoid" in lines
     assert "    return T.sigmoid(1)" in lines and "z = T.sigmoid(conv.conv2d(1, 2))" in lines
+
+
+def test_cli_report_lists_every_behaviour_changing_rewrite(tmp_path, capsys):
+    """The report names file:line for each silent rewrite (latin1, open mode, round, list(), //, print)."""
+    from symtrain.cli import main
+
+    script = tmp_path / "old.py"
+    script.write_text(
+        "import cPickle\nimport theano.tensor as T\nfrom theano.tensor.signal import downsample\n"
+        "def load(p):\n    f = open(p)\n    return cPickle.load(f)\n"
+        "def pairs(a, b):\n    return zip(a, b)\n"
+        "r = T.round(T.vector())\nn = len(pairs([1], [2])) / 2\nprint ('n', n)\n"
+    )
+    assert main(["migrate", str(script)]) == 0
+    report = capsys.readouterr().err
+    changed = {int(line.split(":")[1]) for line in report.splitlines() if "[changed]" in line}
+    assert changed == {5, 6, 8, 9, 10}, report
+    assert "old.py:11: [review] `print (a, b)` printed a tuple" in report  # parses as Python 3: left
+    assert "symtrain migrate: 5 changed, 1 review" in report
+    script.write_text("import cPickle\nprint ('n', 1)\nprint 'x'\n")  # not Python 3: the fixer rewrites it
+    assert main(["migrate", str(script)]) == 0
+    report = capsys.readouterr().err
+    assert "old.py:2: [changed] `print (a, b)` printed a tuple" in report

@@ -73,6 +73,8 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
         if not python3_syntax:
             module, found = py2.fix_print_parens(module, path, py2.converted_lines(source, text))
             findings += found
+        else:
+            findings += py2.report_tuple_prints(module, path)
     module, found = rewrite_module(module, path, python2)
     findings += found
     theano_era = python2 or bool(_THEANO_ERA.search(source))

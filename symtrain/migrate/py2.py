@@ -369,3 +369,36 @@ def fix_file_builtin(module: cst.Module) -> cst.Module:
     if not re.search(r"\bfile\s*\(", module.code):
         return module
     return MetadataWrapper(module, unsafe_skip_copy=True).visit(_FileBuiltin())
+
+
+class _TuplePrints(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.findings: list[Finding] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Name) and node.func.value == "print" and len(node.args) > 1:
+            if all(a.keyword is None and not a.star for a in node.args):
+                line = self.get_metadata(PositionProvider, node).start.line
+                self.findings.append(
+                    Finding(
+                        self.path,
+                        line,
+                        "review",
+                        "`print (a, b)` printed a tuple in this "
+                        "Python 2 file (no print_function import); it now prints the items",
+                    )
+                )
+
+
+def report_tuple_prints(module: cst.Module, path: str) -> list[Finding]:
+    """In a Python 2 file that parses as Python 3 and lacks ``from __future__ import print_function``,
+    ``print (a, b)`` was a print statement of a tuple: its output changes (reported, left as it is)."""
+    if re.search(r"^from __future__ import [^\n]*\bprint_function\b", module.code, re.MULTILINE):
+        return []
+    visitor = _TuplePrints(path)
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return visitor.findings
