@@ -30,7 +30,8 @@ def group_owned(out: Path, marker: str) -> set[str] | None:
     except (DatasetError, ValueError, RecursionError):
         return None
     splits = meta.get("splits") if isinstance(meta, dict) else None
-    return {marker, *(name for name in (splits if isinstance(splits, dict) else {}) if isinstance(name, str))}
+    names = splits if isinstance(splits, dict) else {}
+    return {marker, *(n for n in names if isinstance(n, str) and n not in ("", ".", "..") and "/" not in n)}
 
 
 def check_group_target(out: Path, overwrite: bool, marker: str = GROUP_FILE) -> None:
