@@ -11,7 +11,9 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from symtrain.errors import SymtrainError
@@ -48,6 +50,11 @@ def describe_os_error(exc: OSError) -> str:
     return f"{text} ({hint})" if hint and hint.lower() != reason.lower() else text
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a command as Ctrl-C does: cleanup handlers run (no partial output is left behind)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from symtrain import __version__
 
@@ -80,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.run(args) or 0)
     except SymtrainError as exc:
@@ -97,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = describe_os_error(exc) if isinstance(exc, OSError) else "out of memory"
         print(f"symtrain {args.command}: error: {what} (-v shows where)", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
