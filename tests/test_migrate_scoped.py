@@ -629,6 +629,17 @@ def test_round_mode_from_the_api_era(marker, mode, kind):
     assert [k for n, k, m in findings if n == 4 and "round" in m] == ([kind] if kind else [])
 
 
+def test_round_method_on_a_variable_follows_the_era_too():
+    new, findings = mig(
+        "import theano.tensor as T\nfrom theano.tensor.signal import downsample\nx = T.vector()\n"
+        "y = x.round()\nz = x.round(mode='half_to_even')\nw = [1.5].count(1)\n"
+    )
+    assert "y = x.round(mode='half_away_from_zero')" in new and "z = x.round(mode='half_to_even')" in new
+    assert lines_of(findings, "changed") == [4]
+    new, findings = mig("import theano.tensor as T\nx = T.vector()\ny = x.round()\n")
+    assert "y = x.round()" in new and lines_of(findings, "review") == [3]
+
+
 # ---- 8. unseeded MRG_RandomStreams uses Theano's default seed -----------------------------------------
 def test_unseeded_mrg_streams_repeat_run_to_run():
     src = (

@@ -275,6 +275,7 @@ class _Rewriter(cst.CSTTransformer):
         self.symbolic_names: set[str] = set()
         # Python 2 sources and Theano scripts may read pickles Python 2 wrote (latin1, binary modes);
         # Aesara-era and other Python 3 code is left alone there
+        self.theano_file = any(p.split(".")[0] == "theano" for p in analysis.imports.old.values())
         self.old_pickles = python2 or any(
             path.split(".")[0] == "theano" for path in analysis.imports.old.values()
         )
@@ -556,6 +557,17 @@ class _Rewriter(cst.CSTTransformer):
             new_args = [(k, v) for k, v in adds.items() if k not in keywords]
             if new_args:
                 call = _add_kwargs(call, new_args)
+        if (
+            isinstance(original_node.func, cst.Attribute)
+            and original_node.func.attr.value == "round"
+            and not call.args
+            and dotted_name(original_node.func.value) in self.symbolic_names
+            and self.theano_file
+        ):
+            # `x.round()` on a variable: the method had Theano 0.7's default mode too
+            adds = self._round_mode(original_node, {"mode": "'half_away_from_zero'"})
+            if adds:
+                call = _add_kwargs(call, list(adds.items()))
         if (
             norm in rules.MRG_NAMES
             and "seed" not in keywords
