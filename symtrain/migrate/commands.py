@@ -6,9 +6,14 @@ import argparse
 import difflib
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from symtrain.atomic import write_file_atomic
 from symtrain.errors import MigrationError
+
+if TYPE_CHECKING:  # the migrate modules import libcst: loaded only when the command runs
+    from symtrain.migrate.core import Result
 
 
 def register(subparsers) -> None:
@@ -51,7 +56,7 @@ def register(subparsers) -> None:
     p.set_defaults(run=run, mode="diff")
 
 
-def _write(path, result, backup: bool, written: int) -> None:
+def _write(path: Path, result: Result, backup: bool, written: int) -> None:
     """Write FILE.bak (if asked) and FILE, each atomically (a full disk or a read-only directory leaves the
     old file whole); an OSError becomes one MigrationError line (exit 2) that says what was left as it was."""
     try:

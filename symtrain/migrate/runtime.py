@@ -179,7 +179,7 @@ class FunctionWithDefaults:
         return getattr(self.fn, name)
 
 
-def function(inputs, outputs=None, *args, **kwargs):
+def function(inputs: Sequence[Any], outputs: Any = None, *args: Any, **kwargs: Any) -> Any:
     """``pytensor.function`` that also accepts ``In(x, value=v)`` / ``Param(x, default=v)`` inputs."""
     inputs = list(inputs)
     plain, names, defaults, has_default = [], [], [], []
