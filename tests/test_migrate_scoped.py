@@ -229,6 +229,11 @@ def test_one_shot_results_consumed_once_are_left_alone(body):
     assert not lines_of(findings, "changed")
 
 
+def test_theano_imported_with_other_modules_is_theano_era():
+    new, findings = mig("import numpy, theano\ndef f(a, b):\n    return zip(a, b)\n")
+    assert "    return list(zip(a, b))" in new and lines_of(findings, "changed") == [3]
+
+
 def test_aesara_code_keeps_its_iterators():
     src = "import aesara\ndef f(a, b):\n    return zip(a, b)\n"
     assert mig(src)[0] == src.replace("aesara", "pytensor")

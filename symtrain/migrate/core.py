@@ -26,7 +26,7 @@ from symtrain.migrate.subproc import fix_pipes
 from symtrain.migrate.transform import rewrite_module
 from symtrain.migrate.truth import fix_truth_tests
 
-_THEANO_ERA = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:theano|six)\b", re.MULTILINE)
+_THEANO_ERA = re.compile(r"^[ \t]*(?:import[ \t]+[^\n#]*\b|from[ \t]+)(?:theano|six)\b", re.MULTILINE)
 _ONE_SHOT = re.compile(r"\b(?:zip|map|filter)\s*\(|\.(?:keys|values|items)\s*\(\s*\)")
 _NONE_DEFAULT = re.compile(r"=\s*None\s*[,)]")
 _LEGACY_WORDS = ("theano", "aesara", "six", "THEANO_FLAGS", "AESARA_FLAGS", ".theanorc")
