@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -201,7 +202,9 @@ class Worker:
                 if not (cwd / name).exists():
                     (cwd / name).symlink_to(target)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(cwd), env.get("PYTHONPATH", "")) if p)
-        self.name = contender if src is None else f"{contender} (before the Ops)"
+        self.name = "symtrain" if (contender == "ops" and model == "mlp") else contender
+        if src is not None:
+            self.name += f" before the Ops ({Path(src).name})"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.nnet_speed", "--worker", contender, "--model", model,
              "--variant", variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
@@ -286,6 +289,36 @@ def changed_model(model: str, tmp: Path) -> tuple[list[str], dict]:
     return row, r
 
 
+def measure_all(contenders: list[str], models: list[str], rounds: int, block: int,
+                baseline_src: str | None = None) -> tuple[list[common.Table], dict]:
+    """Every model's side-by-side table, then the changed-model table; plus the raw figures."""
+    raw: dict = {}
+    tables = []
+    changed = common.Table("Changed model, warm cache: time to the first step (symtrain ops)",
+                           ["model", "function()", "first call", "of which Numba compiling", "of which LLVM",
+                            "total"])
+    with tempfile.TemporaryDirectory(prefix="nnet_speed-") as tmp:
+        for model in models:
+            present = [c for c in contenders if model == "lenet" or c != "graph"]
+            table, raw[model] = measure(model, present, Path(tmp), rounds, block,
+                                        baseline_src if model == "mlp" else None)
+            tables.append(common.show(table))
+            if "ops" in present:
+                row, raw[f"{model}-changed"] = changed_model(model, Path(tmp))
+                changed.rows.append(row)
+    changed.notes.append("function(): graph rewrites + generating the Numba source; first call: Numba typing and "
+                         "LLVM of the new step function, the Ops' kernels load from the cache.")
+    if changed.rows:
+        tables.append(common.show(changed))
+    return tables, raw
+
+
+def run(quick: bool = False) -> list[common.Table]:
+    """``benchmarks.run`` entry: ops vs torch on LeNet and the MLP (short runs with ``quick``)."""
+    rounds, block = (2, 3) if quick else (8, 5)
+    return measure_all(["ops", "torch"], list(MODELS), rounds, block)[0]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=doc_summary(__doc__))
     ap.add_argument("--contenders", default="ops,torch", help=f"comma-separated subset of {CONTENDERS}")
@@ -295,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline-src", help="a symtrain checkout to run the first contender from as well "
                                            "(e.g. the commit before the Ops, to compare the MLP)")
     ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--write-results", action="store_true", help="also rewrite this benchmark's RESULTS.md section")
     ap.add_argument("--blas-threads", type=int, help="BLAS threads (read by benchmarks/__init__.py)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="lenet", help=argparse.SUPPRESS)
@@ -305,23 +339,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     info = common.machine()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-    raw: dict = {}
-    changed = common.Table("Changed model, warm cache: time to the first step (symtrain ops)",
-                           ["model", "function()", "first call", "of which Numba compiling", "of which LLVM",
-                            "total"])
-    with tempfile.TemporaryDirectory(prefix="nnet_speed-") as tmp:
-        for model in a.models.split(","):
-            contenders = a.contenders.split(",") if model == "lenet" else [
-                c for c in a.contenders.split(",") if c != "graph"]
-            table, raw[model] = measure(model, contenders, Path(tmp), a.rounds, a.block,
-                                        a.baseline_src if model == "mlp" else None)
-            common.show(table)
-            if "ops" in contenders:
-                row, raw[f"{model}-changed"] = changed_model(model, Path(tmp))
-                changed.rows.append(row)
-    changed.notes.append("function(): graph rewrites + generating the Numba source; first call: Numba typing and "
-                         "LLVM of the new step function, the Ops' kernels load from the cache.")
-    common.show(changed)
+    tables, raw = measure_all(a.contenders.split(","), a.models.split(","), a.rounds, a.block, a.baseline_src)
+    if a.write_results:
+        info["load average after"] = common.machine()["load average"]
+        command = shlex.join(["python", "-m", "benchmarks.nnet_speed", *(sys.argv[1:] if argv is None else argv)])
+        common.write_results({"nnet_speed": tables}, command, info)
     if a.json:
         Path(a.json).write_text(json.dumps(raw, indent=1))
 

@@ -217,12 +217,16 @@ def test_numba_kernels_match_perform():
         y = nn.conv2d(x, w, border_mode=border, subsample=stride, filter_flip=flip, filter_dilation=dil)
         gx, gw = grad((y * pt.sin(y)).sum(), [x, w])
         outs += [y, gx, gw, grad((gx ** 2).sum() + (gw ** 2).sum(), x)]
+    a, b = RNG.standard_normal((3, 2, 9, 8)), RNG.standard_normal((4, 2, 3, 2))
+    # static shapes: the kernels get the sizes as compile-time constants
+    xs, ws_ = pt.specify_shape(x, a.shape), pt.specify_shape(w, b.shape)
+    y = nn.conv2d(xs, ws_, subsample=(1, 2))
+    outs += [y, *grad((y * pt.cos(y)).sum(), [xs, ws_])]
     for ws, st, ib, pad, mode in (((3, 2), (2, 1), True, (1, 1), "max"), ((2, 3), None, False, (0, 0), "average_exc_pad"),
-                                  ((2, 2), (1, 1), True, (1, 0), "average_inc_pad")):
+                                  ((2, 2), (1, 1), True, (1, 0), "average_inc_pad"), ((2, 2), None, True, (0, 0), "max")):
         y = nn.pool_2d(x, ws, ignore_border=ib, stride=st, pad=pad, mode=mode)
         g = grad((y ** 3).sum(), x)
         outs += [y, g, grad((g ** 2).sum(), x)]
-    a, b = RNG.standard_normal((3, 2, 9, 8)), RNG.standard_normal((4, 2, 3, 2))
     expected = function([x, w], outs, mode="FAST_COMPILE")(a, b)
     got = function([x, w], outs, mode="NUMBA")(a, b)
     for i, (e, g) in enumerate(zip(expected, got)):
