@@ -630,7 +630,7 @@ def table(cfg: Config, runs: dict[str, list[dict]], n_rows: int, nbytes: int) ->
         "data a memmap reader has touched; the OS may evict these).",
         f"Time cap: a one-process PyTorch run stops {cfg.torch_cap_s:.0f} s after its first step (its "
         "rows/s is then over the part of the epoch it trained): with 2 threads on a loaded machine every "
-        "parallel region waits for a descheduled thread and a full epoch could take an hour.",
+        "parallel region waits for a descheduled thread and a full epoch took over half an hour.",
         "Load avg at start: the 1-minute load average when each repetition started. The machine has "
         f"{os.cpu_count()} cores and is shared: a load above the core count means the contenders shared "
         "the cores with other work, which hurts the 2-process contenders most.",
