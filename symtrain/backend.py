@@ -35,6 +35,7 @@ if NAME == "pytensor":
     from pytensor.ifelse import ifelse
     from pytensor.scan import scan
     from pytensor.tensor import special
+    from pytensor.tensor.basic import ScalarFromTensor, TensorFromScalar
     from pytensor.tensor.elemwise import DimShuffle, Elemwise
     from pytensor.tensor.random.type import RandomGeneratorType
     from pytensor.tensor.random.utils import RandomStream
@@ -69,6 +70,7 @@ elif NAME == "aesara":
     from aesara.ifelse import ifelse
     from aesara.scan import scan
     from aesara.tensor import special
+    from aesara.tensor.basic import ScalarFromTensor, TensorFromScalar
     from aesara.tensor.elemwise import DimShuffle, Elemwise
     from aesara.tensor.random.type import RandomGeneratorType
     from aesara.tensor.random.utils import RandomStream
@@ -112,8 +114,8 @@ __all__ = [
     "TensorVariable", "ifelse", "scan", "RandomStream", "RandomGeneratorType", "verify_grad", "sigmoid",
     "softplus", "signal", "shared_rng", "rng_binomial",
     # graph internals the legacy layer and the nnet Ops use (same names in both libraries)
-    "Op", "Apply", "Constant", "Elemwise", "DimShuffle", "Subtensor", "get_idx_list", "DisconnectedType",
-    "upcast",
+    "Op", "Apply", "Constant", "Elemwise", "DimShuffle", "Subtensor", "get_idx_list", "ScalarFromTensor",
+    "TensorFromScalar", "DisconnectedType", "upcast",
     # the graph library's errors symtrain translates into ConfigError
     "MissingInputError", "UnusedInputError", "DisconnectedInputError",
 ]

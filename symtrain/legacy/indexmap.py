@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from symtrain.backend import Constant, DimShuffle, Elemwise, Subtensor, ancestors, get_idx_list, ps, pt
+from symtrain.backend import (
+    Constant,
+    DimShuffle,
+    Elemwise,
+    ScalarFromTensor,
+    Subtensor,
+    TensorFromScalar,
+    ancestors,
+    get_idx_list,
+    ps,
+    pt,
+)
 from symtrain.errors import ConfigError
 
 _IDENTITY_OPS = (ps.Identity, ps.Cast)
@@ -97,8 +108,8 @@ def affine_of(var, inputs: Sequence) -> Affine:
     if node is None:
         raise NotAffine(f"it depends on {var} ({type(var).__name__}), which is not an input of the function")
     op = node.op
-    name = type(op).__name__
-    if name in ("ScalarFromTensor", "TensorFromScalar") or (isinstance(op, DimShuffle) and var.type.ndim == 0):
+    scalar_view = isinstance(op, DimShuffle) and var.type.ndim == 0  # a 0-d tensor as a scalar, or back
+    if isinstance(op, ScalarFromTensor | TensorFromScalar) or scalar_view:
         return affine_of(node.inputs[0], inputs)
     scalar_op = op.scalar_op if isinstance(op, Elemwise) else op if isinstance(op, ps.ScalarOp) else None
     if scalar_op is None:
@@ -108,14 +119,13 @@ def affine_of(var, inputs: Sequence) -> Affine:
         if np.dtype(var.type.dtype).kind not in "iu":
             raise NotAffine(f"it casts to {var.type.dtype}")
         return args[0]
-    kind = type(scalar_op).__name__
-    if kind == "Neg":
+    if isinstance(scalar_op, ps.Neg):
         return _combine([args[0]], -1)
-    if kind == "Add":
+    if isinstance(scalar_op, ps.Add):
         return _combine(args, 1)
-    if kind == "Sub":
+    if isinstance(scalar_op, ps.Sub):
         return _combine([args[0], _scale(args[1], -1)], 1)
-    if kind == "Mul":
+    if isinstance(scalar_op, ps.Mul):
         out = args[0]
         for arg in args[1:]:
             if out.input is None:
@@ -125,7 +135,7 @@ def affine_of(var, inputs: Sequence) -> Affine:
             else:
                 raise NotAffine("it multiplies the index by itself (not affine)")
         return out
-    raise NotAffine(f"it uses {kind}, which is not + - * or an integer cast")
+    raise NotAffine(f"it uses {type(scalar_op).__name__}, which is not + - * or an integer cast")
 
 
 def _scale(aff: Affine, k: int) -> Affine:
