@@ -234,6 +234,20 @@ def test_theano_imported_with_other_modules_is_theano_era():
     assert "    return list(zip(a, b))" in new and lines_of(findings, "changed") == [3]
 
 
+def test_report_lines_are_those_of_the_original_file():
+    """Imports that the rewrite splits, adds or drops do not shift the lines the report gives."""
+    src = (
+        "import six\nimport numpy, theano\nimport theano.tensor as T\n"
+        "f = theano.function([T.scalar()], [], updates=[])\nd = theano.Param(T.scalar(), default=1)\n"
+        "def g(a, b, persistent=None):\n    updates = {}\n    if persistent:\n"
+        "        updates[persistent] = T.dot(a, b)\n    return zip(a, b)\n"
+        "def h(a, p=None):\n    if p:\n        return {p: T.dot(a, a)}\n"
+    )
+    new, findings = mig(src)
+    assert len(new.splitlines()) != len(src.splitlines())
+    assert lines_of(findings, "changed") == [8, 10, 12]
+
+
 def test_aesara_code_keeps_its_iterators():
     src = "import aesara\ndef f(a, b):\n    return zip(a, b)\n"
     assert mig(src)[0] == src.replace("aesara", "pytensor")

@@ -7,11 +7,13 @@ layer the rewritten code calls lives in ``symtrain.migrate.runtime`` and ``symtr
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import io
 import os
 import re
 import tokenize
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,24 +77,42 @@ def migrate_source(source: str, path: str = "<string>", out_of_core: bool = Fals
             findings += found
         else:
             findings += py2.report_tuple_prints(module, path)
+    before = module.code
     module, found = rewrite_module(module, path, python2)
     findings += found
+    # the passes below see the rewritten module, whose imports may take more or fewer lines: their
+    # findings are mapped back to the lines of the file as it was
+    renamed = module.code
+    later: list[Finding] = []
     theano_era = python2 or bool(_THEANO_ERA.search(source))
     if theano_era and _ONE_SHOT.search(text):
         module, found = wrap_one_shot(module, path)
-        findings += found
+        later += found
     if theano_era and _NONE_DEFAULT.search(text):  # Aesara variables already refused bool()
         module, found = fix_truth_tests(module, path)
-        fixed = {f.line for f in found if f.kind == "changed"}
-        # the generic "`if x:` on a symbolic variable" review is settled where the test was rewritten
-        findings = [f for f in findings if not (f.line in fixed and "on a symbolic variable" in f.message)]
-        findings += found
+        later += found
     if out_of_core:
         from symtrain.migrate.out_of_core import rewrite_out_of_core
 
         module, found = rewrite_out_of_core(module, path)
-        findings += found
-    return Result(path, source, module.code, python2, findings)
+        later += found
+    to_old = _line_map(renamed, before)
+    later = [dataclasses.replace(f, line=to_old(f.line)) for f in later]
+    fixed = {f.line for f in later if f.kind == "changed" and "truth test" in f.message}
+    # the generic "`if x:` on a symbolic variable" review is settled where the test was rewritten
+    findings = [f for f in findings if not (f.line in fixed and "on a symbolic variable" in f.message)]
+    return Result(path, source, module.code, python2, findings + later)
+
+
+def _line_map(new: str, old: str) -> Callable[[int], int]:
+    """Map 1-based line numbers of ``new`` to the matching lines of ``old`` (within a changed block: the
+    same offset, clipped to the block)."""
+    matcher = difflib.SequenceMatcher(a=old.splitlines(), b=new.splitlines(), autojunk=False)
+    table: dict[int, int] = {}
+    for _, i1, i2, j1, j2 in matcher.get_opcodes():
+        for j in range(j1, j2):
+            table[j + 1] = min(i1 + (j - j1), max(i2 - 1, i1)) + 1
+    return lambda line: table.get(line, line)
 
 
 def iter_python_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:

@@ -281,6 +281,10 @@ class _Uses(cst.CSTVisitor):
             if self._is_p(mine) and isinstance(other, cst.SimpleString | cst.FormattedString):
                 self.plain.append("string")
 
+    def visit_DictElement(self, node: cst.DictElement) -> None:
+        if self._is_p(node.key) and self._is_graph_value(node.value):
+            self.graph.append("a dict key mapped to a graph value (updates/givens)")
+
     def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
         if self._is_p(node.left) and self._is_graph_value(node.right):
             self.graph.append("its alternative is a graph value")
