@@ -245,6 +245,13 @@ def test_script_mistakes_are_one_line(data, tmp_path, cli, kw, message):
     assert not (tmp_path / "run").exists()  # nothing left behind by a refused start
 
 
+def test_bad_numbers_are_refused_before_anything_is_compiled(tmp_path, cli, data):
+    for flag, value in (("--epochs", 0), ("--checkpoint-every-steps", -1)):
+        script = _script(tmp_path)
+        code, err = cli("train", script, "--data", data[0], "--run-dir", tmp_path / "run", flag, value)
+        assert code == 2 and f"{flag} must be an integer >= 1, got {value}" in err and _built(tmp_path) == 0
+
+
 def test_script_paths_and_import_errors(tmp_path, cli, data):
     code, err = cli("train", ".", "--data", data[0], "--run-dir", tmp_path / "run")
     assert code == 2 and "script '.' is a directory" in err

@@ -160,6 +160,10 @@ def resolve_run(
     ``checkpoint_every_steps`` override the stored ones, logged. ``None`` means "not given"."""
     run_dir = Path(run_dir)
     given_stream = {k: v for k, v in (stream_options or {}).items() if v is not None}
+    for name, value in (("epochs", epochs), ("checkpoint_every_steps", checkpoint_every_steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            flag = "--" + name.replace("_", "-")  # checked before anything is compiled
+            raise ConfigError(f"{flag} must be an integer >= 1, got {value!r}")
     stored = rundir.load_options(run_dir, OPTIONS_SCHEMA) if resume and run_dir.is_dir() else None
     if stored is not None:
         _check_stored(stored, run_dir / rundir.OPTIONS)
