@@ -535,3 +535,12 @@ def test_a_user_callbacks_state_may_be_any_json(model, tmp_path):
     again = Counter()
     model(run, epochs=2, resume=True, callbacks=[again])
     assert again.seen == list(range(12))
+
+
+@pytest.mark.parametrize("content", ['{"pid": 1000000000000000000000000000000, "host": "h"}', '{"pid": "12"}',
+                                     "[1, 2]", "not json", '{"pid": -4, "host": null}', ""])
+def test_a_lock_file_with_garbage_is_taken_over_when_nobody_holds_it(tmp_path, content):
+    (tmp_path / rundir.LOCK).write_text(content)
+    lock = rundir.RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / rundir.LOCK).read_text())["pid"] == os.getpid()
+    lock.release()

@@ -269,18 +269,20 @@ class RunLock:
         host, pid = socket.gethostname(), os.getpid()
         if info and info.get("pid") != pid:
             other_pid, other_host = info.get("pid"), info.get("host")
-            if other_host != host:
+            if not (is_int(other_pid) and 0 < other_pid < 2**31 and isinstance(other_host, str)):
+                log.warning("%s: the lock names no valid owner (%.80r); nobody holds it, taking it over",
+                            self.path, info)
+            elif other_host != host:
                 raise RunDirError(
                     f"{self.path}: the lock belongs to {_owner_text(info)}, another host; this host "
                     "cannot tell whether that run is still going: if it is over, delete the lock "
                     "file and rerun"
                 )
-            alive = is_int(other_pid) and pid_alive(other_pid)
-            if alive and info.get("start_time") in (None, _start_time(other_pid)):
+            elif pid_alive(other_pid) and info.get("start_time") in (None, _start_time(other_pid)):
                 raise RunDirError(self._busy(info) + f" (if no symtrain run is going, delete {self.path})")
-            log.warning(
-                "%s: taking over the stale lock of %s (that process is gone)", self.path, _owner_text(info)
-            )
+            else:
+                log.warning("%s: taking over the stale lock of %s (that process is gone)", self.path,
+                            _owner_text(info))
         mine = {"pid": pid, "host": host, "start_time": _start_time(pid), "started": time.time()}
         data = (json.dumps(mine) + "\n").encode()
         try:
