@@ -28,6 +28,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import dotted_name as _dotted
 
 _INT_NAME = re.compile(
     r"(^|_)(n|num|size|batch|batches|index|idx|count|len|length|patience|iter|epoch|"
@@ -124,15 +125,6 @@ INT_METHODS = frozenset({"randint", "count", "index", "argmax", "argmin", "bit_l
 FLOAT_MODULES = frozenset({"math", "time", "random", "scipy"})
 GRAPH_MODULES = ("theano", "aesara", "pytensor", "lasagne", "keras", "blocks")
 INT, FLOAT, SYMBOLIC, UNKNOWN = "int", "float", "symbolic", "unknown"
-
-
-def _dotted(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr.value}"
-    return None
 
 
 class _Aliases(cst.CSTVisitor):

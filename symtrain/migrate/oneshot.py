@@ -20,6 +20,7 @@ from libcst.metadata import (
 )
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import dotted_name as _dotted
 
 ITERATORS = frozenset({"zip", "map", "filter"})
 VIEWS = frozenset({"keys", "values", "items"})
@@ -68,15 +69,6 @@ CONSUMER_METHODS = frozenset(
     }
 )
 VIEW_CONSUMERS = frozenset({"len", "bool"})
-
-
-def _dotted(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr.value}"
-    return None
 
 
 class _OneShot(cst.CSTTransformer):

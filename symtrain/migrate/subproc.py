@@ -12,18 +12,10 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import dotted_name as _dotted
 
 PIPES = ("stdin", "stdout", "stderr")
 CHOSEN = frozenset({"text", "universal_newlines", "encoding", "errors"})
-
-
-def _dotted(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr.value}"
-    return None
 
 
 class _Names(cst.CSTVisitor):

@@ -17,6 +17,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import dotted_name as _dotted
 
 GRAPH_ROOTS = ("pytensor", "symtrain", "theano", "aesara")
 # calls whose argument is a value (numpy data, a config string), not a graph variable
@@ -158,15 +159,6 @@ PLAIN_NAMES = frozenset(
 
 
 _COUNT_NAME = re.compile(r"(^|_)(n|num|size|count|len|length|index|idx|dim|axis|steps?|epochs?)(_|$)")
-
-
-def _dotted(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr.value}"
-    return None
 
 
 def _mentions(node: cst.CSTNode, name: str) -> bool:
