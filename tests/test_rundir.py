@@ -544,3 +544,22 @@ def test_a_lock_file_with_garbage_is_taken_over_when_nobody_holds_it(tmp_path, c
     lock = rundir.RunLock(tmp_path).acquire()
     assert json.loads((tmp_path / rundir.LOCK).read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_a_best_checkpoint_of_another_shape_is_never_restored(model, tmp_path, caplog):
+    run = tmp_path / "run"
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if trainer.global_step == 3:
+                trainer.request_stop("interrupted")
+
+    model(run, epochs=2, validation=lambda: {"loss": 1.0}, validate_every_steps=2, callbacks=[StopAt()],
+          restore_best=True)
+    best = run / "checkpoints" / "best"
+    assert best.is_dir()
+    meta = json.loads((best / "checkpoint.json").read_text())
+    ckpt.write_checkpoint(best, {"W": np.ones((3, 3), np.float32)}, meta)
+    h = model(run, epochs=2, validation=lambda: {"loss": 2.0}, resume=True, restore_best=True)
+    assert h.stop_reason == "completed" and "restore_best will use later bests only" in caplog.text
+    assert "W: checkpoint float32(3, 3), model float32(4, 2)" in caplog.text

@@ -381,7 +381,9 @@ class Trainer:
                  self.step_in_epoch, self.steps_per_epoch, self.global_step)
         if self.keep_best_in_memory and (cdir / ckpt.BEST).is_dir():
             try:
-                self.best_values = ckpt.read_checkpoint(cdir / ckpt.BEST).arrays
+                best = ckpt.read_checkpoint(cdir / ckpt.BEST).arrays
+                ckpt.check_variables(ckpt.describe(best), self.variables, cdir / ckpt.BEST)  # same shapes
+                self.best_values = best
             except CheckpointError as exc:
                 log.warning("best checkpoint unreadable, restore_best will use later bests only: %s", exc)
 
