@@ -563,3 +563,11 @@ def test_a_best_checkpoint_of_another_shape_is_never_restored(model, tmp_path, c
     h = model(run, epochs=2, validation=lambda: {"loss": 2.0}, resume=True, restore_best=True)
     assert h.stop_reason == "completed" and "restore_best will use later bests only" in caplog.text
     assert "W: checkpoint float32(3, 3), model float32(4, 2)" in caplog.text
+
+
+def test_a_dataset_directory_is_never_a_run_directory(model, tmp_path):
+    data = st.write_dataset(tmp_path / "data", {"x": np.zeros((4, 2), np.float32)})
+    before = _tree(data)
+    with pytest.raises(RunDirError, match="is a dataset directory \\(it holds manifest.json\\)"):
+        model(data)
+    assert _tree(data) == before

@@ -44,6 +44,7 @@ LOCK = "symtrain-run.lock"
 OPTIONS = "options.json"
 LAYOUT = (CHECKPOINTS, JSONL, CSV, PNG, OPTIONS)  # the names a run may replace, once it owns them
 WRITTEN_BY_FIT = (CHECKPOINTS, JSONL, CSV)
+DATASET_MARKERS = ("manifest.json", "datasets.json", "digits.json")  # storage's: a dataset or a group of them
 MARKER_FORMAT = "symtrain-run"
 OPTIONS_FORMAT = "symtrain-run-options"
 MAX_JSON_BYTES = 64 << 20  # a run-dir JSON file larger than this is not one symtrain wrote
@@ -140,6 +141,10 @@ def check_run_dir(run_dir: Path) -> None:
         raise RunDirError(f"run_dir={str(run_dir)!r} is a dangling symlink")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run_dir={str(run_dir)!r} is not a directory (a file of that name exists)")
+    data = [n for n in DATASET_MARKERS if os.path.lexists(run_dir / n)]
+    if data:
+        raise RunDirError(f"run_dir={str(run_dir)!r} is a dataset directory (it holds {data[0]}); a run "
+                          "directory must be separate from the data: choose another run_dir")
     probe = run_dir / LOCK
     if not run_dir.is_dir():  # the first component that does not exist yet must be creatable
         probe = run_dir.absolute()
