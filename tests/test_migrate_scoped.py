@@ -430,6 +430,11 @@ def test_truth_tests_without_graph_evidence_are_reported_not_rewritten(src, plai
     assert bool(said) == plain
 
 
+def test_python2_helper_without_theano_has_no_truth_test_reports():
+    new, findings = mig("def label(x, name=None):\n    if name:\n        print name\n    return x\n")
+    assert "    if name:" in new and not [f for f in findings if "truth test" in f[2]]
+
+
 def test_persistent_chain_runs_after_the_rewrite():
     """The issue's CD snippet: with a shared persistent chain it builds its updates instead of raising."""
     new, _ = mig("""\

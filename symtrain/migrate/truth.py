@@ -466,6 +466,8 @@ def fix_truth_tests(module: cst.Module, path: str) -> tuple[cst.Module, list[Fin
     """Rewrite (or report) truth tests of None-defaulted graph parameters; see the module docstring."""
     symbolic = _Symbolic()
     module.visit(symbolic)
+    if not symbolic.aliases:
+        return module, []  # a module that never imports the graph library builds no graph variables
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     analysis = _Analysis(symbolic.aliases, symbolic.symbolic, symbolic.callers)
     wrapper.visit(analysis)
