@@ -113,4 +113,8 @@ def main(script: str, epochs: int) -> None:
     except KeyboardInterrupt:
         print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
         code = 130
+    except OSError as exc:  # the system refused (full disk, read-only directory): one line, as symtrain's CLI
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{Path(sys.argv[0]).name}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        code = 2
     sys.exit(code)
