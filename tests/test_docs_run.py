@@ -138,7 +138,7 @@ def test_markers_are_well_formed(page: Path) -> None:
     lines = page.read_text(encoding="utf-8").splitlines()
     starts = {line - 1 for lang, line, _, _ in blocks(page) if lang in RUN_LANGS}
     for n, line in enumerate(lines, 1):
-        if "docs-test:" not in line:
+        if not line.strip().startswith("<!-- docs-test:"):
             continue
         if line.strip().startswith("<!-- docs-test: skip"):
             assert SKIP.match(line.strip()), f"{page.name}:{n}: skip marker without a (reason)"
