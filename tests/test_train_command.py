@@ -54,6 +54,9 @@ def build(train, valid):
 """
 
 
+BODY_LINE = SCRIPT.splitlines().index("    {BODY}") + 1
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cmd")
@@ -236,6 +239,8 @@ def test_resume_refuses_another_script_and_bad_stored_options(data, tmp_path, cl
         (dict(body='raise ValueError("boom")'), "build(train, valid) raised ValueError: boom (at "),
         (dict(body='{}["missing"]'), "build(train, valid) raised KeyError: 'missing'"),
         (dict(body="import no_such_module_xyz"), "raised ModuleNotFoundError"),
+    (dict(body="pt.as_tensor_variable(object())"), f"model.py:{BODY_LINE})"),  # raised inside PyTensor:
+    # the line named is the script's, not the library's
     ],
 )
 def test_script_mistakes_are_one_line(data, tmp_path, cli, kw, message):

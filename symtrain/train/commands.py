@@ -24,6 +24,7 @@ import logging
 import os
 import shlex
 import sys
+import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,12 +79,16 @@ def load_script(path: str | Path) -> Any:
 
 
 def _describe(exc: BaseException) -> str:
-    """``Type: message`` plus where in the user's code it happened, for a one-line error."""
+    """``Type: message`` plus where in the user's code it happened (the deepest frame outside symtrain and
+    installed libraries, e.g. the script's line), for a one-line error."""
     where = ""
+    paths = sysconfig.get_paths()
+    library = (str(Path(__file__).parent.parent), paths["purelib"], paths["platlib"], paths["stdlib"])
     tb = exc.__traceback__
     while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(str(Path(__file__).parent.parent)):
-            where = f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith(library) and not name.startswith("<"):
+            where = f" (at {name}:{tb.tb_lineno})"
         tb = tb.tb_next
     if isinstance(exc, SyntaxError) and exc.lineno:
         where = f" (at {exc.filename}:{exc.lineno})"
