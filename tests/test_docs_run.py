@@ -6,7 +6,8 @@ reader following the page: python blocks share one namespace, shell blocks run w
 library compiles with FAST_COMPILE; floatX stays at its default, as a reader's would.
 
 A block immediately preceded by a line ``<!-- docs-test: skip (reason) -->`` is not run (the reason must
-be given: it installs, runs for minutes, or needs the reader's own files). A page with a line
+be given: it installs, runs for minutes, or needs the reader's own files); one preceded by
+``<!-- docs-test: file NAME -->`` is the content of file NAME, written where the page's commands run. A page with a line
 ``<!-- docs-test: continues PAGE.md -->`` first runs PAGE.md's blocks in the same session, for pages
 that build on the tutorial's objects. ``SETUP`` lists what a page says another command made first.
 """
@@ -28,6 +29,9 @@ RUN_LANGS = {"python": "python", "py": "python", "bash": "sh", "sh": "sh", "shel
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 SKIP = re.compile(r"^<!-- docs-test: skip \((?P<reason>[^)]*\S[^)]*)\) -->$")
 CONTINUES = re.compile(r"^<!-- docs-test: continues (?P<page>[\w./-]+\.md) -->$")
+FILE = re.compile(r"^<!-- docs-test: file (?P<name>[\w.-]+) -->$")
+COMMAND = re.compile(r"^(symtrain (datasets|convert|inspect|shuffle|train|plot|migrate)\b(?!:)|python3? |"
+                     r"\.venv/bin/|make |pip )")
 TIMEOUT = 600
 
 # What a page says was created before its first block, by a step the test cannot run (e.g. `make demo`).
@@ -37,7 +41,10 @@ SETUP = {
 
 
 def blocks(page: Path) -> list[tuple[str, int, str, str | None]]:
-    """(language, first line number, code, skip reason or None) of every fenced block of ``page``."""
+    """(language, first line number, code, skip reason or None) of every fenced block of ``page``.
+
+    A block marked ``docs-test: file NAME`` comes back with language ``file:NAME``.
+    """
     lines = page.read_text(encoding="utf-8").splitlines()
     out, i = [], 0
     while i < len(lines):
@@ -52,8 +59,9 @@ def blocks(page: Path) -> list[tuple[str, int, str, str | None]]:
         code = textwrap.dedent("\n".join(line[len(indent):] if line.startswith(indent) else line
                                          for line in lines[i + 1:j]))
         prev = lines[i - 1].strip() if i else ""
-        skip = SKIP.match(prev)
-        out.append((lang.lower(), i + 1, code, skip.group("reason") if skip else None))
+        skip, file = SKIP.match(prev), FILE.match(prev)
+        out.append((f"file:{file.group('name')}" if file else lang.lower(), i + 1, code,
+                    skip.group("reason") if skip else None))
         i = j + 1
     return out
 
@@ -71,7 +79,9 @@ def own_blocks(page: Path) -> list[tuple[str, str, str]]:
     if name in SETUP:
         out.append(("sh", f"{name}:setup", SETUP[name]))
     for lang, line, code, skip in blocks(page):
-        if lang in RUN_LANGS and skip is None:
+        if lang.startswith("file:"):
+            out.append(("file", lang[5:], code))
+        elif lang in RUN_LANGS and skip is None:
             out.append((RUN_LANGS[lang], f"{name}:{line}", code))
     return out
 
@@ -82,7 +92,9 @@ blocks = {blocks!r}
 ns = {{"__name__": "__main__"}}
 for kind, label, code in blocks:
     print(f"--- {{label}} ({{kind}})", flush=True)
-    if kind == "python":
+    if kind == "file":
+        open(label, "w").write(code)
+    elif kind == "python":
         try:
             exec(compile(code, label, "exec"), ns)
         except BaseException:
@@ -136,17 +148,28 @@ def test_page_runs_as_written(group: list[Path], tmp_path: Path) -> None:
 def test_markers_are_well_formed(page: Path) -> None:
     """A skip marker gives a reason and sits right above a runnable block; continued pages exist."""
     lines = page.read_text(encoding="utf-8").splitlines()
-    starts = {line - 1 for lang, line, _, _ in blocks(page) if lang in RUN_LANGS}
+    starts = {line - 1 for lang, line, _, _ in blocks(page) if lang in RUN_LANGS or lang.startswith("file:")}
     for n, line in enumerate(lines, 1):
         if not line.strip().startswith("<!-- docs-test:"):
             continue
         if line.strip().startswith("<!-- docs-test: skip"):
             assert SKIP.match(line.strip()), f"{page.name}:{n}: skip marker without a (reason)"
             assert n in starts, f"{page.name}:{n}: skip marker not immediately above a python/sh block"
+        elif FILE.match(line.strip()):
+            assert n in starts, f"{page.name}:{n}: file marker not immediately above a fenced block"
         else:
             m = CONTINUES.match(line.strip())
             assert m, f"{page.name}:{n}: unknown docs-test marker {line.strip()!r}"
             assert (page.parent / m.group("page")).is_file(), f"{page.name}:{n}: no page {m.group('page')}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_commands_are_in_runnable_blocks(page: Path) -> None:
+    """A command shown in an unlabeled fence would escape the test: label it ```sh (or ```console for a
+    transcript with its output)."""
+    for lang, line, code, _ in blocks(page):
+        first = next((s.strip() for s in code.splitlines() if s.strip()), "")
+        assert lang or not COMMAND.match(first), f"{page.name}:{line}: command in an unlabeled block: {first!r}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
