@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import common
 from benchmarks.common import MiB, Table, median, rate, show
 from symtrain.cli import doc_summary
@@ -194,8 +192,10 @@ def run_loaders(cfg: Config) -> Table:
 
 
 def fill_breakdown(cfg: Config) -> Table:
-    """What bounds symtrain's loader, warm: ``load.fill`` on the main thread over one shuffled epoch's loads,
-    whole (read + gather into the staging buffer) and read-only (same ranges, no permutation)."""
+    """What bounds symtrain's loader, warm: ``load.fill`` on the main thread over one shuffled epoch's loads
+    (one copy: a gather from a mapping of each fill's span), the same ranges read in file order (``preadv``
+    straight into the staging buffer), and the previous two-pass fill (read into scratch, then gather)."""
+    from benchmarks.augment import two_pass_fill
     from symtrain.storage import open_dataset
     from symtrain.stream.load import Load, fill, sources_of
     from symtrain.stream.plan import epoch_loads, make_spec
@@ -212,46 +212,32 @@ def fill_breakdown(cfg: Config) -> Table:
         out = {name: src.empty(spec.chunk_rows) for name, src in sources.items()}
         scratch: dict = {}
         common.warm(files)
-        fill(sources, loads[0], out, scratch)  # touch the staging and scratch arrays once
-        times: dict[str, list[float]] = {"shuffle": [], "read": []}
+        fill(sources, loads[0], out)  # touch the staging arrays once
+        two_pass_fill(sources, loads[0], out, scratch)  # and the old scratch
+        times: dict[str, list[float]] = {"shuffle": [], "read": [], "two_pass": []}
         rows = sum(ld.n_valid for ld in loads)
         plain = [Load(ld.ranges, None, ld.n_valid) for ld in loads]
-        maps = {name: ds[name] for name in sources}  # read-only memmaps of the same files
-        times["fused"] = []
-
-        def fused() -> None:  # one copy: gather straight from the mapped block into the staging buffer
-            for ld in loads:
-                (a, b), = ld.ranges  # mix=1: one contiguous block per load
-                for name, mm in maps.items():
-                    np.take(mm[a - ds.start:b - ds.start], ld.perm, axis=0, out=out[name][:ld.n_valid], mode="clip")
-
-        fused()
         for _ in range(cfg.reps):
-            times["shuffle"].append(common.timed(lambda: [fill(sources, ld, out, scratch) for ld in loads]))
-            times["read"].append(common.timed(lambda: [fill(sources, ld, out, scratch) for ld in plain]))
-            times["fused"].append(common.timed(fused))
-        maps.clear()  # drop the mappings before the dataset closes
+            times["shuffle"].append(common.timed(lambda: [fill(sources, ld, out) for ld in loads]))
+            times["read"].append(common.timed(lambda: [fill(sources, ld, out) for ld in plain]))
+            times["two_pass"].append(common.timed(
+                lambda: [two_pass_fill(sources, ld, out, scratch) for ld in loads]))
     finally:
         ds.close()
-    shuffle, read = median(times["shuffle"]), median(times["read"])
     table = Table("What bounds symtrain's loader (warm): `load.fill` over one shuffled epoch, on the main thread",
                   ["part", "seconds per epoch", "rows/s", "GB/s"])
-    table.rows.append(["read the chunk's blocks (`os.preadv` into scratch, page cache -> RAM)", f"{read:.2f}",
-                       *rate(rows, rows * row_bytes, read)])
-    table.rows.append(["gather rows into the staging buffer in the permuted order (`np.take(mode='clip')`)",
-                       f"{shuffle - read:.2f}", *rate(rows, rows * row_bytes, shuffle - read)])
-    table.rows.append(["whole fill (read + gather), what the loaders run", f"{shuffle:.2f}",
-                       *rate(rows, rows * row_bytes, shuffle)])
-    fused_s = median(times["fused"])
-    table.rows.append(["for comparison: one-copy gather from a read-only memmap of the block "
-                       "(`np.take(mm[a:b], perm, out=stage, mode='clip')`)", f"{fused_s:.2f}",
-                       *rate(rows, rows * row_bytes, fused_s)])
+    labels = {"read": "the same rows in file order (`os.preadv` straight into the staging buffer)",
+              "shuffle": "shuffled fill, what the loaders run (one copy: `np.take(mode='clip')` from a mapping "
+                         "of the fill's span into the staging buffer, then unmap)",
+              "two_pass": "for comparison: the previous two-pass fill (`preadv` into scratch, then gather)"}
+    for key in ("read", "shuffle", "two_pass"):
+        secs = median(times[key])
+        table.rows.append([labels[key], f"{secs:.2f}", *rate(rows, rows * row_bytes, secs)])
     table.notes.append(f"Medians of {cfg.reps} epoch(s) of {len(loads)} fills of {spec.chunk_rows} rows. The "
-                       "loaders run exactly this `fill` on their thread or process; what they deliver beyond it "
-                       "is hand-off (install into the device buffers, wake-ups) and competition for the 2 cores. "
-                       "The one-copy memmap gather saves the second pass over the chunk, but maps the file pages "
-                       "into the process (RssFile grows toward the file size, counted by cgroup limits), which the "
-                       "`preadv` design avoids.")
+                       "loaders run exactly this `fill` on their threads or processes; what they deliver beyond "
+                       "it is hand-off (install into the device buffers, wake-ups) and competition for the 2 "
+                       "cores. The mapping lives for one gather only, so RssFile rises by at most one fill's "
+                       "span while it is gathered and none of it stays mapped.")
     return table
 
 
