@@ -227,15 +227,15 @@ def fill_breakdown(cfg: Config) -> Table:
     table = Table("What bounds symtrain's loader (warm): `load.fill` over one shuffled epoch, on the main thread",
                   ["part", "seconds per epoch", "rows/s", "GB/s"])
     labels = {"read": "the same rows in file order (`os.preadv` straight into the staging buffer)",
-              "shuffle": "shuffled fill, what the loaders run (one copy: `np.take(mode='clip')` from a mapping "
-                         "of the fill's span into the staging buffer, then unmap)",
+              "shuffle": "shuffled fill, what the loaders run (one copy: `np.take(mode='clip')` from a "
+                         "mapping of the fill's span into the staging buffer, then unmap)",
               "two_pass": "for comparison: the previous two-pass fill (`preadv` into scratch, then gather)"}
     for key in ("read", "shuffle", "two_pass"):
         secs = median(times[key])
         table.rows.append([labels[key], f"{secs:.2f}", *rate(rows, rows * row_bytes, secs)])
     table.notes.append(f"Medians of {cfg.reps} epoch(s) of {len(loads)} fills of {spec.chunk_rows} rows. The "
-                       "loaders run exactly this `fill` on their threads or processes; what they deliver beyond "
-                       "it is hand-off (install into the device buffers, wake-ups) and competition for the 2 "
+                       "loaders run exactly this `fill` on their threads or processes; what they deliver "
+                       "beyond it is hand-off (install into the device buffers, wake-ups) and competition for the 2 "
                        "cores. The mapping lives for one gather only, so RssFile rises by at most one fill's "
                        "span while it is gathered and none of it stays mapped.")
     return table
