@@ -235,8 +235,8 @@ def fill_breakdown(cfg: Config) -> Table:
         table.rows.append([labels[key], f"{secs:.2f}", *rate(rows, rows * row_bytes, secs)])
     table.notes.append(f"Medians of {cfg.reps} epoch(s) of {len(loads)} fills of {spec.chunk_rows} rows. The "
                        "loaders run exactly this `fill` on their threads or processes; what they deliver "
-                       "beyond it is hand-off (install into the device buffers, wake-ups) and competition for the 2 "
-                       "cores. The mapping lives for one gather only, so RssFile rises by at most one fill's "
+                       "beyond it is hand-off (install into the device buffers, wake-ups) and competition "
+                       "for the 2 cores. The mapping lives for one gather only, so RssFile rises by at most one fill's "
                        "span while it is gathered and none of it stays mapped.")
     return table
 
