@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent('''
     RANK = int(os.environ.get("PMI_RANK", "0"))
 
     class Fault(Callback):
-        """SYMTRAIN_TEST_FAULT="kill:N" | "raise:N" | "diverge:N" (rank 1 after global step N) | "pause:N"
+        """SYMTRAIN_TEST_FAULT="kill:N" | "raise:N" | "diverge:N" | "stop:N" (rank 1 after step N) | "pause:N"
         (rank 0 marks a file and waits for the signal the test then sends to the launcher, at step N)."""
         def __init__(self, spec):
             kind, _, n = spec.partition(":")
@@ -51,6 +51,8 @@ SCRIPT = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.kind == "raise" and RANK == 1:
                 raise RuntimeError("boom on purpose")
+            if self.kind == "stop" and RANK == 1:
+                t.request_stop("user", "a decision only rank 1 takes")
             if self.kind == "diverge" and RANK == 1:
                 W = t.variables["W"]
                 W.set_value(W.get_value() + np.float32(1e-3))
@@ -235,5 +237,16 @@ def test_ranks_that_diverge_are_detected_by_the_state_checksum(setup):
                          timeout=120)
     assert res.returncode not in (0, 130)
     assert "RanksDivergedError" in res.stderr and "rank(s) [1] differ from rank 0" in res.stderr, \
+        res.stderr[-3000:]
+    _all_ranks_gone(env, 2)
+
+
+def test_a_stop_requested_on_one_rank_only_is_an_error_not_a_hang(setup):
+    tmp, data, _ = setup
+    env = _env(tmp, "stop:5")
+    res = subprocess.run(_command(tmp, data, tmp / "onesided", 2), env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode not in (0, 130)
+    assert "RanksDivergedError" in res.stderr and "requested on some ranks only" in res.stderr, \
         res.stderr[-3000:]
     _all_ranks_gone(env, 2)

@@ -16,7 +16,7 @@ _LAZY = {
     "shard_load": "symtrain.distributed.shard",
     "DistributedStep": "symtrain.distributed.step",
     "DistributedTrainer": "symtrain.distributed.trainer",
-    "RanksDivergedError": "symtrain.distributed.trainer",
+    "RanksDivergedError": "symtrain.distributed.comm",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -14,9 +14,16 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from symtrain.errors import ConfigError
+from symtrain.errors import ConfigError, SymtrainError
 
 log = logging.getLogger("symtrain.distributed")
+
+FAREWELL = 1e6  # a rank's stop slot when it has left the training loop (a step's slot sums 0/1 flags)
+
+
+class RanksDivergedError(SymtrainError):
+    """The ranks no longer agree: their state differs, or some left the training loop before the others."""
+
 
 INSTALL_HINT = "install it with `pip install symtrain[mpi]` (mpi4py and the MPICH wheel)"
 

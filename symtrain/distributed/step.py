@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from symtrain.backend import function, grad, pt, shared
-from symtrain.distributed.comm import Comm
+from symtrain.distributed.comm import FAREWELL, Comm, RanksDivergedError
 from symtrain.errors import ConfigError
 from symtrain.optim.updates import slot
 from symtrain.train.step import StepControls, _by_name, _check_updates, _compile, _no_clash, _updated_shared
@@ -117,8 +117,18 @@ class DistributedStep(StepControls):
                 self._apply()
         return metrics
 
+    @property
+    def exchange_length(self) -> int:
+        """Floats of the per-step reduction: the whole buffer, or its metrics tail when accumulating."""
+        return self.length if self.accumulate == 1 else self.length - self.n_acc
+
     def _metrics(self, buf: np.ndarray) -> dict[str, float]:
         tail = buf[self.n_acc:]
+        if tail[-1] >= FAREWELL:
+            raise RanksDivergedError(
+                "another rank left the training loop while this one was still training: a stop was "
+                "requested on some ranks only (stop only on values every rank shares, such as the step's "
+                "metrics or the validation metrics)")
         rows = max(float(tail[-2]), 1.0)
         self.stop_agreed = bool(tail[-1] > 0)
         return {k: float(v) / rows for k, v in zip(self.names, tail[:self.n_metrics])}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from symtrain.distributed.comm import Comm
+from symtrain.distributed.comm import FAREWELL, Comm, RanksDivergedError
 from symtrain.distributed.shard import shard_stream
 from symtrain.distributed.step import DistributedStep
 from symtrain.errors import ConfigError, SymtrainError
@@ -28,10 +28,6 @@ from symtrain.train.trainer import Trainer, validation_fn
 from symtrain.validate import check_int
 
 log = logging.getLogger("symtrain.distributed")
-
-
-class RanksDivergedError(SymtrainError):
-    """The parameters (or optimizer state) are no longer identical on every rank."""
 
 
 def sharded_validation(validation: Any, comm: Comm) -> Callable[[], Mapping[str, float]] | None:
@@ -141,11 +137,27 @@ class DistributedTrainer(Trainer):
         calls0, seconds0 = self.comm.allreduce_calls, self.comm.allreduce_seconds
         steps0 = self.global_step
         history = super().run()
+        self.farewell()
         steps = max(self.global_step - steps0, 1)
         log.info("%d ranks, global batch %d: %.3f ms in Allreduce per step (%d calls)", self.comm.size,
                  self.global_batch_size, 1e3 * (self.comm.allreduce_seconds - seconds0) / steps,
                  self.comm.allreduce_calls - calls0)
         return history
+
+    def farewell(self) -> None:
+        """The last collective of a run: a buffer shaped like a step's whose stop slot says "left the loop".
+
+        Ranks that all finished agree at once; a rank still training receives it in its step (and raises),
+        so a stop requested on some ranks only (a callback deciding on local data) ends in an error
+        naming the step instead of a job waiting forever."""
+        buf = np.zeros(self.step.exchange_length, dtype=self.step.dtype)
+        buf[-1] = FAREWELL
+        self.comm.allreduce_sum(buf)
+        if buf[-1] != FAREWELL * self.comm.size:
+            raise RanksDivergedError(
+                f"this rank left the training loop after global step {self.global_step} while other ranks "
+                "were still training: a stop was requested on some ranks only (stop only on values every "
+                "rank shares, such as the step's metrics or the validation metrics)")
 
     def broadcast_state(self) -> None:
         """Every rank starts from rank 0's values of every state variable (parameters, optimizer state);
