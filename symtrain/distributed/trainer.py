@@ -84,11 +84,12 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, step: Any, stream: Any, epochs: int, *, comm: Comm, validation: Any = None,
                  check_every: int | None = None, **options: Any):
+        every = check_int("check_sync_every", check_every, 0, allow_none=True) or 0  # before any compiling
         self.comm = comm
         shard_stream(stream, comm.rank, comm.size)
         dstep = DistributedStep(step, comm)
         super().__init__(dstep, stream, epochs, validation=sharded_validation(validation, comm), **options)
-        self.check_every = check_int("check_every", check_every, 0, allow_none=True) or 0
+        self.check_every = every
         self._agreed: bool | None = None
 
     # ----- the hooks -----------------------------------------------------------------------------------
