@@ -43,13 +43,17 @@ def symtrain_rows(rng: np.random.Generator) -> list[tuple[str, float]]:
 
     props = ("valid", (1, 1), True, (1, 1))
     rows = []
-    for layer, (img, kern, top) in {"conv1": (arr((128, 1, 28, 28)), arr((20, 1, 5, 5)), arr((128, 20, 24, 24))),
-                                    "conv2": (arr((128, 20, 12, 12)), arr((50, 20, 5, 5)), arr((128, 50, 8, 8)))}.items():
+    for layer, (img, kern, top) in {
+        "conv1": (arr((128, 1, 28, 28)), arr((20, 1, 5, 5)), arr((128, 20, 24, 24))),
+        "conv2": (arr((128, 20, 12, 12)), arr((50, 20, 5, 5)), arr((128, 50, 8, 8))),
+    }.items():
         i, k, t = var(img), var(kern), var(top)
         fwd = function([i, k], Conv2d(*props)(i, k))
         gw = function([i, t], Conv2dGradWeights(*props)(i, t, kern.shape[2:]))
-        rows += [(f"{layer} forward", cpu_ms(lambda f=fwd, a=img, b=kern: f(a, b))),
-                 (f"{layer} weight gradient", cpu_ms(lambda f=gw, a=img, b=top: f(a, b)))]
+        rows += [
+            (f"{layer} forward", cpu_ms(lambda f=fwd, a=img, b=kern: f(a, b))),
+            (f"{layer} weight gradient", cpu_ms(lambda f=gw, a=img, b=top: f(a, b))),
+        ]
         if layer == "conv2":  # the first layer's input gradient is never needed
             gi = function([k, t], Conv2dGradInputs(*props)(k, t, img.shape[2:]))
             rows.append((f"{layer} input gradient", cpu_ms(lambda f=gi, a=kern, b=top: f(a, b))))
@@ -61,8 +65,10 @@ def symtrain_rows(rng: np.random.Generator) -> list[tuple[str, float]]:
         out = fwd(x)
         m, g = var(out), var(out)
         grad = function([xv, m, g], MaxPoolGrad((2, 2), None, (0, 0), True)(xv, m, g))
-        rows += [(f"{layer} forward", cpu_ms(lambda f=fwd, a=x: f(a))),
-                 (f"{layer} gradient", cpu_ms(lambda f=grad, a=x, b=out: f(a, b, b)))]
+        rows += [
+            (f"{layer} forward", cpu_ms(lambda f=fwd, a=x: f(a))),
+            (f"{layer} gradient", cpu_ms(lambda f=grad, a=x, b=out: f(a, b, b))),
+        ]
     return rows
 
 
@@ -77,14 +83,20 @@ def torch_rows(rng: np.random.Generator) -> list[tuple[str, float]]:
         return torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
 
     rows = []
-    for layer, (img, kern, top) in {"conv1": (arr((128, 1, 28, 28)), arr((20, 1, 5, 5)), arr((128, 20, 24, 24))),
-                                    "conv2": (arr((128, 20, 12, 12)), arr((50, 20, 5, 5)), arr((128, 50, 8, 8)))}.items():
-        def backward(mask, img=img, kern=kern, top=top):
-            return torch.ops.aten.convolution_backward(top, img, kern, None, [1, 1], [0, 0], [1, 1], False, [0, 0],
-                                                       1, mask)
+    for layer, (img, kern, top) in {
+        "conv1": (arr((128, 1, 28, 28)), arr((20, 1, 5, 5)), arr((128, 20, 24, 24))),
+        "conv2": (arr((128, 20, 12, 12)), arr((50, 20, 5, 5)), arr((128, 50, 8, 8))),
+    }.items():
 
-        rows += [(f"{layer} forward", cpu_ms(lambda a=img, b=kern: F.conv2d(a, b))),
-                 (f"{layer} weight gradient", cpu_ms(lambda: backward([False, True, False])))]
+        def backward(mask, img=img, kern=kern, top=top):
+            return torch.ops.aten.convolution_backward(
+                top, img, kern, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask
+            )
+
+        rows += [
+            (f"{layer} forward", cpu_ms(lambda a=img, b=kern: F.conv2d(a, b))),
+            (f"{layer} weight gradient", cpu_ms(lambda: backward([False, True, False]))),
+        ]
         if layer == "conv2":
             rows.append((f"{layer} input gradient", cpu_ms(lambda: backward([True, False, False]))))
     for layer, shape in {"pool1": (128, 20, 24, 24), "pool2": (128, 50, 8, 8)}.items():
@@ -101,12 +113,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     ours = symtrain_rows(rng)
     theirs = dict(torch_rows(rng))
-    table = common.Table("LeNet conv/pool pieces, CPU ms per call (batch 128, float32, 1 thread)",
-                         ["piece", "symtrain Op (Numba)", "PyTorch", "ratio"])
+    table = common.Table(
+        "LeNet conv/pool pieces, CPU ms per call (batch 128, float32, 1 thread)",
+        ["piece", "symtrain Op (Numba)", "PyTorch", "ratio"],
+    )
     for name, ms in ours:
         table.rows.append([name, f"{ms:.2f}", f"{theirs[name]:.2f}", f"{ms / max(theirs[name], 1e-9):.2f}x"])
     total_ours, total_theirs = sum(ms for _, ms in ours), sum(theirs.values())
-    table.rows.append(["total", f"{total_ours:.2f}", f"{total_theirs:.2f}", f"{total_ours / total_theirs:.2f}x"])
+    table.rows.append(
+        ["total", f"{total_ours:.2f}", f"{total_theirs:.2f}", f"{total_ours / total_theirs:.2f}x"]
+    )
     print("\n".join(f"{k}: {v}" for k, v in common.machine().items()))
     common.show(table)
 

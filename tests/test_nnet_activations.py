@@ -28,9 +28,19 @@ def test_sigmoid_and_softplus_are_the_graph_library_objects():
 @pytest.fixture(scope="module")
 def elementwise():
     x = pt.vector(dtype="float64")
-    outs = [nn.sigmoid(x), nn.softplus(x), nn.relu(x), nn.relu(x, alpha=0.1), nn.elu(x), nn.elu(x, 0.5),
-            nn.hard_sigmoid(x), nn.round(x), nn.round(x, mode="half_to_even"),
-            pt.grad(nn.relu(x).sum(), x), pt.grad(nn.relu(x, 0.1).sum(), x)]
+    outs = [
+        nn.sigmoid(x),
+        nn.softplus(x),
+        nn.relu(x),
+        nn.relu(x, alpha=0.1),
+        nn.elu(x),
+        nn.elu(x, 0.5),
+        nn.hard_sigmoid(x),
+        nn.round(x),
+        nn.round(x, mode="half_to_even"),
+        pt.grad(nn.relu(x).sum(), x),
+        pt.grad(nn.relu(x, 0.1).sum(), x),
+    ]
     return function([x], outs)
 
 
@@ -79,7 +89,11 @@ def test_softmax_rejects_scalars():
 def losses():
     p, t, y = pt.matrix(dtype="float64"), pt.matrix(dtype="float64"), pt.vector(dtype="int64")
     o, b = pt.vector(dtype="float64"), pt.vector(dtype="float64")
-    outs = [nn.categorical_crossentropy(p, t), nn.categorical_crossentropy(p, y), nn.binary_crossentropy(o, b)]
+    outs = [
+        nn.categorical_crossentropy(p, t),
+        nn.categorical_crossentropy(p, y),
+        nn.binary_crossentropy(o, b),
+    ]
     return function([p, t, y, o, b], outs)
 
 
@@ -109,9 +123,14 @@ def test_gradients_by_finite_differences():
     def composite(a, t, o):
         # one graph covering softmax, log_softmax, elu, softplus, crossentropies (one verify_grad call)
         p = nn.softmax(a)
-        return (nn.categorical_crossentropy(p, t).sum() + nn.categorical_crossentropy(p, y).sum()
-                + nn.log_softmax(a * 0.5).sum(axis=0).dot(nn.elu(a[0])) + nn.softplus(a).sum()
-                + nn.binary_crossentropy(nn.sigmoid(o), 0.3).sum() + nn.relu(o, 0.2).sum())
+        return (
+            nn.categorical_crossentropy(p, t).sum()
+            + nn.categorical_crossentropy(p, y).sum()
+            + nn.log_softmax(a * 0.5).sum(axis=0).dot(nn.elu(a[0]))
+            + nn.softplus(a).sum()
+            + nn.binary_crossentropy(nn.sigmoid(o), 0.3).sum()
+            + nn.relu(o, 0.2).sum()
+        )
 
     a = rng.standard_normal((3, 3))
     t = np_softmax(rng.standard_normal((3, 3)))

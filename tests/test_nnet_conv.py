@@ -16,9 +16,17 @@ RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 3, 7, 6))
 W = RNG.standard_normal((4, 3, 3, 2))
 # (border_mode, subsample, filter_flip, dilation)
-CASES = [("valid", (1, 1), True, (1, 1)), ("full", (1, 1), True, (1, 1)), ("half", (1, 1), True, (1, 1)),
-         ("valid", (2, 3), True, (1, 1)), ("full", (2, 2), False, (1, 1)), (1, (1, 2), True, (1, 1)),
-         ((2, 0), (1, 1), False, (1, 1)), ("valid", (1, 1), True, (2, 2)), ("half", (2, 1), True, (2, 1))]
+CASES = [
+    ("valid", (1, 1), True, (1, 1)),
+    ("full", (1, 1), True, (1, 1)),
+    ("half", (1, 1), True, (1, 1)),
+    ("valid", (2, 3), True, (1, 1)),
+    ("full", (2, 2), False, (1, 1)),
+    (1, (1, 2), True, (1, 1)),
+    ((2, 0), (1, 1), False, (1, 1)),
+    ("valid", (1, 1), True, (2, 2)),
+    ("half", (2, 1), True, (2, 1)),
+]
 
 
 def reference(x, w, border_mode, subsample, flip, dilation):
@@ -26,21 +34,28 @@ def reference(x, w, border_mode, subsample, flip, dilation):
     kh, kw = w.shape[2:]
     dk = [(kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1]
     pad = {"valid": (0, 0), "full": (dk[0] - 1, dk[1] - 1), "half": (dk[0] // 2, dk[1] // 2)}.get(
-        border_mode, border_mode if isinstance(border_mode, tuple) else (border_mode, border_mode))
+        border_mode, border_mode if isinstance(border_mode, tuple) else (border_mode, border_mode)
+    )
     wd = np.zeros(w.shape[:2] + tuple(dk))
-    wd[:, :, ::dilation[0], ::dilation[1]] = w
+    wd[:, :, :: dilation[0], :: dilation[1]] = w
     xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
     op = scipy.signal.convolve2d if flip else scipy.signal.correlate2d
-    out = np.array([[sum(op(xp[b, c], wd[f, c], mode="valid") for c in range(x.shape[1]))
-                     for f in range(w.shape[0])] for b in range(x.shape[0])])
-    return out[:, :, ::subsample[0], ::subsample[1]]
+    out = np.array(
+        [
+            [sum(op(xp[b, c], wd[f, c], mode="valid") for c in range(x.shape[1])) for f in range(w.shape[0])]
+            for b in range(x.shape[0])
+        ]
+    )
+    return out[:, :, :: subsample[0], :: subsample[1]]
 
 
 @pytest.fixture(scope="module")
 def conv_outputs():
     x, w = pt.tensor4(dtype="float64"), pt.tensor4(dtype="float64")
-    outs = [nn.conv2d(x, w, filter_shape=W.shape, border_mode=b, subsample=s, filter_flip=f, filter_dilation=d)
-            for b, s, f, d in CASES]
+    outs = [
+        nn.conv2d(x, w, filter_shape=W.shape, border_mode=b, subsample=s, filter_flip=f, filter_dilation=d)
+        for b, s, f, d in CASES
+    ]
     return function([x, w], outs)(X, W)
 
 

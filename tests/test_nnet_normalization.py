@@ -16,9 +16,16 @@ RNG = np.random.default_rng(0)
 def test_batch_normalization_inference_form():
     x, g, b, m, s = pt.matrix(dtype="float64"), *(pt.vector(dtype="float64") for _ in range(4))
     a = RNG.standard_normal((4, 3))
-    gv, bv, mv, sv = RNG.standard_normal(3), RNG.standard_normal(3), RNG.standard_normal(3), RNG.uniform(1, 2, 3)
-    f = function([x, g, b, m, s], [nn.batch_normalization(x, g, b, m, s),
-                                   nn.batch_normalization(x, g, b, m, s, mode="high_mem")])
+    gv, bv, mv, sv = (
+        RNG.standard_normal(3),
+        RNG.standard_normal(3),
+        RNG.standard_normal(3),
+        RNG.uniform(1, 2, 3),
+    )
+    f = function(
+        [x, g, b, m, s],
+        [nn.batch_normalization(x, g, b, m, s), nn.batch_normalization(x, g, b, m, s, mode="high_mem")],
+    )
     low, high = f(a, gv, bv, mv, sv)
     np.testing.assert_allclose(low, (a - mv) * (gv / sv) + bv, rtol=1e-12)
     np.testing.assert_allclose(high, low, rtol=1e-12)
@@ -32,8 +39,15 @@ def test_batch_normalization_train_spatial_with_running_averages():
     gamma, beta = RNG.standard_normal(2), RNG.standard_normal(2)  # reduced axes left out, as Theano allowed
     rm = shared(np.zeros(2)), shared(np.ones(2))
     out, mean, invstd, new_mean, new_var = nn.batch_normalization_train(
-        x, gamma, beta, axes="spatial", epsilon=1e-4, running_average_factor=0.25,
-        running_mean=rm[0], running_var=rm[1])
+        x,
+        gamma,
+        beta,
+        axes="spatial",
+        epsilon=1e-4,
+        running_average_factor=0.25,
+        running_mean=rm[0],
+        running_var=rm[1],
+    )
     test_out = nn.batch_normalization_test(x, gamma, beta, new_mean, new_var, axes="spatial")
     f = function([x], [out, mean, invstd, test_out], updates=[(rm[0], new_mean), (rm[1], new_var)])
     got_out, got_mean, got_invstd, got_test = f(a)
@@ -42,14 +56,19 @@ def test_batch_normalization_train_spatial_with_running_averages():
     shape = (1, 2, 1, 1)
     np.testing.assert_allclose(got_mean, mu, rtol=1e-12)
     np.testing.assert_allclose(got_invstd, 1 / np.sqrt(var + 1e-4), rtol=1e-12)
-    np.testing.assert_allclose(got_out, (a - mu) / np.sqrt(var + 1e-4) * gamma.reshape(shape) + beta.reshape(shape),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        got_out, (a - mu) / np.sqrt(var + 1e-4) * gamma.reshape(shape) + beta.reshape(shape), rtol=1e-10
+    )
     m = 3 * 4 * 5
     want_mean, want_var = 0.25 * mu.ravel(), 0.75 + 0.25 * var.ravel() * m / (m - 1)
     np.testing.assert_allclose(rm[0].get_value(), want_mean, rtol=1e-12)
     np.testing.assert_allclose(rm[1].get_value(), want_var, rtol=1e-12)
-    np.testing.assert_allclose(got_test, (a - want_mean.reshape(shape)) / np.sqrt(want_var.reshape(shape) + 1e-4)
-                               * gamma.reshape(shape) + beta.reshape(shape), rtol=1e-10)
+    np.testing.assert_allclose(
+        got_test,
+        (a - want_mean.reshape(shape)) / np.sqrt(want_var.reshape(shape) + 1e-4) * gamma.reshape(shape)
+        + beta.reshape(shape),
+        rtol=1e-10,
+    )
 
 
 def test_batch_normalization_train_gradient():

@@ -18,15 +18,19 @@ from symtrain.nnet.pool_ops import AveragePoolGrad, MaxPoolGrad, MaxPoolGradGrad
 pytestmark = pytest.mark.backend
 # The Ops' perform code is the same on both backends; comparing it with the previous graph implementation
 # costs minutes of C compilation under Aesara, so those comparisons run on PyTensor only.
-pytensor_only = pytest.mark.skipif(backend.NAME != "pytensor", reason="graph-implementation comparison: PyTensor")
+pytensor_only = pytest.mark.skipif(
+    backend.NAME != "pytensor", reason="graph-implementation comparison: PyTensor"
+)
 RNG = np.random.default_rng(7)
 # (image shape, filter shape, border_mode, subsample, filter_flip, dilation)
-CONV_GRID = [((2, 3, 7, 6), (4, 3, 3, 2), "valid", (1, 1), True, (1, 1)),
-             ((1, 2, 5, 5), (3, 2, 3, 3), "full", (2, 1), False, (1, 1)),
-             ((2, 1, 8, 7), (2, 1, 3, 3), "half", (2, 2), True, (2, 1)),
-             ((1, 2, 6, 9), (2, 2, 2, 4), (1, 2), (1, 3), True, (1, 1)),
-             ((3, 2, 9, 9), (2, 2, 4, 3), "half", (1, 1), False, (1, 2)),
-             ((1, 1, 4, 4), (1, 1, 4, 4), 0, (3, 3), True, (1, 1))]
+CONV_GRID = [
+    ((2, 3, 7, 6), (4, 3, 3, 2), "valid", (1, 1), True, (1, 1)),
+    ((1, 2, 5, 5), (3, 2, 3, 3), "full", (2, 1), False, (1, 1)),
+    ((2, 1, 8, 7), (2, 1, 3, 3), "half", (2, 2), True, (2, 1)),
+    ((1, 2, 6, 9), (2, 2, 2, 4), (1, 2), (1, 3), True, (1, 1)),
+    ((3, 2, 9, 9), (2, 2, 4, 3), "half", (1, 1), False, (1, 2)),
+    ((1, 1, 4, 4), (1, 1, 4, 4), 0, (3, 3), True, (1, 1)),
+]
 # (ws, stride, ignore_border, pad)
 POOL_GRID = [((2, 2), None, False, (0, 0)), ((3, 2), (2, 1), False, (0, 0)), ((3, 3), (2, 2), True, (1, 2))]
 MODES = ("max", "sum", "average_inc_pad", "average_exc_pad")
@@ -34,12 +38,14 @@ MODES = ("max", "sum", "average_inc_pad", "average_exc_pad")
 
 def _conv_kwargs(case):
     _, wshape, border, stride, flip, dil = case
-    return dict(border_mode=border, subsample=stride, filter_flip=flip, filter_dilation=dil, filter_shape=wshape)
+    return dict(
+        border_mode=border, subsample=stride, filter_flip=flip, filter_dilation=dil, filter_shape=wshape
+    )
 
 
 @pytest.fixture(scope="module")
 def conv_pairs():
-    """Per grid case: (Op value, graph value) for the output and both gradients, from one compiled function."""
+    """Per grid case: (Op value, graph value) for the output and both gradients, one compiled function."""
     x, w = pt.tensor4(dtype="float64"), pt.tensor4(dtype="float64")
     outs, data = [], []
     for case in CONV_GRID:
@@ -51,7 +57,7 @@ def conv_pairs():
             cost = (y * pt.sin(y)).sum()
             outs += [y, *grad(cost, [x, w])]
         data.append((a, b))
-    fns = [function([x, w], outs[6 * i:6 * i + 6]) for i in range(len(CONV_GRID))]
+    fns = [function([x, w], outs[6 * i : 6 * i + 6]) for i in range(len(CONV_GRID))]
     return [f(a, b) for f, (a, b) in zip(fns, data)]
 
 
@@ -80,7 +86,7 @@ def pool_pairs():
 @pytensor_only
 @pytest.mark.parametrize("case", range(len(POOL_GRID) * len(MODES)))
 def test_pool_op_matches_graph_implementation(pool_pairs, case):
-    new_y, new_g, old_y, old_g = pool_pairs[4 * case:4 * case + 4]
+    new_y, new_g, old_y, old_g = pool_pairs[4 * case : 4 * case + 4]
     assert new_y.shape == old_y.shape and new_g.shape == old_g.shape
     np.testing.assert_allclose(new_y, old_y, rtol=1e-12)
     np.testing.assert_allclose(new_g, old_g, rtol=1e-12, atol=1e-12)
@@ -89,14 +95,16 @@ def test_pool_op_matches_graph_implementation(pool_pairs, case):
 def test_kernel_size_known_only_at_run_time():
     # conv2d(T.tensor4(), T.tensor4()): one compiled function serves two kernel sizes, 'half' and 'full'
     x, w = pt.tensor4(dtype="float64"), pt.tensor4(dtype="float64")
-    f = function([x, w], [nn.conv2d(x, w, border_mode="half"), nn.conv2d(x, w, border_mode="full", subsample=(2, 1))])
+    f = function(
+        [x, w], [nn.conv2d(x, w, border_mode="half"), nn.conv2d(x, w, border_mode="full", subsample=(2, 1))]
+    )
     a = RNG.standard_normal((1, 1, 6, 7))
     for k in (3, 5):
         b = RNG.standard_normal((1, 1, k, k))
         half, full = f(a, b)
         ref = scipy.signal.convolve2d(a[0, 0], b[0, 0], mode="full")
         np.testing.assert_allclose(full[0, 0], ref[::2], rtol=1e-10)
-        np.testing.assert_allclose(half[0, 0], ref[k // 2:k // 2 + 6, k // 2:k // 2 + 7], rtol=1e-10)
+        np.testing.assert_allclose(half[0, 0], ref[k // 2 : k // 2 + 6, k // 2 : k // 2 + 7], rtol=1e-10)
 
 
 def test_every_conv_op_by_finite_differences():
@@ -115,10 +123,12 @@ def test_second_derivatives_of_conv2d():
 
     def gradient_norm(i, k):
         y = nn.conv2d(i, k, border_mode=(1, 0), subsample=(1, 2), filter_flip=False)
-        gi, gk = grad((y ** 2).sum() + y.sum(), [i, k])
-        return (gi ** 2).sum() + (gk * gk.sum()).sum()
+        gi, gk = grad((y**2).sum() + y.sum(), [i, k])
+        return (gi**2).sum() + (gk * gk.sum()).sum()
 
-    verify_grad(gradient_norm, [rng.standard_normal((1, 2, 4, 5)), rng.standard_normal((2, 2, 2, 3))], rng=rng)
+    verify_grad(
+        gradient_norm, [rng.standard_normal((1, 2, 4, 5)), rng.standard_normal((2, 2, 2, 3))], rng=rng
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -143,8 +153,8 @@ def test_second_derivative_of_max_pool():
 
     def f(v):
         y = nn.pool_2d(v, (2, 3), stride=(1, 2))
-        g = grad((y ** 3).sum(), v)
-        return (g ** 2).sum()
+        g = grad((y**3).sum(), v)
+        return (g**2).sum()
 
     verify_grad(f, [x], rng=rng)
 
@@ -154,8 +164,10 @@ def test_pool_any_rank():
     for shape in ((5, 7), (2, 3, 2, 5, 7)):
         x = pt.TensorType("float64", shape=(None,) * len(shape))("x")
         a = RNG.standard_normal(shape)
-        new, old = function([x], [nn.pool_2d(x, (2, 3), mode="average_exc_pad"),
-                                  pool_2d_graph(x, (2, 3), mode="average_exc_pad")])(a)
+        new, old = function(
+            [x],
+            [nn.pool_2d(x, (2, 3), mode="average_exc_pad"), pool_2d_graph(x, (2, 3), mode="average_exc_pad")],
+        )(a)
         assert new.shape == old.shape == shape[:-2] + (3, 3)
         np.testing.assert_allclose(new, old, rtol=1e-12)
 
@@ -184,18 +196,34 @@ def lenet_losses(conv, pool, steps: int = 20, batch: int = 8, mode: str | None =
     def param(shape, scale):
         return shared((rng.standard_normal(shape) * scale).astype(fx))
 
-    params = [param((20, 1, 5, 5), 0.1), param((20,), 0), param((50, 20, 5, 5), 0.03), param((50,), 0),
-              param((800, 500), 0.03), param((500,), 0), param((500, 10), 0.03), param((10,), 0)]
+    params = [
+        param((20, 1, 5, 5), 0.1),
+        param((20,), 0),
+        param((50, 20, 5, 5), 0.03),
+        param((50,), 0),
+        param((800, 500), 0.03),
+        param((500,), 0),
+        param((500, 10), 0.03),
+        param((10,), 0),
+    ]
     w1, b1, w2, b2, w3, b3, w4, b4 = params
     i = pt.lscalar()
-    h = data_x[i * batch:(i + 1) * batch].reshape((batch, 1, 28, 28))
-    h = pt.tanh(pool(conv(h, w1, filter_shape=(20, 1, 5, 5)), (2, 2), ignore_border=True) + b1.dimshuffle("x", 0, "x", "x"))
-    h = pt.tanh(pool(conv(h, w2, filter_shape=(50, 20, 5, 5)), (2, 2), ignore_border=True) + b2.dimshuffle("x", 0, "x", "x"))
+    h = data_x[i * batch : (i + 1) * batch].reshape((batch, 1, 28, 28))
+    h = pt.tanh(
+        pool(conv(h, w1, filter_shape=(20, 1, 5, 5)), (2, 2), ignore_border=True)
+        + b1.dimshuffle("x", 0, "x", "x")
+    )
+    h = pt.tanh(
+        pool(conv(h, w2, filter_shape=(50, 20, 5, 5)), (2, 2), ignore_border=True)
+        + b2.dimshuffle("x", 0, "x", "x")
+    )
     h = pt.tanh(h.flatten(2) @ w3 + b3)
     p = nn.softmax(h @ w4 + b4)
-    cost = nn.categorical_crossentropy(p, data_y[i * batch:(i + 1) * batch]).mean()
+    cost = nn.categorical_crossentropy(p, data_y[i * batch : (i + 1) * batch]).mean()
     lr = np.asarray(0.1, dtype=fx)
-    step = function([i], cost, updates=[(q, q - lr * g) for q, g in zip(params, grad(cost, params))], mode=mode)
+    step = function(
+        [i], cost, updates=[(q, q - lr * g) for q, g in zip(params, grad(cost, params))], mode=mode
+    )
     return [float(step(s % 4)) for s in range(steps)]
 
 
@@ -216,17 +244,21 @@ def test_numba_kernels_match_perform():
     for border, stride, flip, dil in (("half", (2, 1), True, (1, 2)), ((1, 0), (1, 1), False, (1, 1))):
         y = nn.conv2d(x, w, border_mode=border, subsample=stride, filter_flip=flip, filter_dilation=dil)
         gx, gw = grad((y * pt.sin(y)).sum(), [x, w])
-        outs += [y, gx, gw, grad((gx ** 2).sum() + (gw ** 2).sum(), x)]
+        outs += [y, gx, gw, grad((gx**2).sum() + (gw**2).sum(), x)]
     a, b = RNG.standard_normal((3, 2, 9, 8)), RNG.standard_normal((4, 2, 3, 2))
     # static shapes: the kernels get the sizes as compile-time constants
     xs, ws_ = pt.specify_shape(x, a.shape), pt.specify_shape(w, b.shape)
     y = nn.conv2d(xs, ws_, subsample=(1, 2))
     outs += [y, *grad((y * pt.cos(y)).sum(), [xs, ws_])]
-    for ws, st, ib, pad, mode in (((3, 2), (2, 1), True, (1, 1), "max"), ((2, 3), None, False, (0, 0), "average_exc_pad"),
-                                  ((2, 2), (1, 1), True, (1, 0), "average_inc_pad"), ((2, 2), None, True, (0, 0), "max")):
+    for ws, st, ib, pad, mode in (
+        ((3, 2), (2, 1), True, (1, 1), "max"),
+        ((2, 3), None, False, (0, 0), "average_exc_pad"),
+        ((2, 2), (1, 1), True, (1, 0), "average_inc_pad"),
+        ((2, 2), None, True, (0, 0), "max"),
+    ):
         y = nn.pool_2d(x, ws, ignore_border=ib, stride=st, pad=pad, mode=mode)
-        g = grad((y ** 3).sum(), x)
-        outs += [y, g, grad((g ** 2).sum(), x)]
+        g = grad((y**3).sum(), x)
+        outs += [y, g, grad((g**2).sum(), x)]
     expected = function([x, w], outs, mode="FAST_COMPILE")(a, b)
     got = function([x, w], outs, mode="NUMBA")(a, b)
     for i, (e, g) in enumerate(zip(expected, got)):

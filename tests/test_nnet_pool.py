@@ -16,9 +16,15 @@ pytestmark = pytest.mark.backend
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 3, 7, 5))
 # (ws, stride, ignore_border, pad)
-GEOMETRY = [((2, 2), None, None, (0, 0)), ((2, 2), None, True, (0, 0)), ((3, 2), (2, 1), False, (0, 0)),
-            ((2, 3), (3, 3), False, (0, 0)), ((3, 3), (2, 2), True, (1, 2)), ((1, 3), (3, 1), True, (0, 0)),
-            ((3, 3), (3, 3), True, (2, 1))]
+GEOMETRY = [
+    ((2, 2), None, None, (0, 0)),
+    ((2, 2), None, True, (0, 0)),
+    ((3, 2), (2, 1), False, (0, 0)),
+    ((2, 3), (3, 3), False, (0, 0)),
+    ((3, 3), (2, 2), True, (1, 2)),
+    ((1, 3), (3, 1), True, (0, 0)),
+    ((3, 3), (3, 3), True, (2, 1)),
+]
 MODES = ["max", "sum", "average_inc_pad", "average_exc_pad"]
 CASES = list(itertools.product(range(len(GEOMETRY)), MODES))
 
@@ -39,7 +45,9 @@ def reference(x, ws, st, ignore_border, pad, mode):
     st = st or ws
     ib = bool(ignore_border)
     rows, cols = x.shape[-2:]
-    out = np.zeros(x.shape[:-2] + (out_len(rows, ws[0], st[0], pad[0], ib), out_len(cols, ws[1], st[1], pad[1], ib)))
+    out = np.zeros(
+        x.shape[:-2] + (out_len(rows, ws[0], st[0], pad[0], ib), out_len(cols, ws[1], st[1], pad[1], ib))
+    )
     for i in range(out.shape[-2]):
         for j in range(out.shape[-1]):
             r0, c0 = i * st[0], j * st[1]
@@ -62,8 +70,17 @@ def reference(x, ws, st, ignore_border, pad, mode):
 @pytest.fixture(scope="module")
 def pooled():
     x = pt.tensor4(dtype="float64")
-    outs = [nn.pool_2d(x, ws=GEOMETRY[g][0], stride=GEOMETRY[g][1], ignore_border=GEOMETRY[g][2],
-                       pad=GEOMETRY[g][3], mode=m) for g, m in CASES]
+    outs = [
+        nn.pool_2d(
+            x,
+            ws=GEOMETRY[g][0],
+            stride=GEOMETRY[g][1],
+            ignore_border=GEOMETRY[g][2],
+            pad=GEOMETRY[g][3],
+            mode=m,
+        )
+        for g, m in CASES
+    ]
     return function([x], outs)(X)
 
 
@@ -81,8 +98,15 @@ def test_theano07_default_keeps_partial_windows():
     # Theano 0.7's max_pool_2d default ignore_border=False: 5x5 pooled by 2 is 3x3, not 2x2 (trap 7)
     x = pt.tensor4(dtype="float64")
     a = np.arange(25.0).reshape(1, 1, 5, 5)
-    f = function([x], [nn.max_pool_2d(x, (2, 2)), nn.max_pool_2d(x, (2, 2), ignore_border=True),
-                       nn.pool_2d(x, ds=(2, 2), st=(1, 1), mode="max"), nn.max_pool_2d(-x, (2, 2))])
+    f = function(
+        [x],
+        [
+            nn.max_pool_2d(x, (2, 2)),
+            nn.max_pool_2d(x, (2, 2), ignore_border=True),
+            nn.pool_2d(x, ds=(2, 2), st=(1, 1), mode="max"),
+            nn.max_pool_2d(-x, (2, 2)),
+        ],
+    )
     ceil, floor, old_names, negative = f(a)
     np.testing.assert_array_equal(ceil[0, 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
     np.testing.assert_array_equal(floor[0, 0], [[6, 8], [16, 18]])
@@ -102,9 +126,13 @@ def test_pool_gradients_by_finite_differences():
     x = rng.standard_normal((1, 2, 5, 4))
 
     def pools(x):
-        outs = [nn.pool_2d(x, (2, 2)), nn.pool_2d(x, (3, 2), stride=(2, 1), mode="max"),
-                nn.pool_2d(x, (3, 3), stride=(2, 2), ignore_border=True, pad=(1, 1), mode="average_inc_pad"),
-                nn.pool_2d(x, (2, 3), stride=(1, 2), mode="average_exc_pad"), nn.pool_2d(x, (2, 2), mode="sum")]
+        outs = [
+            nn.pool_2d(x, (2, 2)),
+            nn.pool_2d(x, (3, 2), stride=(2, 1), mode="max"),
+            nn.pool_2d(x, (3, 3), stride=(2, 2), ignore_border=True, pad=(1, 1), mode="average_inc_pad"),
+            nn.pool_2d(x, (2, 3), stride=(1, 2), mode="average_exc_pad"),
+            nn.pool_2d(x, (2, 2), mode="sum"),
+        ]
         return pt.concatenate([o.flatten() for o in outs])
 
     verify_grad(pools, [x], rng=rng)
@@ -137,4 +165,6 @@ def test_static_shapes_take_the_same_path_to_the_same_values():
     got = function([x], outs)(X)
     for mode, value in zip(MODES, got):
         np.testing.assert_allclose(value, reference(X, (3, 2), (2, 1), False, (0, 0), mode), rtol=1e-12)
-    np.testing.assert_allclose(got[-1], reference(X, (3, 3), (2, 2), True, (1, 2), "average_inc_pad"), rtol=1e-12)
+    np.testing.assert_allclose(
+        got[-1], reference(X, (3, 3), (2, 2), True, (1, 2), "average_inc_pad"), rtol=1e-12
+    )

@@ -35,8 +35,24 @@ if _backend.NAME == "pytensor":
         pass
 
 __all__ = [
-    "sigmoid", "softplus", "ultra_fast_sigmoid", "hard_sigmoid", "relu", "elu", "softmax", "log_softmax",
-    "round", "categorical_crossentropy", "binary_crossentropy", "conv2d", "conv_output_shape", "pool_2d",
-    "max_pool_2d", "pool_output_shape", "batch_normalization", "batch_normalization_train",
-    "batch_normalization_test", "dropout",
+    "sigmoid",
+    "softplus",
+    "ultra_fast_sigmoid",
+    "hard_sigmoid",
+    "relu",
+    "elu",
+    "softmax",
+    "log_softmax",
+    "round",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+    "conv2d",
+    "conv_output_shape",
+    "pool_2d",
+    "max_pool_2d",
+    "pool_output_shape",
+    "batch_normalization",
+    "batch_normalization_train",
+    "batch_normalization_test",
+    "dropout",
 ]

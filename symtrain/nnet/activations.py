@@ -12,7 +12,14 @@ from symtrain.backend import pt, sigmoid, softplus, special
 from symtrain.errors import ConfigError
 
 __all__ = [
-    "sigmoid", "softplus", "ultra_fast_sigmoid", "hard_sigmoid", "relu", "elu", "softmax", "log_softmax",
+    "sigmoid",
+    "softplus",
+    "ultra_fast_sigmoid",
+    "hard_sigmoid",
+    "relu",
+    "elu",
+    "softmax",
+    "log_softmax",
     "round",
 ]
 

@@ -26,7 +26,8 @@ def _padding(border_mode: BorderMode, kernel: tuple[int, int], dilation: tuple[i
         if border_mode == "half":  # Theano: (dilated kernel size) // 2
             return ((extent[0] + 1) // 2, (extent[1] + 1) // 2)
         raise ConfigError(
-            f"conv2d: border_mode must be 'valid', 'full', 'half', an int or a pair of ints, got {border_mode!r}"
+            "conv2d: border_mode must be 'valid', 'full', 'half', an int or a pair of ints, "
+            f"got {border_mode!r}"
         )
     return int_pair(border_mode, "conv2d: border_mode", 0)
 
@@ -35,8 +36,13 @@ def _out_size(size, kernel: int, pad: int, stride: int, dilation: int):
     return (size + 2 * pad - (kernel - 1) * dilation - 1) // stride + 1
 
 
-def conv_output_shape(input_shape: Sequence[int], filter_shape: Sequence[int], border_mode: BorderMode = "valid",
-                      subsample=(1, 1), filter_dilation=(1, 1)) -> tuple[int, int, int, int]:
+def conv_output_shape(
+    input_shape: Sequence[int],
+    filter_shape: Sequence[int],
+    border_mode: BorderMode = "valid",
+    subsample=(1, 1),
+    filter_dilation=(1, 1),
+) -> tuple[int, int, int, int]:
     """The output shape of :func:`conv2d` for concrete shapes (to size the next layer's weights)."""
     kernel = (int(filter_shape[2]), int(filter_shape[3]))
     dilation = int_pair(filter_dilation, "conv2d: filter_dilation", 1)
@@ -46,9 +52,18 @@ def conv_output_shape(input_shape: Sequence[int], filter_shape: Sequence[int], b
     return (int(input_shape[0]), int(filter_shape[0]), rows, cols)
 
 
-def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode: BorderMode = "valid",
-           subsample=(1, 1), filter_flip: bool = True, image_shape=None, filter_dilation=(1, 1),
-           num_groups: int = 1):
+def conv2d(
+    input,
+    filters,
+    input_shape=None,
+    filter_shape=None,
+    border_mode: BorderMode = "valid",
+    subsample=(1, 1),
+    filter_flip: bool = True,
+    image_shape=None,
+    filter_dilation=(1, 1),
+    num_groups: int = 1,
+):
     """2-d convolution of a batch of multi-channel images with a bank of filters, Theano's semantics.
 
     input: (batch, channels, rows, cols); filters: (n_filters, channels, k_rows, k_cols);
@@ -59,20 +74,31 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode: Bor
     checked for length only; ``filter_shape`` is asserted at run time. The kernel size may be known
     only at run time. Built as one ``Conv2d`` Op (im2col + GEMM in compiled code, gradient Ops).
     """
-    input, filters, _, stride, dilation = _prepare(input, filters, input_shape, filter_shape, subsample,
-                                                   image_shape, filter_dilation, num_groups)
+    input, filters, _, stride, dilation = _prepare(
+        input, filters, input_shape, filter_shape, subsample, image_shape, filter_dilation, num_groups
+    )
     return Conv2d(_border(border_mode), stride, filter_flip, dilation)(input, filters)
 
 
-def conv2d_graph(input, filters, input_shape=None, filter_shape=None, border_mode: BorderMode = "valid",
-                 subsample=(1, 1), filter_flip: bool = True, image_shape=None, filter_dilation=(1, 1),
-                 num_groups: int = 1):
+def conv2d_graph(
+    input,
+    filters,
+    input_shape=None,
+    filter_shape=None,
+    border_mode: BorderMode = "valid",
+    subsample=(1, 1),
+    filter_flip: bool = True,
+    image_shape=None,
+    filter_dilation=(1, 1),
+    num_groups: int = 1,
+):
     """The previous implementation of :func:`conv2d` from graph pieces (kept to check the Ops against).
 
     im2col from 2k strided slices plus one dot; needs the kernel size when the graph is built.
     """
-    input, filters, shape, stride, dilation = _prepare(input, filters, input_shape, filter_shape, subsample,
-                                                       image_shape, filter_dilation, num_groups)
+    input, filters, shape, stride, dilation = _prepare(
+        input, filters, input_shape, filter_shape, subsample, image_shape, filter_dilation, num_groups
+    )
     if shape[2] is None or shape[3] is None:
         raise ConfigError("conv2d: the kernel size is unknown: pass filter_shape=(n_filters, channels, k, k)")
     kernel = (shape[2], shape[3])
@@ -81,7 +107,9 @@ def conv2d_graph(input, filters, input_shape=None, filter_shape=None, border_mod
     x = input
     if pad != (0, 0):
         x = pad_to(x, pad[0], pad[1], dim(x, 2) + 2 * pad[0], dim(x, 3) + 2 * pad[1], 0)
-    out_rows, out_cols = (_out_size(dim(input, 2 + i), kernel[i], pad[i], stride[i], dilation[i]) for i in range(2))
+    out_rows, out_cols = (
+        _out_size(dim(input, 2 + i), kernel[i], pad[i], stride[i], dilation[i]) for i in range(2)
+    )
     return _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols, filter_flip)
 
 
@@ -91,7 +119,8 @@ def _border(border_mode: BorderMode) -> str | tuple[int, int]:
         if border_mode in ("valid", "full", "half"):
             return border_mode
         raise ConfigError(
-            f"conv2d: border_mode must be 'valid', 'full', 'half', an int or a pair of ints, got {border_mode!r}"
+            "conv2d: border_mode must be 'valid', 'full', 'half', an int or a pair of ints, "
+            f"got {border_mode!r}"
         )
     return int_pair(border_mode, "conv2d: border_mode", 0)
 
@@ -103,7 +132,9 @@ def _prepare(input, filters, input_shape, filter_shape, subsample, image_shape, 
     if input.ndim != 4:
         raise ConfigError(f"conv2d: input must be 4-d (batch, channels, rows, cols), got {input.ndim}-d")
     if filters.ndim != 4:
-        raise ConfigError(f"conv2d: filters must be 4-d (filters, channels, rows, cols), got {filters.ndim}-d")
+        raise ConfigError(
+            f"conv2d: filters must be 4-d (filters, channels, rows, cols), got {filters.ndim}-d"
+        )
     if image_shape is not None:
         if input_shape is not None:
             raise ConfigError("conv2d: give input_shape or its old name image_shape, not both")
@@ -111,14 +142,18 @@ def _prepare(input, filters, input_shape, filter_shape, subsample, image_shape, 
     if input_shape is not None and len(input_shape) != 4:
         raise ConfigError(f"conv2d: input_shape must have 4 entries, got {input_shape!r}")
     if num_groups != 1:
-        raise ConfigError(f"conv2d: num_groups must be 1 (grouped convolution is not provided), got {num_groups!r}")
+        raise ConfigError(
+            f"conv2d: num_groups must be 1 (grouped convolution is not provided), got {num_groups!r}"
+        )
     shape = static_dims(filters)
     if filter_shape is not None:
         if len(filter_shape) != 4:
             raise ConfigError(f"conv2d: filter_shape must have 4 entries, got {filter_shape!r}")
         for given, known in zip(filter_shape, shape):
             if given is not None and known is not None and int(given) != known:
-                raise ConfigError(f"conv2d: filter_shape {tuple(filter_shape)} does not match the filters {shape}")
+                raise ConfigError(
+                    f"conv2d: filter_shape {tuple(filter_shape)} does not match the filters {shape}"
+                )
         filters = pt.specify_shape(filters, tuple(None if s is None else int(s) for s in filter_shape))
         shape = tuple(int(g) if g is not None else k for g, k in zip(filter_shape, shape))
     stride = int_pair(subsample, "conv2d: subsample", 1)
@@ -134,11 +169,15 @@ def _im2col_dot(x, filters, kernel, stride, dilation, out_rows, out_cols, flip):
     The patches are built in two stages (k_rows row-shifted slices, then k_cols column-shifted slices
     of those): 2k slices instead of k*k keeps the graph, and Numba's cold compile, about 3x smaller.
     """
-    row_views = [x[:, :, a * dilation[0]:a * dilation[0] + (out_rows - 1) * stride[0] + 1:stride[0], :]
-                 for a in _order(kernel[0], flip)]
+    row_views = [
+        x[:, :, a * dilation[0] : a * dilation[0] + (out_rows - 1) * stride[0] + 1 : stride[0], :]
+        for a in _order(kernel[0], flip)
+    ]
     rows = pt.stack(row_views, axis=2)  # (batch, channels, k_rows, out_rows, padded_cols)
-    col_views = [rows[:, :, :, :, b * dilation[1]:b * dilation[1] + (out_cols - 1) * stride[1] + 1:stride[1]]
-                 for b in _order(kernel[1], flip)]
+    col_views = [
+        rows[:, :, :, :, b * dilation[1] : b * dilation[1] + (out_cols - 1) * stride[1] + 1 : stride[1]]
+        for b in _order(kernel[1], flip)
+    ]
     patches = pt.stack(col_views, axis=5)  # (batch, channels, k_rows, out_rows, out_cols, k_cols)
     batch, n_filters = dim(x, 0), dim(filters, 0)
     patches = patches.dimshuffle(0, 3, 4, 1, 2, 5).reshape((batch * out_rows * out_cols, -1))

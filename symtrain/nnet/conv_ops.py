@@ -55,8 +55,13 @@ class _ConvBase(DiffOp):
 
     __props__ = ("border_mode", "subsample", "filter_flip", "filter_dilation")
 
-    def __init__(self, border_mode: Border = "valid", subsample=(1, 1), filter_flip: bool = True,
-                 filter_dilation=(1, 1)):
+    def __init__(
+        self,
+        border_mode: Border = "valid",
+        subsample=(1, 1),
+        filter_flip: bool = True,
+        filter_dilation=(1, 1),
+    ):
         if isinstance(border_mode, str):
             if border_mode not in ("valid", "full", "half"):
                 raise ValueError(f"{type(self).__name__}: unknown border_mode {border_mode!r}")
@@ -84,8 +89,10 @@ class _ConvBase(DiffOp):
         if None in (h, w, kh, kw):
             return None, None
         ph, pw = self._pads(kh, kw)
-        return (out_size(h, kh, ph, self.subsample[0], self.filter_dilation[0]),
-                out_size(w, kw, pw, self.subsample[1], self.filter_dilation[1]))
+        return (
+            out_size(h, kh, ph, self.subsample[0], self.filter_dilation[0]),
+            out_size(w, kw, pw, self.subsample[1], self.filter_dilation[1]),
+        )
 
     def _geometry(self, img_hw, kern_hw, out_hw=None):
         """Padding and output size for concrete shapes, with the checks that give readable errors."""
@@ -93,10 +100,14 @@ class _ConvBase(DiffOp):
         ph, pw = padding(self.border_mode, kh, kw, self.filter_dilation)
         oh, ow = self._out(h, w, kh, kw)
         if oh <= 0 or ow <= 0:
-            raise ValueError(f"{type(self).__name__}: the dilated kernel {kh}x{kw} is larger than the padded "
-                             f"input {h + 2 * ph}x{w + 2 * pw}")
+            raise ValueError(
+                f"{type(self).__name__}: the dilated kernel {kh}x{kw} is larger than the padded "
+                f"input {h + 2 * ph}x{w + 2 * pw}"
+            )
         if out_hw is not None and tuple(out_hw) != (oh, ow):
-            raise ValueError(f"{type(self).__name__}: output gradient is {tuple(out_hw)}, expected {(oh, ow)}")
+            raise ValueError(
+                f"{type(self).__name__}: output gradient is {tuple(out_hw)}, expected {(oh, ow)}"
+            )
         return (ph, pw), (oh, ow)
 
     def _pad_image(self, img, ph: int, pw: int):
@@ -107,8 +118,16 @@ class _ConvBase(DiffOp):
         (sh, sw), (dh, dw) = self.subsample, self.filter_dilation
         for a in range(kh):
             for b in range(kw):
-                yield a, b, (slice(None), slice(None), slice(a * dh, a * dh + (oh - 1) * sh + 1, sh),
-                             slice(b * dw, b * dw + (ow - 1) * sw + 1, sw))
+                yield (
+                    a,
+                    b,
+                    (
+                        slice(None),
+                        slice(None),
+                        slice(a * dh, a * dh + (oh - 1) * sh + 1, sh),
+                        slice(b * dw, b * dw + (ow - 1) * sw + 1, sw),
+                    ),
+                )
 
     def _kernel_view(self, kern):
         return kern[:, :, ::-1, ::-1] if self.filter_flip else kern
@@ -160,7 +179,7 @@ class Conv2d(_ConvBase):
 
 
 class Conv2dGradWeights(_ConvBase):
-    """d cost / d kern from img and the output gradient; ``kshape`` = (kr, kc), which strides make ambiguous."""
+    """d cost / d kern from img and the output gradient; ``kshape`` = (kr, kc), ambiguous under strides."""
 
     def make_node(self, img, topgrad, kshape):
         img, topgrad = pt.as_tensor_variable(img), pt.as_tensor_variable(topgrad)
@@ -214,7 +233,7 @@ class Conv2dGradInputs(_ConvBase):
         xp = np.zeros((top.shape[0], kern.shape[1], h + 2 * ph, w + 2 * pw), dtype=node.outputs[0].dtype)
         for a, b, view in self._views(xp, kern.shape[2], kern.shape[3], oh, ow):
             xp[view] += np.tensordot(top, k[:, :, a, b], axes=([1], [0])).transpose(0, 3, 1, 2)
-        output_storage[0][0] = np.ascontiguousarray(xp[:, :, ph:ph + h, pw:pw + w])
+        output_storage[0][0] = np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
 
     def infer_shape(self, fgraph, node, shapes):
         (_, c, _, _), (b, _, _, _), _ = shapes

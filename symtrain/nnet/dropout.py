@@ -27,5 +27,7 @@ def dropout(x, p: float, rng):
         next_rng, mask = rng_binomial(rng, 1, keep, x.shape)
         updates = {rng: next_rng}
     else:
-        raise ConfigError(f"dropout: rng must be a shared generator (backend.shared_rng) or a RandomStream, got {rng!r}")
+        raise ConfigError(
+            f"dropout: rng must be a shared generator (backend.shared_rng) or a RandomStream, got {rng!r}"
+        )
     return x * pt.cast(mask, x.dtype) * pt.cast(1.0 / keep, x.dtype), updates

@@ -24,7 +24,8 @@ def categorical_crossentropy(coding_dist, true_dist):
     if true_dist.ndim == coding_dist.ndim - 1 == 1:
         if not true_dist.dtype.startswith(("int", "uint")):
             raise ConfigError(
-                f"categorical_crossentropy: class-index true_dist must be an integer vector, got {true_dist.dtype}"
+                "categorical_crossentropy: class-index true_dist must be an integer vector, "
+                f"got {true_dist.dtype}"
             )
         return -pt.log(coding_dist[pt.arange(true_dist.shape[0]), true_dist])
     raise ConfigError(

@@ -28,7 +28,9 @@ def _axes(axes, ndim: int) -> tuple[int, ...]:
     try:
         out = tuple(sorted(int(a) for a in axes))
     except TypeError as exc:
-        raise ConfigError(f"batch_normalization: axes must be 'per-activation', 'spatial' or ints, got {axes!r}") from exc
+        raise ConfigError(
+            f"batch_normalization: axes must be 'per-activation', 'spatial' or ints, got {axes!r}"
+        ) from exc
     if not out or any(a < 0 or a >= ndim for a in out) or len(set(out)) != len(out):
         raise ConfigError(f"batch_normalization: axes {axes!r} are not distinct axes of a {ndim}-d input")
     return out
@@ -44,11 +46,21 @@ def _fit(param, axes: tuple[int, ...], ndim: int, name: str):
         for ax in range(ndim):
             pattern.append("x" if ax in axes else next(kept))
         return param.dimshuffle(*pattern)
-    raise ConfigError(f"batch_normalization: {name} has {param.ndim} dims; expected {ndim} or {ndim - len(axes)}")
+    raise ConfigError(
+        f"batch_normalization: {name} has {param.ndim} dims; expected {ndim} or {ndim - len(axes)}"
+    )
 
 
-def batch_normalization_train(inputs, gamma, beta, axes="per-activation", epsilon: float = 1e-4,
-                              running_average_factor: float = 0.1, running_mean=None, running_var=None):
+def batch_normalization_train(
+    inputs,
+    gamma,
+    beta,
+    axes="per-activation",
+    epsilon: float = 1e-4,
+    running_average_factor: float = 0.1,
+    running_mean=None,
+    running_var=None,
+):
     """Normalize with the batch statistics over ``axes`` ('per-activation' = (0,), 'spatial' = all but 1).
 
     Returns ``(out, mean, invstd)``, plus ``(new_running_mean, new_running_var)`` when running averages
@@ -85,6 +97,8 @@ def batch_normalization_test(inputs, gamma, beta, mean, var, axes="per-activatio
     """Normalize with given (running) ``mean`` and ``var``: the inference form of the training helper."""
     inputs = pt.as_tensor_variable(inputs)
     axes = _axes(axes, inputs.ndim)
-    gamma, beta, mean, var = (_fit(p, axes, inputs.ndim, n) for p, n in
-                              ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var")))
+    gamma, beta, mean, var = (
+        _fit(p, axes, inputs.ndim, n)
+        for p, n in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var"))
+    )
     return (inputs - mean) * (gamma / pt.sqrt(var + epsilon)) + beta

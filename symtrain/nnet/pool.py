@@ -53,8 +53,17 @@ def _counts(out_len, size, ws: int, stride: int, pad: int, include_pad: bool):
     return ends - starts
 
 
-def pool_2d(input, ws=None, ignore_border: bool | None = None, stride=None, pad=(0, 0), mode: str = "max",
-            ds=None, st=None, padding=None):
+def pool_2d(
+    input,
+    ws=None,
+    ignore_border: bool | None = None,
+    stride=None,
+    pad=(0, 0),
+    mode: str = "max",
+    ds=None,
+    st=None,
+    padding=None,
+):
     """Pool over the last two axes of ``input`` (any ndim >= 2), Theano's semantics.
 
     ``ws`` window (old name ``ds``), ``stride`` (old ``st``; default ``ws``), ``pad`` (old ``padding``):
@@ -63,14 +72,27 @@ def pool_2d(input, ws=None, ignore_border: bool | None = None, stride=None, pad=
     ``mode``: 'max' (padding never wins), 'sum', 'average_inc_pad' (divide by the window size clipped
     to the padded image), 'average_exc_pad' (divide by the number of real elements in the window).
     """
-    input, ws, ignore_border, stride, pad = _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding)
+    input, ws, ignore_border, stride, pad = _prepare(
+        input, ws, ignore_border, stride, pad, mode, ds, st, padding
+    )
     return _pool_op(input, Pool(ws, stride, pad, ignore_border, mode))
 
 
-def pool_2d_graph(input, ws=None, ignore_border: bool | None = None, stride=None, pad=(0, 0), mode: str = "max",
-                  ds=None, st=None, padding=None):
+def pool_2d_graph(
+    input,
+    ws=None,
+    ignore_border: bool | None = None,
+    stride=None,
+    pad=(0, 0),
+    mode: str = "max",
+    ds=None,
+    st=None,
+    padding=None,
+):
     """The previous implementation of :func:`pool_2d` from strided slices and reductions (for checks)."""
-    input, ws, ignore_border, stride, pad = _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding)
+    input, ws, ignore_border, stride, pad = _prepare(
+        input, ws, ignore_border, stride, pad, mode, ds, st, padding
+    )
     sizes = (dim(input, -2), dim(input, -1))
     outs = [_out_len(sizes[i], ws[i], stride[i], pad[i], ignore_border) for i in range(2)]
     # Canvas that holds every window: padding/extension never wins a max and adds 0 to sums.
@@ -89,9 +111,17 @@ def pool_2d_graph(input, ws=None, ignore_border: bool | None = None, stride=None
         axes = (input.ndim - 1, input.ndim + 1)
         windows = x.reshape(shape, ndim=input.ndim + 2)
     else:
-        views = [x[lead + (slice(a, a + (outs[0] - 1) * stride[0] + 1, stride[0]),
-                           slice(b, b + (outs[1] - 1) * stride[1] + 1, stride[1]))]
-                 for a in range(ws[0]) for b in range(ws[1])]
+        views = [
+            x[
+                lead
+                + (
+                    slice(a, a + (outs[0] - 1) * stride[0] + 1, stride[0]),
+                    slice(b, b + (outs[1] - 1) * stride[1] + 1, stride[1]),
+                )
+            ]
+            for a in range(ws[0])
+            for b in range(ws[1])
+        ]
         windows = pt.stack(views, axis=input.ndim)
         axes = (input.ndim,)
     if mode == "max":
@@ -114,8 +144,9 @@ def _pool_op(input, op: Pool):
         return out[(0,) * (4 - input.ndim)]
     shape = input.shape
     out = op(input.reshape((-1, shape[-3], shape[-2], shape[-1]), ndim=4))
-    return out.reshape(tuple(shape[i] for i in range(input.ndim - 2)) + (out.shape[2], out.shape[3]),
-                       ndim=input.ndim)
+    return out.reshape(
+        tuple(shape[i] for i in range(input.ndim - 2)) + (out.shape[2], out.shape[3]), ndim=input.ndim
+    )
 
 
 def _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding):
@@ -129,8 +160,11 @@ def _prepare(input, ws, ignore_border, stride, pad, mode, ds, st, padding):
     ws = int_pair(ws, "pool_2d: ws", 1)
     stride = _one_of(stride, st, "stride", "st")
     stride = ws if stride is None else int_pair(stride, "pool_2d: stride", 1)
-    pad = int_pair(_one_of(None if pad in (None, (0, 0), 0) else pad, padding, "pad", "padding", (0, 0)),
-                   "pool_2d: pad", 0)
+    pad = int_pair(
+        _one_of(None if pad in (None, (0, 0), 0) else pad, padding, "pad", "padding", (0, 0)),
+        "pool_2d: pad",
+        0,
+    )
     if mode not in POOL_MODES:
         raise ConfigError(f"pool_2d: mode must be one of {', '.join(POOL_MODES)}, got {mode!r}")
     ignore_border = False if ignore_border is None else bool(ignore_border)

@@ -62,9 +62,12 @@ class _PoolBase(DiffOp):
 
     def _out(self, rows, cols):
         """Output (rows, cols) for sizes that may be symbolic or None."""
-        return tuple(None if size is None else pool_len(size, self.ws[i], self.stride[i], self.pad[i],
-                                                        self.ignore_border)
-                     for i, size in enumerate((rows, cols)))
+        return tuple(
+            None
+            if size is None
+            else pool_len(size, self.ws[i], self.stride[i], self.pad[i], self.ignore_border)
+            for i, size in enumerate((rows, cols))
+        )
 
     def _pool_type(self, x, dtype: str):
         b, c, r, k = static(x)
@@ -77,7 +80,10 @@ class _PoolBase(DiffOp):
     def _canvas(self, x, fill):
         rows, cols = x.shape[-2:]
         out = self._out(rows, cols)
-        size = [max((out[i] - 1) * self.stride[i] + self.ws[i], x.shape[2 + i] + 2 * self.pad[i]) for i in range(2)]
+        size = [
+            max((out[i] - 1) * self.stride[i] + self.ws[i], x.shape[2 + i] + 2 * self.pad[i])
+            for i in range(2)
+        ]
         canvas = np.full(x.shape[:2] + tuple(size), fill, dtype=x.dtype)
         canvas[self._inner(rows, cols)] = x
         return canvas, out
@@ -90,8 +96,12 @@ class _PoolBase(DiffOp):
         (sr, sc), (orow, ocol) = self.stride, out
         for a in range(self.ws[0]):
             for b in range(self.ws[1]):
-                yield (slice(None), slice(None), slice(a, a + (orow - 1) * sr + 1, sr),
-                       slice(b, b + (ocol - 1) * sc + 1, sc))
+                yield (
+                    slice(None),
+                    slice(None),
+                    slice(a, a + (orow - 1) * sr + 1, sr),
+                    slice(b, b + (ocol - 1) * sc + 1, sc),
+                )
 
     def _divisor(self, rows: int, cols: int, out, dtype) -> np.ndarray:
         include = self.mode == "average_inc_pad"
@@ -165,7 +175,11 @@ class MaxPoolGrad(_PoolBase):
     def vjp(self, inputs, outputs, output_grads):
         x, maxout, _ = inputs
         (ggx,) = output_grads
-        return [pt.zeros_like(x), pt.zeros_like(maxout), like(self._twin(MaxPoolGradGrad)(x, maxout, ggx), maxout)]
+        return [
+            pt.zeros_like(x),
+            pt.zeros_like(maxout),
+            like(self._twin(MaxPoolGradGrad)(x, maxout, ggx), maxout),
+        ]
 
 
 class MaxPoolGradGrad(_PoolBase):
@@ -175,7 +189,11 @@ class MaxPoolGradGrad(_PoolBase):
         super().__init__(ws, stride, pad, ignore_border, "max")
 
     def make_node(self, x, maxout, ggx):
-        x, maxout, ggx = _input(x, "MaxPoolGradGrad"), pt.as_tensor_variable(maxout), pt.as_tensor_variable(ggx)
+        x, maxout, ggx = (
+            _input(x, "MaxPoolGradGrad"),
+            pt.as_tensor_variable(maxout),
+            pt.as_tensor_variable(ggx),
+        )
         dtype = common_float(x, maxout, ggx)
         x, maxout, ggx = (pt.cast(v, dtype) for v in (x, maxout, ggx))
         return Apply(self, [x, maxout, ggx], [self._pool_type(x, dtype)()])
