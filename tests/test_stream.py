@@ -350,9 +350,28 @@ def test_ctrl_c_while_waiting_for_a_fill_joins_the_loader(data):
     path, _, _ = data
     with ChunkStream(path, BS, 200, transform=_slow) as stream:
         timer = threading.Timer(0.1, _thread.interrupt_main)
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):  # started inside: a late-scheduled test still catches it
+            timer.start()
             for _ in stream.epoch(0):
-                time.sleep(1)  # not reached before the interrupt: the first fill takes 0.3 s
+                time.sleep(1)  # usually interrupts the first fill (0.3 s); on a loaded machine later
         timer.join()
         assert not loader_threads()
+
+
+def test_ctrl_c_while_the_loader_threads_start_leaves_no_thread(data, monkeypatch):
+    """On a loaded machine a Ctrl-C can land while the loader is being built: nothing may be left behind."""
+    path, _, _ = data
+    start = threading.Thread.start
+
+    def start_then_interrupt(self):
+        start(self)
+        if self.name.startswith("symtrain-loader"):
+            _thread.interrupt_main()
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with ChunkStream(path, BS, 200, transform=_slow, workers=2) as stream:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in stream.epoch(0):
+                pass
+        monkeypatch.undo()
+        assert not [t for t in threading.enumerate() if t.name.startswith("symtrain-loader")]

@@ -67,10 +67,10 @@ class ThreadLoader:
         self._closed = False
         names = ([f"symtrain-loader-{k}" for k in range(self.workers)] if self.workers > 1
                  else ["symtrain-loader"])
+        # Started by the first submit(), not here: a Ctrl-C landing inside the constructor (a thread start
+        # can take long on a loaded machine) would otherwise leave threads that no caller can close.
         self._threads = [threading.Thread(target=self._run, args=(k,), name=names[k], daemon=True)
                          for k in range(self.workers)]
-        for t in self._threads:
-            t.start()
 
     def submit(self, load: Load) -> None:
         """Start filling the free staging set with ``load`` (returns at once)."""
@@ -92,6 +92,9 @@ class ThreadLoader:
             self._left = self.workers
             self._jobs = [(load, self._free, parts[k]) for k in range(self.workers)]
             self._cond.notify_all()
+        for t in self._threads:
+            if t.ident is None:  # never started (first fill); close() skips threads not started yet
+                t.start()
 
     def wait(self) -> dict[str, np.ndarray]:
         """Block until the submitted fill is done and return its staging set; StreamError on failure."""
