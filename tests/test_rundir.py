@@ -571,3 +571,21 @@ def test_a_dataset_directory_is_never_a_run_directory(model, tmp_path):
     with pytest.raises(RunDirError, match="is a dataset directory \\(it holds manifest.json\\)"):
         model(data)
     assert _tree(data) == before
+
+
+def test_deeply_nested_json_is_one_error_not_a_recursion_crash(written, tmp_path):
+    """A checkpoint.json, options.json or marker of 100,000 nested lists (JSON's recursion bomb)."""
+    bomb = "[" * 100_000 + "]" * 100_000
+    run = tmp_path / "run"
+    shutil.copytree(written[0], run)
+    newest = run / "checkpoints" / written[1].name
+    (newest / "checkpoint.json").write_text(bomb)
+    with pytest.raises(CheckpointError, match="checkpoint.json: unreadable"):
+        ckpt.read_checkpoint(newest)
+    assert ckpt.load_latest(run / "checkpoints").path.name == "epoch-00001-step-00000002"
+    for name in (rundir.OPTIONS, rundir.MARKER):
+        (run / name).write_text(bomb)
+    with pytest.raises(RunDirError, match="options.json: not valid JSON"):
+        rundir.load_options(run, {})
+    with pytest.raises(RunDirError, match="symtrain-run.json: not valid JSON"):
+        rundir.owned(run)

@@ -245,7 +245,7 @@ def _read_meta(path: Path) -> dict:
         raise CheckpointError(str(exc)) from None
     try:
         meta = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path}/{META}: unreadable ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}/{META}: not a symtrain checkpoint")

@@ -43,7 +43,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         for line in f:
             try:
                 out.append(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
     return out
 
@@ -80,7 +80,7 @@ def history_records(run_dir: str | Path, lines: int) -> dict[str, list[dict]] | 
             for _, line in zip(range(lines), f):
                 try:
                     rec = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 key = where.get(rec.get("kind")) if isinstance(rec, dict) else None
                 if key is not None:

@@ -124,7 +124,7 @@ def read_json(path: str | Path, root: str | Path | None = None) -> Any:
     data = read_regular(path, root)
     try:
         return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from None
 
 
@@ -256,7 +256,7 @@ class RunLock:
         try:
             data = os.pread(fd, 65536, 0)
             info = json.loads(data) if data.strip() else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         return info if isinstance(info, dict) else {}
 
