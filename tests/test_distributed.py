@@ -33,6 +33,7 @@ PROG = textwrap.dedent('''
     import symtrain as st
     from symtrain.backend import config, shared
 
+    MPI_JOB = "PMI_SIZE" in __import__("os").environ
     SCENARIOS = [("sgd", 1, False), ("adam", 1, False), ("sgd", 2, False), ("adam", 3, True)]
 
 
@@ -65,6 +66,8 @@ PROG = textwrap.dedent('''
                 step, ev, params = model(train, valid, opt, accumulate)
                 extra = {"distributed": True, "check_sync_every": 2} if distributed else {}
                 h = st.fit(step, train, 2, validation=ev, progress=False, **extra)
+                if distributed and MPI_JOB:  # only the gradient and update functions were compiled
+                    assert step._compiled is None, "the unused one-process step was compiled"
                 out[(opt, accumulate, drop_last)] = {"params": [p.get_value() for p in params],
                                                      "epochs": h.epochs, "validations": h.validations}
         return out
@@ -206,3 +209,27 @@ def test_each_rank_gets_its_own_deterministic_generator():
     draws = [rank_generator(g, r).random(4) for r in (1, 2, 1)]
     assert not np.array_equal(draws[0], draws[1]) and np.array_equal(draws[0], draws[2])
     assert np.array_equal(g.random(4), np.random.default_rng(5).random(4))  # rank 0's stream is untouched
+
+
+def test_compile_step_in_an_mpi_job_compiles_on_first_use(monkeypatch):
+    """A rank of an MPI job defers compiling the one-process step (the distributed step compiles its own
+    gradient and update); used on its own it compiles on first use and behaves as an eager step."""
+    import symtrain as st
+    from symtrain.backend import config, shared
+
+    rng = np.random.default_rng(1)
+    data = {"x": rng.standard_normal((20, 3)).astype(np.float32),
+            "y": rng.standard_normal(20).astype(np.float32)}
+    results = []
+    for env in ("1", "2"):
+        monkeypatch.setenv("PMI_SIZE", env)
+        with st.ChunkStream(data, batch_size=5, chunk_rows=10, seed=0) as s:
+            w = shared(np.ones(3, config.floatX), name="w")
+            cost = ((s.batch("x") @ w - s.batch("y")) ** 2).mean()
+            step = st.compile_step(cost, [w], s, st.optim.sgd(0.1), accumulate=2)
+            assert (step._compiled is None) == (env == "2")
+            names = sorted(step.state_variables())
+            st.fit(step, s, 1, progress=False, handle_signals=False)
+            results.append((names, w.get_value()))
+    assert results[0][0] == results[1][0]
+    assert results[0][1].tobytes() == results[1][1].tobytes()

@@ -183,7 +183,8 @@ class Step(StepControls):
 
     def __init__(self, *, name: str, names: list[str], fn: Any, apply_fn: Any | None, accumulate: int,
                  count: Any | None, params: list, schedules: list[Schedule], mode: str, linker: str,
-                 compile_seconds: float, recipe: Mapping[str, Any] | None = None):
+                 compile_seconds: float, recipe: Mapping[str, Any] | None = None,
+                 build: Callable[[], tuple[Any, Any]] | None = None):
         self.name = name
         self.names = names
         self.accumulate = accumulate
@@ -193,12 +194,35 @@ class Step(StepControls):
         self.linker = linker
         self.compile_seconds = compile_seconds
         self.recipe = dict(recipe or {})  # the symbolic inputs, so a distributed trainer can recompile them
-        self._fn = fn
-        self._apply = apply_fn
         self._count = count
+        self._build = build  # set when compiling is deferred to the first use (see compile_step)
+        self._compiled: dict[str, Any] | None = None
+        if fn is not None:
+            self._take(fn, apply_fn)
+        else:  # deferred: the first call (or state_variables) compiles
+            self._fn = lambda index: self._compile_now()[0](index)
+            self._apply = lambda: self._compile_now()[1]()
+
+    def _compile_now(self) -> tuple[Any, Any]:
+        self._state  # noqa: B018 (the property compiles)
+        return self._fn, self._apply
+
+    def _take(self, fn: Any, apply_fn: Any | None) -> dict[str, Any]:
+        self._fn, self._apply = fn, apply_fn
         fns = [fn] if apply_fn is None else [fn, apply_fn]
-        extra = [s.variable for s in schedules]
-        self._state = _by_name([*params, *_updated_shared(fns, name), *extra])
+        extra = [s.variable for s in self.schedules]
+        self._compiled = _by_name([*self.params, *_updated_shared(fns, self.name), *extra])
+        return self._compiled
+
+    @property
+    def _state(self) -> dict[str, Any]:  # type: ignore[override]
+        if self._compiled is not None:
+            return self._compiled
+        assert self._build is not None
+        t0 = time.perf_counter()
+        state = self._take(*self._build())
+        self.compile_seconds += time.perf_counter() - t0
+        return state
 
     def __call__(self, index: int | np.integer) -> dict[str, float]:
         outs = self._fn(np.asarray(index, dtype=np.int64))
@@ -252,8 +276,11 @@ def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer:
     if accumulate == 1:
         updates = _check_updates(optimizer(cost, params), "optimizer")
         _no_clash(extra, updates, "updates= and the optimizer both update")
-        fn = _compile([stream.index], outs, {**updates, **extra}, given, mode_obj, "compile_step")
-        apply_fn = count = None
+        count = None
+
+        def build() -> tuple[Any, Any]:
+            return _trusted(_compile([stream.index], outs, {**updates, **extra}, given, mode_obj,
+                                     "compile_step")), None
     else:
         grads = grad(cost, params)
         valid = stream.batch_valid()
@@ -262,7 +289,6 @@ def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer:
         count = shared(np.asarray(0, dtype=np.int64), name=f"{name}/accum_count")
         acc_updates = [(s, s + g.astype(p.dtype) * valid.astype(p.dtype)) for s, g, p in zip(sums, grads, params)]
         acc_updates += [(rows, rows + valid.astype("int64")), (count, count + 1), *extra.items()]
-        fn = _compile([stream.index], outs, acc_updates, given, mode_obj, "compile_step")
         mean_grads = [s / pt.maximum(rows, 1).astype(p.dtype) for s, p in zip(sums, params)]
         updates = _check_updates(optimizer(mean_grads, params), "optimizer")
         _no_clash(extra, updates, "updates= and the optimizer both update")
@@ -270,14 +296,31 @@ def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer:
         if clash:
             raise ConfigError(f"optimizer updates the accumulators {clash}")
         resets = [(s, pt.zeros_like(s)) for s in sums] + [(rows, pt.zeros_like(rows)), (count, pt.zeros_like(count))]
-        apply_fn = function([], [], updates=list(updates.items()) + resets, mode=mode_obj)
-        apply_fn.trust_input = True
-    fn.trust_input = True
+
+        def build() -> tuple[Any, Any]:
+            fn = _compile([stream.index], outs, acc_updates, given, mode_obj, "compile_step")
+            apply_fn = function([], [], updates=list(updates.items()) + resets, mode=mode_obj)
+            return _trusted(fn), _trusted(apply_fn)
+    # In a rank of an MPI job, fit(distributed=True) recompiles the gradient and the update separately and
+    # never calls this step: compiling it there would only cost start-up time. It compiles on first use.
+    fn, apply_fn = (None, None) if _in_mpi_job() else build()
     return Step(name=name, names=names, fn=fn, apply_fn=apply_fn, accumulate=int(accumulate), count=count,
                 params=params, schedules=all_schedules, mode=mode_name, linker=_linker_name(mode_obj),
-                compile_seconds=time.perf_counter() - t0,
+                compile_seconds=time.perf_counter() - t0, build=build,
                 recipe={"cost": cost, "params": params, "optimizer": optimizer, "metrics": metrics,
                         "stream": stream, "givens": given, "updates": extra, "mode": mode_obj})
+
+
+def _trusted(fn: Any) -> Any:
+    fn.trust_input = True
+    return fn
+
+
+def _in_mpi_job() -> bool:
+    """True in a rank of a multi-rank MPI job (judged from the launcher's environment, no mpi4py import)."""
+    from symtrain.distributed.comm import world_size
+
+    return world_size() > 1
 
 
 def _schedules(optimizer: Any, extra: Sequence[Schedule]) -> list[Schedule]:
