@@ -372,6 +372,7 @@ TAMPER = {
     ),
     "elapsed 1e300": (_set(["callbacks", "metrics_log", "elapsed"], 1e300),
                       "'callbacks.metrics_log.elapsed' must be between 0 and"),
+    "shape past the file": (_set(["variables", 0, "shape"], [10**6, 10**6]), None),
     "sha not hex": (_set(["arrays_sha256"], "zz"), "'arrays_sha256' must be 64 hex digits"),
     "fields not strings": (_set(["stream", "fields"], [1]), "'stream.fields' must be a list of strings"),
     "everything else missing": (lambda m: m.clear(), "'epochs' is missing"),
@@ -394,7 +395,12 @@ def test_tampered_checkpoint_json_is_a_checkpoint_error_naming_the_field(written
     edit(meta)
     meta.update(format=fmt, version=ver)
     (newest / "checkpoint.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=f"{re.escape(str(newest))}/checkpoint.json: field {message}"):
+    if message is None:  # the table promises more bytes than arrays.npz holds
+        message = "the variable table declares 4000000000000 bytes of arrays, arrays.npz holds"
+        prefix = ""
+    else:
+        prefix = "field "
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(newest))}/checkpoint.json: {prefix}{message}"):
         ckpt.read_checkpoint(newest)
     assert ckpt.load_latest(run / "checkpoints").path.name == "epoch-00001-step-00000002"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -301,6 +302,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     meta = _read_meta(path)
     validate_meta(meta, f"{path}/{META}")
     _check_arrays_file(path)
+    declared = sum(math.prod(e["shape"]) * np.dtype(e["dtype"]).itemsize
+                   for e in meta["variables"] if "key" in e)
+    size = (path / ARRAYS).stat().st_size
+    if declared > size:  # arrays.npz is uncompressed: the table cannot promise more than the file holds
+        raise CheckpointError(f"{path}/{META}: the variable table declares {declared} bytes of arrays, "
+                              f"{ARRAYS} holds {size}; refusing to allocate them")
     try:
         digest = _sha256(path / ARRAYS)
     except OSError as exc:
