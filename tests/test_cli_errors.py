@@ -98,3 +98,15 @@ def test_benchmarks_and_demo_use_whole_sentences():
     for path in [root / "symtrain" / "demo.py", *sorted((root / "benchmarks").glob("*.py"))]:
         text = path.read_text(encoding="utf-8")
         assert "__doc__.splitlines()[0]" not in text, f"{path.name}: a description cut at the first line"
+
+
+def test_a_fifo_as_training_script_is_named_for_what_it_is(tmp_path, capsys):
+    import os
+
+    import symtrain as st
+
+    st.write_dataset(tmp_path / "d", {"x": np.zeros((20, 3), np.float32), "y": np.zeros(20, np.int64)})
+    os.mkfifo(tmp_path / "s.py")
+    assert cli.main(["-q", "train", str(tmp_path / "s.py"), "--data", str(tmp_path / "d"), "--run-dir",
+                     str(tmp_path / "r")]) == 2
+    assert "is not a regular file" in capsys.readouterr().err

@@ -63,6 +63,9 @@ def load_script(path: str | Path) -> Any:
             f"script {str(path)!r} is a directory; name the Python file defining build(train, valid)"
         )
     if not path.is_file():
+        if path.exists():  # a FIFO or device: importing it would block or read garbage
+            raise ConfigError(f"script {str(path)!r} is not a regular file; name the Python file defining "
+                              "build(train, valid)")
         raise ConfigError(f"script {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"symtrain_script_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
