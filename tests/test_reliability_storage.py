@@ -283,3 +283,9 @@ def test_migrate_skips_or_refuses_a_fifo(tmp_path: Path) -> None:
     assert finishes(lambda: main(["migrate", "--check", "--no-report", str(src)]), fifo) is None
     exc = finishes(lambda: main(["migrate", str(fifo)]), fifo)
     assert exc is None
+
+
+def test_a_refused_schema_creates_no_parent(tmp_path: Path) -> None:
+    with pytest.raises(st.SymtrainError):
+        st.DatasetWriter(tmp_path / "new" / "deeper" / "ds", {"x": ("object", ())})
+    assert not (tmp_path / "new").exists()

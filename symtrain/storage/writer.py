@@ -109,6 +109,7 @@ class DatasetWriter:
             if not overwrite:
                 raise DatasetError(self.path, "already exists; pass overwrite=True (or --overwrite) to replace it")
             check_replaceable(self.path)
+        fields = _schema_from(schema, self.path) if schema is not None else None  # before making any parent
         check_path_writable(self.path, create_parents=True)
         remove_stale_leftovers(self.path)
         self.overwrite = overwrite
@@ -120,8 +121,8 @@ class DatasetWriter:
         self._offsets: dict[str, int] = {}
         self._tmp: Path | None = None
         self._done = False
-        if schema is not None:
-            self._start(_schema_from(schema, self.path))
+        if fields is not None:
+            self._start(fields)
 
     def _start(self, fields: dict[str, FieldSpec]) -> None:
         self.fields = fields
