@@ -94,3 +94,50 @@ def test_transform_sees_only_valid_rows_and_must_not_return_a_value():
     with pytest.raises(ConfigError, match="in place"):
         Augment(lambda arrays: arrays, src, seed=0, piece_rows=4).apply(
             {"a": np.zeros((3, 2))}, {}, Load(((0, 3),), None, 3), 0, 3)
+
+
+def test_a_mapped_gather_holds_off_truncation_and_a_writable_file_is_read_without_a_mapping(tmp_path,
+                                                                                             monkeypatch):
+    """A file truncated under a mapping faults (SIGBUS kills the process): the mapped gather holds a read
+    lease, so a writer cannot truncate until it is done; a file open for writing gets no lease and is read
+    with pread instead. Both give the same rows; a later fill of the truncated file is a DatasetError."""
+    import os
+
+    from symtrain.stream import load as load_mod
+
+    a = np.random.default_rng(3).standard_normal((512, 6)).astype(np.float32)
+    ds = open_dataset(write_dataset(tmp_path / "ds", {"x": a}))
+    src = sources_of(ds)["x"]
+    rows = np.random.default_rng(4).permutation(np.arange(100, 400))
+    real_mmap, attempts = load_mod.mmap.mmap, []
+    with open(src.path, "rb") as f:
+        original = f.read()
+
+    class _Mmap:  # the mmap module, whose mapping call lets a writer try to truncate the file right then
+        ALLOCATIONGRANULARITY, PROT_READ = load_mod.mmap.ALLOCATIONGRANULARITY, load_mod.mmap.PROT_READ
+
+        @staticmethod
+        def mmap(*args, **kwargs):
+            m = real_mmap(*args, **kwargs)
+            try:
+                fd = os.open(src.path, os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC)
+            except BlockingIOError:
+                attempts.append("held off")
+            else:  # it truncated: put the bytes back so that this process survives to report it
+                os.write(fd, original)
+                os.close(fd)
+                attempts.append("truncated under the mapping")
+            return m
+
+    monkeypatch.setattr(load_mod, "mmap", _Mmap)
+    dst = np.empty((len(rows), 6), np.float32)
+    load_mod._gather_file(src, rows, dst)
+    assert attempts == ["held off"] and np.array_equal(dst, a[rows])
+    monkeypatch.undo()
+    with open(src.path, "r+b"):  # open for writing elsewhere: no lease, read with pread
+        dst[...] = 0
+        load_mod._gather_file(src, rows, dst)
+        assert np.array_equal(dst, a[rows])
+        os.truncate(src.path, src.offset + 200 * src.row_bytes)
+        with pytest.raises(DatasetError, match="short read|shrank"):
+            load_mod._gather_file(src, rows, dst)

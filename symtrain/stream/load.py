@@ -14,8 +14,10 @@ Fields given as in-memory arrays (``FieldSource.array``) are gathered from the a
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +26,7 @@ import numpy as np
 
 from symtrain.errors import ConfigError, DatasetError
 
+_F_SETSIG = getattr(fcntl, "F_SETSIG", 10)  # Linux: which signal announces a lease break
 _PREAD_MAX = 1 << 30  # bytes per preadv call; Linux caps a single read at about 2 GiB anyway
 
 
@@ -208,7 +211,14 @@ def _sub_ranges(ranges: tuple[tuple[int, int], ...], lo: int, hi: int) -> tuple[
 
 
 def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[i] = file row rows[i]``: map the rows' span for this gather only, copy once, unmap."""
+    """``dst[i] = file row rows[i]``: map the rows' span for this gather only, copy once, unmap.
+
+    The mapping is used only under a read lease (``_lease``): nobody can truncate the file (or open it for
+    writing) until the gather is done, so a truncation can never fault (SIGBUS kills the process). Where
+    no lease is granted (the file is open for writing somewhere -- a memmap opened 'r+' --, another
+    owner's file, a filesystem without leases) the rows' runs are read with pread and gathered: two
+    copies, but a truncation is a short-read DatasetError.
+    """
     rb = src.row_bytes
     if rb == 0 or len(rows) == 0:
         return
@@ -219,6 +229,7 @@ def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
     except OSError as exc:
         raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
     try:
+        leased = _lease(fd)  # before the checks: from here on the file cannot shrink under the mapping
         st = os.fstat(fd)
         if src.identity is not None:
             _check_identity(src, file_identity(st))
@@ -226,20 +237,51 @@ def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
         if st.st_size < stop:  # a mapping past the end would fault (SIGBUS) instead of reading short
             raise DatasetError(src.path, f"short read: rows up to {last} need {stop} bytes, the file has "
                                f"{st.st_size} (truncated or replaced after the dataset was opened?)")
+        if not leased:
+            _gather_by_reads(fd, src, rows, dst)
+            return
         base = start - start % mmap.ALLOCATIONGRANULARITY
         try:
             m = mmap.mmap(fd, stop - base, prot=mmap.PROT_READ, offset=base)
         except (OSError, ValueError) as exc:
             raise DatasetError(src.path, f"cannot map bytes {start}..{stop}: {exc}") from exc
+        try:
+            span = np.frombuffer(m, np.uint8, count=stop - start, offset=start - base)
+            span = span.view(np.dtype(src.dtype)).reshape(last - first, *src.row_shape)
+            np.take(span, rows - first, axis=0, out=dst, mode="clip")
+            del span
+        finally:
+            m.close()
     finally:
-        os.close(fd)
+        os.close(fd)  # also releases the lease: a truncation waiting for it proceeds now
+
+
+def _lease(fd: int) -> bool:
+    """Take a read lease on ``fd`` (Linux): until it is released, truncating the file or opening it for
+    writing waits (a non-blocking open fails). False if refused. The lease break is announced with
+    SIGURG (ignored unless handled) instead of SIGIO, whose default action would end the process."""
     try:
-        span = np.frombuffer(m, np.uint8, count=stop - start, offset=start - base)
-        span = span.view(np.dtype(src.dtype)).reshape(last - first, *src.row_shape)
-        np.take(span, rows - first, axis=0, out=dst, mode="clip")
-        del span
-    finally:
-        m.close()
+        fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except (OSError, AttributeError, ValueError):
+        return False
+    return True
+
+
+def _gather_by_reads(fd: int, src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[i] = file row rows[i]`` without a mapping: pread each run of consecutive rows, then gather."""
+    rb = src.row_bytes
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    cuts = np.flatnonzero(np.diff(srt) != 1) + 1  # runs of consecutive file rows
+    bounds = [0, *cuts.tolist(), len(srt)]
+    scratch = src.empty(len(rows))
+    raw = memoryview(scratch.reshape(-1).view(np.uint8))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        _pread_into(fd, raw[a * rb:b * rb], src.offset + int(srt[a]) * rb, src.path)
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    np.take(scratch, where, axis=0, out=dst)
 
 
 def fill(sources: Mapping[str, FieldSource], load: Load, out: Mapping[str, np.ndarray],
