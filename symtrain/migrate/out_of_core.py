@@ -179,6 +179,16 @@ _RESTART = (
 _STREAM_KEYWORDS = {"borrow", "name", "chunk_rows", "rows", "max_load_bytes"}
 
 
+def _value_index(call: cst.Call) -> int | None:
+    """Where shared()'s value is: the first positional argument or ``value=`` (Theano's keyword)."""
+    for k, a in enumerate(call.args):
+        if a.keyword is None and not a.star:
+            return k if k == 0 else None
+        if a.keyword is not None and a.keyword.value == "value":
+            return k
+    return None
+
+
 def _is_memmap_call(node: cst.BaseExpression) -> bool:
     """``np.memmap(...)``, ``np.lib.format.open_memmap(...)``, ``np.load(..., mmap_mode=...)``."""
     if not isinstance(node, cst.Call):
@@ -244,13 +254,12 @@ class _DirectStreams(cst.CSTVisitor):
         return found
 
     def visit_Call(self, node: cst.Call) -> None:
-        if (
-            dotted_name(node.func) not in self.names.shared
-            or not node.args
-            or node.args[0].keyword is not None
-        ):
+        if dotted_name(node.func) not in self.names.shared:
             return
-        value = node.args[0].value
+        at = _value_index(node)
+        if at is None:
+            return
+        value = node.args[at].value
         inner = _unwrapped(value)  # numpy.asarray(mm, dtype=...) is a view of the mapping
         bound = self._bound_value(inner) if isinstance(inner, cst.Name) else inner
         kind, replacement = None, None
@@ -288,8 +297,9 @@ class _DirectStreams(cst.CSTVisitor):
             return
         if kind is None:
             return
-        extra = {a.keyword.value for a in node.args[1:] if a.keyword is not None} - _STREAM_KEYWORDS
-        if extra or any(a.keyword is None for a in node.args[1:]):
+        others = [a for k, a in enumerate(node.args) if k != at]
+        extra = {a.keyword.value for a in others if a.keyword is not None} - _STREAM_KEYWORDS
+        if extra or any(a.keyword is None for a in others):
             line = self.get_metadata(PositionProvider, node).start.line
             self.refused.append(
                 (
@@ -393,10 +403,11 @@ class _Rewrite(cst.CSTTransformer):
         if id(original) in self.shared_calls:
             self.rewrote += 1
             new = updated.with_changes(func=cst.parse_expression("symtrain.shared"))
-            if id(original) in self.replacements:
-                new = new.with_changes(
-                    args=[new.args[0].with_changes(value=self.replacements[id(original)]), *new.args[1:]]
-                )
+            at = _value_index(original)
+            if id(original) in self.replacements and at is not None:
+                args = list(new.args)
+                args[at] = args[at].with_changes(value=self.replacements[id(original)])
+                new = new.with_changes(args=args)
             return new
         if dotted_name(original.func) in self.function_names:
             self.rewrote += 1

@@ -87,10 +87,11 @@ class RandomStreams:
 
 
 class MRG_RandomStreams(RandomStreams):  # noqa: N801 - Theano's name
-    """Theano's ``rng_mrg.MRG_RandomStreams``: unseeded, Theano's default seed 12345 (runs repeat)."""
+    """Theano's ``rng_mrg.MRG_RandomStreams``: unseeded (or ``seed=None``, which Theano refused), Theano's
+    default seed 12345, so runs repeat."""
 
     def __init__(self, seed: int | None = 12345, use_cuda: Any = None):
-        super().__init__(seed, use_cuda)
+        super().__init__(12345 if seed is None else seed, use_cuda)
 
 
 def _size(size):

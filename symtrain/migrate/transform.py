@@ -581,6 +581,8 @@ class _Rewriter(cst.CSTTransformer):
                 f"unseeded MRG_RandomStreams() gets Theano's default seed "
                 f"{rules.MRG_DEFAULT_SEED} (legacy runs were identical run to run)",
             )
+        elif norm in rules.MRG_NAMES:
+            call = self._none_seed(original_node, call)
         new = self.new_name(original_node.func)
         if (
             self.old_pickles
@@ -607,6 +609,24 @@ class _Rewriter(cst.CSTTransformer):
                         *call.args[2:],
                     ]
                 )
+        return call
+
+    def _none_seed(self, original_node: cst.Call, call: cst.Call) -> cst.Call:
+        """``MRG_RandomStreams(seed=None)`` / ``(None)``: Theano refused None; use its default seed."""
+        args = list(call.args)
+        for k, a in enumerate(args):
+            is_seed = (a.keyword is None and k == 0 and not a.star) or (
+                a.keyword is not None and a.keyword.value == "seed"
+            )
+            if is_seed and m.matches(a.value, m.Name("None")):
+                args[k] = a.with_changes(value=cst.Integer(str(rules.MRG_DEFAULT_SEED)))
+                self.report(
+                    original_node,
+                    "changed",
+                    f"MRG_RandomStreams(seed=None) gets Theano's default seed {rules.MRG_DEFAULT_SEED} "
+                    "(Theano refused None; a fresh seed each run would not repeat)",
+                )
+                return call.with_changes(args=args)
         return call
 
     def _round_mode(self, node: cst.Call, adds: dict[str, str]) -> dict[str, str]:

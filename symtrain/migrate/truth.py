@@ -281,6 +281,19 @@ class _Uses(cst.CSTVisitor):
         if self._is_p(node.left) and self._is_graph_value(node.right):
             self.graph.append("its alternative is a graph value")
 
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        # `cost += reg` with cost a graph value (or `reg += T.sum(...)`)
+        if (self._is_p(node.value) and self._is_graph_value(node.target)) or (
+            self._is_p(node.target) and self._is_graph_value(node.value)
+        ):
+            self.graph.append("arithmetic with a graph value")
+
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        # `h0 if h0 else T.zeros_like(x)`: the other branch is a graph value
+        for mine, other in ((node.body, node.orelse), (node.orelse, node.body)):
+            if self._is_p(mine) and self._is_graph_value(other):
+                self.graph.append("its alternative is a graph value")
+
     def visit_For(self, node: cst.For) -> None:
         if self._is_p(node.iter):
             self.plain.append("iterated")

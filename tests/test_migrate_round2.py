@@ -1,0 +1,114 @@
+"""Issue 17 round 2: more snippets of each defect class, written the way Theano 0.7 / 1.0+six tutorial code
+looks (keyword `value=`, `seed=None`, augmented assignment, ternaries, helpers that pickle a passed file)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+# the migrate tool's dependencies are not in the Aesara venv (make test-aesara collects every module)
+pytest.importorskip("libcst")
+pytest.importorskip("fissix")
+
+from symtrain.migrate import migrate_source  # noqa: E402
+
+
+def mig(src: str, **kw) -> tuple[str, list[tuple[int, str, str]]]:
+    """The migrated text (checked idempotent) and the findings as (line, kind, message)."""
+    result = migrate_source(textwrap.dedent(src), "s.py", **kw)
+    assert migrate_source(result.new, "s.py", **kw).new == result.new, "not idempotent"
+    return result.new, [(f.line, f.kind, f.message) for f in sorted(result.findings)]
+
+
+def changed(findings) -> list[int]:
+    return sorted({line for line, k, _ in findings if k == "changed"})
+
+
+# ---- 4. truth tests: augmented assignment and ternaries are graph evidence -----------------------------
+@pytest.mark.parametrize(
+    "src, expected, line",
+    [
+        (
+            "import theano.tensor as T\ndef cost(y, reg=None):\n    c = T.mean(y)\n    if reg:\n"
+            "        c += reg\n    return c\n",
+            "    if reg is not None:",
+            4,
+        ),
+        (
+            "import theano.tensor as T\ndef step(x, h0=None):\n    h = h0 if h0 else T.zeros_like(x)\n"
+            "    return T.dot(x, h)\n",
+            "    h = h0 if h0 is not None else T.zeros_like(x)",
+            3,
+        ),
+        (
+            "import theano.tensor as TT\ndef step(x, h0=None):\n    h = TT.zeros_like(x) if not h0 else h0\n"
+            "    return h\n",
+            "    h = TT.zeros_like(x) if h0 is None else h0",
+            3,
+        ),
+        (
+            "import theano.tensor as T\ndef penalty(w, l2=None):\n    if not l2:\n        l2 = 0.0\n"
+            "    l2 += T.sum(w ** 2)\n    return l2\n",
+            "    if l2 is None:",
+            3,
+        ),
+    ],
+)
+def test_augmented_and_ternary_graph_uses_rewrite_truth_tests(src, expected, line):
+    new, findings = mig(src)
+    assert expected in new.splitlines(), new
+    assert changed(findings) == [line]
+
+
+# ---- 8. MRG_RandomStreams(seed=None): Theano refused it; Theano's default seed -------------------------
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        ("MRG_RandomStreams(seed=None)", "MRG_RandomStreams(seed=12345)"),
+        ("MRG_RandomStreams(None)", "MRG_RandomStreams(12345)"),
+        ("MRG_RandomStreams(seed=None, use_cuda=False)", "MRG_RandomStreams(seed=12345, use_cuda=False)"),
+    ],
+)
+def test_mrg_seed_none_gets_theano_default_seed(call, expected):
+    new, findings = mig(
+        f"import theano\nfrom theano.sandbox.rng_mrg import MRG_RandomStreams\nsrng = {call}\n"
+    )
+    assert f"srng = {expected}" in new and changed(findings) == [3]
+
+
+def test_mrg_seed_parameter_that_is_none_repeats_run_to_run():
+    from symtrain.migrate.runtime import MRG_RandomStreams
+
+    def draw(seed=None):
+        return MRG_RandomStreams(seed).uniform((3,)).eval()
+
+    assert (draw() == draw()).all() and (draw(None) == MRG_RandomStreams().uniform((3,)).eval()).all()
+
+
+# ---- 10. out-of-core: shared(value=...) is Theano's keyword for the value ------------------------------
+@pytest.mark.parametrize(
+    "src, expected",
+    [
+        (
+            "import numpy as np\nimport theano\nmm = np.memmap('x.dat', dtype='float32', mode='r', shape=(8, 3))\n"
+            "x = theano.shared(value=mm, name='x')\n",
+            "x = symtrain.shared(value=mm, name='x')",
+        ),
+        (
+            "import numpy\nimport theano\nclass Data(object):\n    def __init__(self, path):\n"
+            "        self.x = theano.shared(name='x', value=numpy.load(path, mmap_mode='r'), borrow=True)\n",
+            "        self.x = symtrain.shared(name='x', value=numpy.load(path, mmap_mode='r'), borrow=True)",
+        ),
+        (
+            "import numpy as np\nimport theano\nf = lambda batch_num: np.zeros((4, 2))\n"
+            "y = theano.shared(borrow=True, value=lambda batch_num: np.zeros((4, 2)))\n",
+            "y = symtrain.shared(borrow=True, value=symtrain.migrate.runtime.batch_chunks("
+            "lambda batch_num: np.zeros((4, 2))))",
+        ),
+    ],
+)
+def test_out_of_core_value_keyword(src, expected):
+    new, findings = mig(src, out_of_core=True)
+    assert expected in new.splitlines(), new
+    assert changed(findings)[-1] == 4 + ("class" in src)
