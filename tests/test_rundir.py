@@ -56,7 +56,7 @@ def _tree(path):
 # ----- rule 1: symtrain never deletes or replaces what it did not write ------------------------------------
 
 
-@pytest.mark.parametrize("name", ["metrics.csv", "metrics.jsonl", "curves.png", "options.json"])
+@pytest.mark.parametrize("name", ["metrics.csv", "metrics.jsonl"])
 def test_a_users_file_at_a_layout_name_is_refused_and_kept(model, tmp_path, name):
     run = tmp_path / "run"
     run.mkdir()
@@ -66,6 +66,18 @@ def test_a_users_file_at_a_layout_name_is_refused_and_kept(model, tmp_path, name
             model(run, overwrite=overwrite)
         assert (run / name).read_text() == "the user's own\n"
     assert _tree(run) == [name]
+
+
+@pytest.mark.parametrize("name", ["curves.png", "options.json", "notes.txt"])
+def test_a_users_file_fit_does_not_write_is_kept_through_overwrite(model, tmp_path, name):
+    """fit writes neither curves.png (plot does, and refuses a foreign one) nor options.json (the CLI does,
+    and refuses a foreign one): both stay, as any other file, through runs and --overwrite."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_text("the user's own\n")
+    model(run, epochs=1)
+    model(run, epochs=1, overwrite=True)
+    assert (run / name).read_text() == "the user's own\n"
 
 
 def test_a_users_checkpoints_dir_is_refused_even_with_overwrite(model, tmp_path):
@@ -435,7 +447,9 @@ def test_a_checkpoint_mismatch_names_each_difference_once(model, tmp_path):
         assert message.count(word.split(":")[0]) == 1 and word in message, (word, message)
 
 
-def test_a_run_dir_of_an_earlier_symtrain_is_adopted_on_resume_only(model, tmp_path):
+def test_a_run_dir_of_an_earlier_symtrain_is_adopted(model, tmp_path):
+    """No marker (written before it existed): its symtrain checkpoints and symtrain-format logs are adopted
+    for resume and overwrite; a user's file in checkpoints/ is still never deleted."""
     run = tmp_path / "run"
 
     class StopAt(Callback):
@@ -444,12 +458,20 @@ def test_a_run_dir_of_an_earlier_symtrain_is_adopted_on_resume_only(model, tmp_p
                 trainer.request_stop("interrupted")
 
     model(run, epochs=2, checkpoint_every_steps=2, callbacks=[StopAt()])
-    (run / rundir.MARKER).unlink()  # as an earlier symtrain left it: no marker
-    with pytest.raises(RunDirError, match="symtrain did not write"):
-        model(run, epochs=2, overwrite=True)
+    (run / rundir.MARKER).unlink()
     h = model(run, epochs=2, resume=True)
     assert h.stop_reason == "completed" and h.resumed_from and h.global_step == 12
     assert set(rundir.owned(run)) >= {"checkpoints", "metrics.jsonl", "metrics.csv"}
+    (run / rundir.MARKER).unlink()
+    (run / "checkpoints" / "model_best.pt").write_bytes(b"torch")
+    h = model(run, epochs=1, overwrite=True)
+    assert h.stop_reason == "completed" and not h.resumed_from
+    assert (run / "checkpoints" / "model_best.pt").read_bytes() == b"torch"
+    assert not (run / "checkpoints" / "epoch-00002-step-00000000").exists()
+    (run / rundir.MARKER).unlink()
+    (run / "metrics.csv").write_text("my,own,table\n")  # not symtrain's format: never adopted
+    with pytest.raises(RunDirError, match="metrics.csv, which symtrain did not write"):
+        model(run, epochs=1, overwrite=True)
 
 
 def test_numbers_read_back_from_the_metrics_log_are_checked(tmp_path, caplog):

@@ -250,6 +250,15 @@ def test_script_mistakes_are_one_line(data, tmp_path, cli, kw, message):
     assert not (tmp_path / "run").exists()  # nothing left behind by a refused start
 
 
+def test_a_users_options_json_is_refused_by_train(tmp_path, cli, data):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "options.json").write_text("{}")
+    code, err = cli("train", _script(tmp_path), "--data", data[0], "--run-dir", run)
+    assert code == 2 and "options.json, which symtrain did not write" in err and _built(tmp_path) == 0
+    assert (run / "options.json").read_text() == "{}"
+
+
 def test_bad_numbers_are_refused_before_anything_is_compiled(tmp_path, cli, data):
     for flag, value in (("--epochs", 0), ("--checkpoint-every-steps", -1)):
         script = _script(tmp_path)

@@ -313,7 +313,8 @@ def train_run(
     run_dir = Path(run_dir)
     with contextlib.ExitStack() as held:
         if world_rank() == 0:  # the writer takes the lock and checks the run dir before any compiling
-            held.enter_context(rundir.session(run_dir, resume, overwrite, check_only=True))
+            held.enter_context(rundir.session(run_dir, resume, overwrite, check_only=True,
+                                               writes=(*rundir.WRITTEN_BY_FIT, rundir.OPTIONS)))
         module = load_script(options["script"])
         return _build_and_fit(
             module,

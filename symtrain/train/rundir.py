@@ -401,20 +401,41 @@ def own_checkpoints(run_dir: Path) -> list[Path]:
     )
 
 
-def _adoptable(run_dir: Path) -> bool:
-    """An unmarked run dir written by an earlier symtrain: checkpoints/ holds only symtrain checkpoints."""
-    cdir = run_dir / CHECKPOINTS
-    if not cdir.is_dir() or cdir.is_symlink():
-        return False
-    ours = set(own_checkpoints(run_dir))
-    others = [p for p in cdir.iterdir() if p not in ours and not p.name.startswith(".")]
-    return bool(ours) and not others
+def _adopt(run_dir: Path) -> set[str]:
+    """What an unmarked run dir written by an earlier symtrain (before the marker existed) holds of
+    symtrain's: its ``checkpoints/`` when that holds symtrain checkpoints (other files in it stay foreign
+    and are never deleted), and a metrics log and table that are symtrain's format."""
+    if not own_checkpoints(run_dir):
+        return set()
+    out = {CHECKPOINTS}
+    for name, start in ((JSONL, '{"kind": '), (CSV, "kind,epoch,step,time")):
+        path = run_dir / name
+        empty = path.is_file() and not path.is_symlink() and path.stat().st_size == 0  # nothing to lose
+        if empty or _first_line(path).startswith(start):
+            out.add(name)
+    return out
 
 
-def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False) -> None:
+def _first_line(path: Path) -> str:
+    """The start of a regular file's first line ("" for anything else or on an error)."""
+    try:
+        fd = _open_regular(path, path.parent)
+    except (OSError, RunDirError):
+        return ""
+    try:
+        return os.read(fd, 256).split(b"\n", 1)[0].decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False,
+            writes: tuple[str, ...] = WRITTEN_BY_FIT) -> None:
     """Check (and unless ``dry_run`` set up) run_dir for a run; the caller holds its lock.
 
-    Refuses layout names symtrain did not write (a user's ``metrics.csv``, their own ``checkpoints/``),
+    Refuses the names the run ``writes`` when symtrain did not write them (a user's ``metrics.csv``, their
+    own ``checkpoints/``),
     refuses a fresh start over existing checkpoints unless ``overwrite``, which then deletes only
     symtrain's own checkpoints and logs. Claims the names fit writes in the ownership marker.
     """
@@ -424,11 +445,10 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False)
         raise RunDirError("resume=True (--resume) continues the run and overwrite=True (--overwrite) "
                           "starts it over: pass one of them")
     mine = owned(run_dir) if run_dir.is_dir() else set()
-    marked = (run_dir / MARKER).exists()
-    if not marked and resume and _adoptable(run_dir):  # a run dir of an earlier symtrain: adopt it
-        mine = {n for n in LAYOUT if os.path.lexists(run_dir / n)}
+    if not (run_dir / MARKER).exists():  # a run dir of an earlier symtrain: adopt what is symtrain's
+        mine = _adopt(run_dir)
     _check_kinds(run_dir)
-    others = foreign(run_dir, LAYOUT, mine)
+    others = foreign(run_dir, writes, mine)
     if others:
         shown = ", ".join(f"{n}/ ({_listing(run_dir / n)})" if (run_dir / n).is_dir() else n for n in others)
         raise RunDirError(
@@ -453,7 +473,7 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False)
         return
     claim(run_dir, set(mine) | set(WRITTEN_BY_FIT))
     if overwrite and not resume:
-        _discard_run(run_dir, ours)
+        _discard_run(run_dir, ours, mine)
     clean_leftovers(run_dir / CHECKPOINTS)
 
 
@@ -488,15 +508,16 @@ def _listing(path: Path, most: int = 3) -> str:
     return ", ".join(names[:most]) + (f", ... {len(names)} entries" if len(names) > most else "")
 
 
-def _discard_run(run_dir: Path, checkpoints: list[Path]) -> None:
-    """``overwrite``: delete this run dir's symtrain checkpoints, metrics log and plot; keep the rest."""
+def _discard_run(run_dir: Path, checkpoints: list[Path], mine: set[str]) -> None:
+    """``overwrite``: delete this run dir's symtrain checkpoints, metrics log and plot (those ``mine``
+    lists); keep the rest."""
     import shutil
 
     for p in checkpoints:
         shutil.rmtree(p)
     for name in (JSONL, CSV, PNG):
         p = run_dir / name
-        if p.is_file() and not p.is_symlink():
+        if name in mine and p.is_file() and not p.is_symlink():
             p.unlink()
     cdir = run_dir / CHECKPOINTS
     kept = [p.name for p in cdir.iterdir() if not p.name.startswith(".")] if cdir.is_dir() else []
@@ -579,14 +600,15 @@ def _tname(t: type) -> str:
 
 
 @contextmanager
-def session(run_dir: Path, resume: bool, overwrite: bool, check_only: bool = False) -> Iterator[RunLock]:
+def session(run_dir: Path, resume: bool, overwrite: bool, check_only: bool = False,
+            writes: tuple[str, ...] = WRITTEN_BY_FIT) -> Iterator[RunLock]:
     """Create run_dir if needed, hold its lock and :func:`prepare` it for the block (``check_only``: only
     the refusals, nothing claimed or deleted yet); a run_dir this call created is removed again if it is
     still empty at the end (a refused or failed start leaves nothing behind)."""
     created = make_run_dir(run_dir)
     try:
         with locked(run_dir) as lock:
-            prepare(run_dir, resume, overwrite, dry_run=check_only)
+            prepare(run_dir, resume, overwrite, dry_run=check_only, writes=writes)
             yield lock
     finally:
         if created:
