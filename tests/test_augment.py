@@ -393,3 +393,22 @@ def test_sigkill_and_resume_with_random_augmentation_in_process_workers_is_bit_e
     for name in b.arrays:
         va, vb = a.arrays[name], b.arrays[name]
         assert (va.tobytes() == vb.tobytes()) if isinstance(va, np.ndarray) else va == vb, name
+
+
+def test_a_copy_on_write_memmap_streams_what_it_holds_and_extended_precision_is_refused(data, tmp_path):
+    """A memmap in mode 'c' keeps the caller's changes in private pages: reading its file would stream other
+    rows, so it is gathered from memory (and refused by the process loader); float128 is one clear error."""
+    _, img, y = data
+    np.save(tmp_path / "img.npy", img)
+    cow = np.load(tmp_path / "img.npy", mmap_mode="c")
+    cow[:] = 255 - cow  # changed in memory only
+    with ChunkStream({"img": 255 - img, "y": y}, BS, 60, seed=2) as s:
+        want = collect(s, 1)
+    with ChunkStream({"img": cow, "y": y}, BS, 60, seed=2) as s:
+        assert same(collect(s, 1), want)
+    with pytest.raises(ConfigError, match="copy-on-write"):
+        ChunkStream({"img": cow, "y": y}, BS, 60, loader="process")
+    for wide in (np.longdouble, np.clongdouble):
+        if np.dtype(wide).itemsize > (8 if np.dtype(wide).kind == "f" else 16):
+            with pytest.raises(ConfigError, match="field 'w' is stored as .*extended precision"):
+                ChunkStream({"img": img, "w": np.zeros(len(img), wide)}, BS, 60)

@@ -1,6 +1,7 @@
 """Plain arrays as a stream source: ``ChunkStream({"x": memmap_or_ndarray, ...})``.
 
-A C-contiguous ``np.memmap`` (or ``np.load(..., mmap_mode="r")``) is read from its file by path and byte
+A C-contiguous ``np.memmap`` (or ``np.load(..., mmap_mode="r")``; not copy-on-write mode 'c', whose
+changes the file does not hold) is read from its file by path and byte
 offset, exactly like a dataset field, so memory stays bounded (the caller's mapping is never touched);
 any other array is gathered from memory (thread loader only). The same checks as a dataset apply:
 equal row counts, streamable dtypes, at least one row.
@@ -38,7 +39,9 @@ def _file_offset(arr: np.memmap) -> int | None:
 
 def _source(name: str, arr: np.ndarray) -> FieldSource:
     dtype, row_shape = arr.dtype.str, tuple(int(d) for d in arr.shape[1:])
-    if isinstance(arr, np.memmap):
+    if isinstance(arr, np.memmap) and getattr(arr, "mode", "r") != "c":
+        # mode 'c' (copy-on-write): the caller's changes live only in its private pages, the file would
+        # give other rows: such a memmap is gathered from memory like any array
         offset = _file_offset(arr)
         if offset is not None:
             path = os.fspath(arr.filename)

@@ -337,7 +337,8 @@ class ProcessLoader:
         in_memory = [n for n, s in sources.items() if s.array is not None]
         if in_memory:
             raise ConfigError(f"loader='process' reads fields from files, but {in_memory} are in-memory "
-                              "arrays or memmap views that are not C-contiguous: pass C-contiguous "
+                              "arrays, copy-on-write (mode 'c') memmaps or memmap views that are not "
+                              "C-contiguous: pass C-contiguous "
                               "np.memmap/np.load(..., mmap_mode='r') arrays, or use loader='thread'")
         transform = as_loader_transform(transform, sources)
         if transform is not None:

@@ -60,6 +60,10 @@ def check_streamable(where: str, name: str, dtype: Any) -> np.dtype:
         raise ConfigError(f"{where}: field {name!r} is stored as {dt.str} ({what}); only numeric and bool "
                           "fields can be streamed into device buffers: leave it out with fields=[...] or "
                           "store it as numbers")
+    if dt.kind in "fc" and dt.itemsize > (16 if dt.kind == "c" else 8):
+        raise ConfigError(f"{where}: field {name!r} is stored as {dt.str} (extended precision, "
+                          f"{dt.name}); device buffers hold at most float64/complex128: convert it once "
+                          "(for an array: x.astype(np.float64); for a dataset: write a converted copy)")
     if not dt.isnative:
         raise ConfigError(f"{where}: field {name!r} is stored as {dt.str}, in non-native byte order; device "
                           "buffers hold native-order numbers: convert it once (for an array: "
