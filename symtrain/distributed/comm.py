@@ -72,6 +72,10 @@ class Comm:
         self.comm.Allgather(np.asarray([value], dtype=np.float64), out)
         return out
 
+    def allgather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` in rank order (pickled: start-up checks only, never per step)."""
+        return list(self.comm.allgather(obj))
+
     def bcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (pickled: start-up and resume only, never per step)."""
         return self.comm.bcast(obj, root=0)

@@ -32,6 +32,7 @@ PID_DIR_ENV = "SYMTRAIN_RANK_PID_DIR"
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _BAD_PID = re.compile(r"PID (\d+) RUNNING AT")
 READER_JOIN_TIMEOUT = 5.0  # seconds to drain the output relays after mpiexec exits
+MAX_RANKS_PER_CORE = 8  # --ranks starts every rank on this machine: more would only exhaust its memory
 RELAY_TRUNCATE = 1 << 24  # bytes of relayed mpiexec output kept on disk before the file is emptied
 
 
@@ -73,6 +74,11 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
     pipes: if the launcher dies, mpiexec must not die of a broken pipe before the ranks checkpoint).
     """
     check_int("--ranks", ranks, 1)
+    cores = os.cpu_count() or 1
+    if ranks > MAX_RANKS_PER_CORE * cores:
+        raise ConfigError(f"--ranks {ranks} would start {ranks} processes on this machine ({cores} cores; "
+                          f"--ranks allows at most {MAX_RANKS_PER_CORE * cores}); to run on other hosts too, "
+                          "start the site's mpiexec yourself: mpiexec -n N [-f hostfile] symtrain train ...")
     mpiexec = find_mpiexec()
     env = dict(os.environ)
     threads = str(max(1, (os.cpu_count() or 1) // ranks))

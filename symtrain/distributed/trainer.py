@@ -21,6 +21,7 @@ from symtrain.distributed.comm import FAREWELL, Comm, RanksDivergedError
 from symtrain.distributed.shard import shard_stream
 from symtrain.distributed.step import DistributedStep
 from symtrain.errors import ConfigError, SymtrainError
+from symtrain.stream.chunkstream import state_differences
 from symtrain.train import checkpoint as ckpt
 from symtrain.train.contracts import BatchEvaluator
 from symtrain.train.history import History
@@ -88,6 +89,7 @@ class DistributedTrainer(Trainer):
         self.comm = comm
         shard_stream(stream, comm.rank, comm.size)
         dstep = DistributedStep(step, comm)
+        self.data_streams = {"training": stream, "validation": getattr(validation, "stream", None)}
         super().__init__(dstep, stream, epochs, validation=sharded_validation(validation, comm), **options)
         self.check_every = every
         self._agreed: bool | None = None
@@ -134,6 +136,7 @@ class DistributedTrainer(Trainer):
     # ----- start, checkpoints, resume --------------------------------------------------------------------
     def run(self) -> History:
         """Start every rank from rank 0's state (after any resume), then train."""
+        self.check_same_data()
         self.broadcast_state()
         calls0, seconds0 = self.comm.allreduce_calls, self.comm.allreduce_seconds
         steps0 = self.global_step
@@ -144,6 +147,28 @@ class DistributedTrainer(Trainer):
                  self.global_batch_size, 1e3 * (self.comm.allreduce_seconds - seconds0) / steps,
                  self.comm.allreduce_calls - calls0)
         return history
+
+    def check_same_data(self) -> None:
+        """ConfigError on every rank unless all ranks stream the same datasets with the same global plans.
+
+        A rank reading other data (another --data path, another seed or batch) would still hold the same
+        parameters as the others (the gradients are averaged), so no checksum would ever notice it."""
+        mine = {}
+        for what, stream in self.data_streams.items():
+            state = getattr(stream, "state", None)
+            mine[what] = state() if callable(state) else None
+        root = self.comm.bcast(mine)
+        diffs = []
+        for what, state in mine.items():
+            if state is not None and root.get(what) is not None:
+                diffs += [f"{what} {d}".replace(": checkpoint ", ": rank 0 ")
+                          .replace(", now ", ", this rank ") for d in state_differences(root[what], state)]
+        every = self.comm.allgather("; ".join(diffs))
+        bad = [f"rank {r}: {d}" for r, d in enumerate(every) if d]
+        if bad:
+            raise ConfigError("the ranks do not stream the same data (every rank must read the same "
+                              "dataset with the same plan; the global plan is split among them): "
+                              + " | ".join(bad))
 
     def farewell(self) -> None:
         """The last collective of a run: a buffer shaped like a step's whose stop slot says "left the loop".
