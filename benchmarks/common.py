@@ -121,7 +121,8 @@ def cached_fraction(path: str | os.PathLike) -> float:
         return 1.0
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
@@ -244,12 +245,14 @@ def write_results(sections: dict[str, list[Table]], command: str, info: dict[str
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     kept = dict(re.findall(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->", old, flags=re.S))
     for name, tables in sections.items():
-        load = f" (load average {info['load average']} before the run, {info.get('load average after', '?')} after)"
-        body = f"## {name}\n\nRun {info['date']} with `{command}`{load}.\n\n" + "\n".join(t.markdown() for t in tables)
+        load = (f" (load average {info['load average']} before the run, "
+                f"{info.get('load average after', '?')} after)")
+        body = (f"## {name}\n\nRun {info['date']} with `{command}`{load}.\n\n"
+                + "\n".join(t.markdown() for t in tables))
         kept[name] = body
     head = ["# Benchmark results", "",
-            "Written by `python -m benchmarks.run` (`make bench`); do not edit by hand. Rerun a single benchmark "
-            "with `python -m benchmarks.run --only NAME` (other sections are kept).", "",
+            "Written by `python -m benchmarks.run` (`make bench`); do not edit by hand. Rerun a single "
+            "benchmark with `python -m benchmarks.run --only NAME` (other sections are kept).", "",
             f"Last run: `{command}`", ""]
     head += [f"- **{k}**: {v}" for k, v in info.items()]
     body = "\n".join(head) + "\n\n" + "\n".join(f"<!-- bench:{k} -->\n{v}<!-- /bench:{k} -->\n"

@@ -128,7 +128,8 @@ def _profiled(fn, enabled: bool, out: dict):
     return result
 
 
-def child_symtrain(path: str, mode: str, chunk_rows: int, profile_steps: int | None, loader: str = "process") -> dict:
+def child_symtrain(path: str, mode: str, chunk_rows: int, profile_steps: int | None,
+                   loader: str = "process") -> dict:
 
     import symtrain as st
     from symtrain.backend import pt
@@ -168,7 +169,8 @@ def child_symtrain(path: str, mode: str, chunk_rows: int, profile_steps: int | N
         hist = None
     else:
         t0 = time.perf_counter()
-        hist = st.fit(step, stream, epochs=1, progress=False, handle_signals=False, checkpoint_every_epochs=None)
+        hist = st.fit(step, stream, epochs=1, progress=False, handle_signals=False,
+                      checkpoint_every_epochs=None)
         secs, rows = time.perf_counter() - t0, stream.steps_per_epoch * BATCH
     out.update(rows=rows, epoch_s=secs, wait_s=stream.wait_seconds - wait0, linker=step.linker)
     if hist is not None and hist.epochs:
@@ -267,8 +269,9 @@ def bench(cfg: Config) -> list[Table]:
                 if "error" in r:
                     print(f"  rep {rep} {name}: FAILED {r['error']}", flush=True)
                 else:
-                    print(f"  rep {rep} {name:16s} {r['rows'] / r['epoch_s'] / 1e3:6.1f} k rows/s, first step "
-                          f"{r['first_step_s']:.1f} s, peak anon {_mib(r['peak_anon_tree'])}", flush=True)
+                    print(f"  rep {rep} {name:16s} {r['rows'] / r['epoch_s'] / 1e3:6.1f} k rows/s, first "
+                          f"step {r['first_step_s']:.1f} s, peak anon {_mib(r['peak_anon_tree'])}",
+                          flush=True)
         ok = {n: [r for r in v if "error" not in r] for n, v in runs.items()}
         rates = {n: median([r["rows"] / r["epoch_s"] for r in v]) for n, v in ok.items() if v}
         anon = {n: median([r["peak_anon_tree"] for r in v]) for n, v in ok.items() if v}
@@ -280,11 +283,13 @@ def bench(cfg: Config) -> list[Table]:
             for name in (names if cfg.profile else [best_sym, best_torch]):
                 print(f"  profiling {name} ({cfg.profile_steps} steps)", flush=True)
                 profiles[name] = run_child(name, path, cfg.chunk_rows, profile_steps=cfg.profile_steps,
-                                           compiledir=f"{cache}/{name.replace('/', '-')}" if cfg.cold_cache else None)
-    table = Table(f"End to end: one epoch of the MLP ({n_rows} rows, {nbytes / 2**30:.2f} GiB, batch {BATCH}, "
-                  f"{common.BLAS_THREADS} thread(s), warm page cache)",
+                                           compiledir=f"{cache}/{name.replace('/', '-')}" if cfg.cold_cache
+                                           else None)
+    table = Table(f"End to end: one epoch of the MLP ({n_rows} rows, {nbytes / 2**30:.2f} GiB, batch "
+                  f"{BATCH}, {common.BLAS_THREADS} thread(s), warm page cache)",
                   ["contender", "rows/s (median)", f"x {best_torch or 'PyTorch'}", "epoch s (min-max)",
-                   "waited for data", "time to first step: cold cache / warm", "peak anon (tree)", "peak RssShmem",
+                   "waited for data", "time to first step: cold cache / warm", "peak anon (tree)",
+                   "peak RssShmem",
                    "VmHWM", "peak RssFile", "loss: first step / epoch mean"])
     for n in names:
         v = ok[n]
@@ -304,25 +309,26 @@ def bench(cfg: Config) -> list[Table]:
             f"{median([r['wait_s'] / r['epoch_s'] for r in v]):.0%}", first_cell, _mib(anon[n]),
             _mib(median([r["peak_shmem"] for r in v])), _mib(median([r["vm_hwm"] for r in v])),
             _mib(median([r["peak_file"] for r in v])),
-            f"{v[-1]['first_loss']:.3f} / {mean:.3f}" if isinstance(mean, float) else f"{v[-1]['first_loss']:.3f} / -"])
+            f"{v[-1]['first_loss']:.3f} / {mean:.3f}" if isinstance(mean, float)
+            else f"{v[-1]['first_loss']:.3f} / -"])
     sym = [n for n in rates if n.startswith("symtrain")]
     table.notes += [
-        f"{cfg.reps} repetition(s) per contender, each a fresh subprocess, contenders alternating in a rotated order; "
-        "files read once before each run (warm page cache). Threads: BLAS env vars and torch.set_num_threads = "
-        f"{common.BLAS_THREADS}.",
-        "symtrain: `st.compile_step(cost, params, stream, st.optim.adam(1e-3), mode=...)` + `st.fit(step, stream, "
-        f"epochs=1, progress=False)`, ChunkStream(policy=\"shuffle\", chunk_rows={cfg.chunk_rows} unless stated, "
-        "loader=\"process\" unless stated). "
+        f"{cfg.reps} repetition(s) per contender, each a fresh subprocess, contenders alternating in a "
+        "rotated order; files read once before each run (warm page cache). Threads: BLAS env vars and "
+        f"torch.set_num_threads = {common.BLAS_THREADS}.",
+        "symtrain: `st.compile_step(cost, params, stream, st.optim.adam(1e-3), mode=...)` + `st.fit(step, "
+        f"stream, epochs=1, progress=False)`, ChunkStream(policy=\"shuffle\", chunk_rows={cfg.chunk_rows} "
+        "unless stated, loader=\"process\" unless stated). "
         "PyTorch: nn.Sequential(Linear, ReLU, Linear), CrossEntropyLoss, torch.optim.Adam(1e-3), loader from "
         "benchmarks/torch_baselines.py.",
-        "Time to first step: from the child's first line (imports, dataset open, graph build, compile or autograd "
-        "warm-up, first fill) to the end of the first training step. Cold = an empty PyTensor/Numba compile cache "
-        "(repetition 0); warm = the cache that run left.",
+        "Time to first step: from the child's first line (imports, dataset open, graph build, compile or "
+        "autograd warm-up, first fill) to the end of the first training step. Cold = an empty PyTensor/Numba "
+        "compile cache (repetition 0); warm = the cache that run left.",
         "peak anon (tree): largest sum of RssAnon over the process and its children (DataLoader workers, the "
-        "symtrain loader process), sampled every 20 ms; the process loader's staging buffers are shared memory "
-        "(peak RssShmem column). VmHWM (the main process's peak RSS) also counts file pages mapped by memmaps; peak "
-        "RssFile is the largest process's mapped file pages (shared libraries ~100 MiB, plus the data a memmap "
-        "reader has touched), which the OS may evict but cgroup limits count.",
+        "symtrain loader process), sampled every 20 ms; the process loader's staging buffers are shared "
+        "memory (peak RssShmem column). VmHWM (the main process's peak RSS) also counts file pages mapped by "
+        "memmaps; peak RssFile is the largest process's mapped file pages (shared libraries ~100 MiB, plus "
+        "the data a memmap reader has touched), which the OS may evict but cgroup limits count.",
     ]
     if sym and best_torch:
         r_rate = rates[best_sym] / rates[best_torch]
@@ -331,14 +337,15 @@ def bench(cfg: Config) -> list[Table]:
         torch_names = [n for n in rates if n.startswith("torch")]
         lean_sym = min(sym, key=lambda n: mem[n])
         lean_torch = min(torch_names, key=lambda n: mem[n])
+        lean_gap = mem[lean_sym] - mem[lean_torch]
         table.notes.append(
-            f"**Targets.** rows/s: {LABELS[best_sym]} at {r_rate:.2f}x {LABELS[best_torch]}, the fastest PyTorch "
-            f"contender ({'met' if r_rate >= 1 else f'missed by {1 - r_rate:.0%}'}). Anonymous memory (RssAnon of "
-            "the tree + shared-memory staging): "
+            f"**Targets.** rows/s: {LABELS[best_sym]} at {r_rate:.2f}x {LABELS[best_torch]}, the fastest "
+            f"PyTorch contender ({'met' if r_rate >= 1 else f'missed by {1 - r_rate:.0%}'}). Anonymous "
+            "memory (RssAnon of the tree + shared-memory staging): "
             + ", ".join(f"{LABELS.get(n, n)} {_mib(mem[n])}" for n in names if n in mem)
             + f". Leanest symtrain ({LABELS[lean_sym]}) vs leanest PyTorch ({LABELS[lean_torch]}): "
             f"{_mib(mem[lean_sym])} vs {_mib(mem[lean_torch])} "
-            f"({'met' if mem[lean_sym] <= mem[lean_torch] else f'missed by {_mib(mem[lean_sym] - mem[lean_torch])}'}); "
+            f"({'met' if lean_gap <= 0 else f'missed by {_mib(lean_gap)}'}); "
             f"fastest symtrain vs fastest PyTorch: {_mib(mem[best_sym])} vs {_mib(mem[best_torch])}.")
     tables = [table]
     if profiles:
@@ -347,8 +354,10 @@ def bench(cfg: Config) -> list[Table]:
 
 
 def _profile_table(profiles: dict[str, dict], cfg: Config) -> Table:
-    t = Table(f"Where the time goes: cProfile of {cfg.profile_steps} training steps per contender (top functions "
-              "by own time)", ["contender", "rows/s under the profiler", "function", "calls", "own time", "share"])
+    t = Table(f"Where the time goes: cProfile of {cfg.profile_steps} training steps per contender (top "
+              "functions by own time)", ["contender", "rows/s under the profiler", "function", "calls",
+                                         "own time",
+                               "share"])
     for name, p in profiles.items():
         if "error" in p:
             t.rows.append([LABELS.get(name, name), f"failed: {p['error'][:200]}", "", "", "", ""])
@@ -356,10 +365,11 @@ def _profile_table(profiles: dict[str, dict], cfg: Config) -> Table:
         for k, f in enumerate(p.get("profile", [])[:6]):
             t.rows.append([LABELS.get(name, name) if k == 0 else "",
                            _rows_s(p["rows"] / p["epoch_s"]) if k == 0 else "",
-                           f"`{f['function']}`", str(f["calls"]), f"{f['tottime_s']:.2f} s", f"{f['share']:.0%}"])
-    t.notes.append("A compiled PyTensor function shows up as one entry (its whole call is native code); torch's "
-                   "forward/backward/Adam show up as their C++-backed calls. cProfile adds overhead to each "
-                   "Python-level call, so rows/s here are lower than in the table above.")
+                           f"`{f['function']}`", str(f["calls"]), f"{f['tottime_s']:.2f} s",
+                           f"{f['share']:.0%}"])
+    t.notes.append("A compiled PyTensor function shows up as one entry (its whole call is native code); "
+                   "torch's forward/backward/Adam show up as their C++-backed calls. cProfile adds overhead "
+                   "to each Python-level call, so rows/s here are lower than in the table above.")
     return t
 
 
@@ -373,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="small data, one repetition (a smoke run)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--size-mib", type=int, help="dataset size in MiB")
-    ap.add_argument("--contenders", help=f"comma-separated subset of {','.join(CONTENDERS)} (also torch/tutorial/0)")
+    ap.add_argument("--contenders",
+                    help=f"comma-separated subset of {','.join(CONTENDERS)} (also torch/tutorial/0)")
     ap.add_argument("--profile", action="store_true", help="also profile each contender with cProfile")
     ap.add_argument("--blas-threads", type=int, default=int(common.BLAS_THREADS),
                     help="threads (BLAS and torch intra-op), pinned before numpy loads; default 1")

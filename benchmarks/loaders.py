@@ -32,10 +32,11 @@ BATCH = 128
 SYMTRAIN = ("thread", "process")
 TORCH = (("tutorial", 0), ("tutorial", 2), ("batched", 0), ("batched", 2))
 TF_NOTE = ("TensorFlow (`tf.data.Dataset.from_generator`) is not measured: `pip download --no-deps "
-           "tensorflow-cpu==2.21.0` is a 274 MB wheel (about 1 GB installed, with keras, protobuf, grpcio and "
-           "tensorboard), past what a benchmark-only extra should cost here, and its dependency pins would "
-           "share the venv with pytensor's numpy 2.4. A `from_generator` over memmap slices would run the "
-           "same per-batch Python generator as the PyTorch batched variant, behind tf.data's own threads.")
+           "tensorflow-cpu==2.21.0` is a 274 MB wheel (about 1 GB installed, with keras, protobuf, grpcio "
+           "and tensorboard), past what a benchmark-only extra should cost here, and its dependency pins "
+           "would share the venv with pytensor's numpy 2.4. A `from_generator` over memmap slices would run "
+           "the same per-batch Python generator as the PyTorch batched variant, behind tf.data's own "
+           "threads.")
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,12 @@ def _epoch_rows(stream, e: int, cap_s: float) -> tuple[int, float]:
 
 def _symtrain_pass(path: Path, loader: str, cfg: Config, prepare) -> tuple[int, float, float]:
     """Epoch 0 of a fresh stream (timed, start-up included), then ``prepare()`` (warm or evict the files) and
-    epoch 1 (timed: the steady state of a multi-epoch run). Returns (rows, epoch-1 seconds, epoch-0 seconds)."""
+    epoch 1 (timed: the steady state of a multi-epoch run). Returns (rows, epoch-1 seconds, epoch-0
+    seconds)."""
     from symtrain.stream import ChunkStream
 
-    with ChunkStream(path, BATCH, cfg.chunk_rows, policy="shuffle", seed=0, loader=loader, name=f"bench-{loader}") as s:
+    with ChunkStream(path, BATCH, cfg.chunk_rows, policy="shuffle", seed=0, loader=loader,
+                     name=f"bench-{loader}") as s:
         rows0, secs0 = _epoch_rows(s, 0, cfg.cap_s)
         prepare()
         rows, secs = _epoch_rows(s, 1, cfg.cap_s)
@@ -89,7 +92,8 @@ def _symtrain_pass(path: Path, loader: str, cfg: Config, prepare) -> tuple[int, 
 
 
 def _torch_pass(path: Path, style: str, workers: int, cfg: Config) -> tuple[int, float]:
-    """Rows and seconds of one shuffled epoch (or ``cap_s``), worker start-up included, every batch touched."""
+    """Rows and seconds of one shuffled epoch (or ``cap_s``), worker start-up included, every batch
+    touched."""
     from benchmarks.torch_baselines import make_loader
 
     loader = make_loader(path, style, workers, BATCH)
@@ -150,42 +154,48 @@ def run_loaders(cfg: Config) -> Table:
     tut = {c: per_row[("torch/tutorial/0", c)] for c in ("warm", "cold")}
     table = Table(f"Loader alone, no model ({n_rows} rows, {n_rows * row_bytes / 2**30:.2f} GiB, shuffled; "
                   f"chunk_rows={cfg.chunk_rows}, batch {BATCH})",
-                  ["reader", "shuffles", "warm rows/s", "warm GB/s", "warm x tutorial", "cold rows/s", "cold GB/s",
+                  ["reader", "shuffles", "warm rows/s", "warm GB/s", "warm x tutorial", "cold rows/s",
+                   "cold GB/s",
                    "cold x tutorial"])
     for name in names:
         label, shuffles = LABELS[name]
         cells = [label, shuffles]
         for cache in ("warm", "cold"):
-            cells += [*rate(1, row_bytes, per_row[(name, cache)]), f"{tut[cache] / per_row[(name, cache)]:.1f}"]
+            cells += [*rate(1, row_bytes, per_row[(name, cache)]),
+                      f"{tut[cache] / per_row[(name, cache)]:.1f}"]
         table.rows.append(cells)
     table.rows.append([f"memcpy (`np.copyto`, {cfg.memcpy_bytes // MiB} MiB in RAM)", "-",
-                       *rate(1, row_bytes, memcpy_per_row), f"{tut['warm'] / memcpy_per_row:.1f}", "-", "-", "-"])
+                       *rate(1, row_bytes, memcpy_per_row), f"{tut['warm'] / memcpy_per_row:.1f}", "-", "-",
+                       "-"])
     best_sym = min(per_row[(f"symtrain/{lo}", "warm")] for lo in SYMTRAIN)
     best_sym_cold = min(per_row[(f"symtrain/{lo}", "cold")] for lo in SYMTRAIN)
     ratio_tut = tut["warm"] / best_sym
     ratio_copy = best_sym / memcpy_per_row
     table.notes += [
-        f"Rows of {row_bytes} B (x float32[784] + y int64), digits-derived. Medians of {cfg.reps} pass(es) per "
-        f"contender and cache state, contenders alternating in a rotated order; a pass is a whole shuffled epoch "
-        f"or {cfg.cap_s:.0f} s, whichever ends first (rows/s counts the rows it delivered), timed from asking "
-        "for the epoch (worker start-up and the first fill included) to the last batch. symtrain rows are "
-        "the stream's second epoch (epoch 1; its staging buffers touched and its loader running, as in every "
-        "epoch of a training run after the first; cold, its first fill was read ahead before the eviction); its first epoch on a fresh stream (buffer allocation, "
-        "first touch, process start) ran at "
+        f"Rows of {row_bytes} B (x float32[784] + y int64), digits-derived. Medians of {cfg.reps} pass(es) "
+        "per contender and cache state, contenders alternating in a rotated order; a pass is a whole "
+        f"shuffled epoch or {cfg.cap_s:.0f} s, whichever ends first (rows/s counts the rows it delivered), "
+        "timed from asking for the epoch (worker start-up and the first fill included) to the last batch. "
+        "symtrain rows are the stream's second epoch (epoch 1; its staging buffers touched and its loader "
+        "running, as in every epoch of a training run after the first; cold, its first fill was read ahead "
+        "before the eviction); its first epoch on a fresh stream (buffer allocation, first touch, process "
+        "start) ran at "
         + ", ".join(f"{n.split('/')[1]} {c} {rate(1, row_bytes, median(v))[0]}"
                     for (n, c), v in sorted(first_epoch.items())) + " rows/s.",
         f"Cold: files fsynced and evicted with `posix_fadvise(POSIX_FADV_DONTNEED)` right before each pass "
         f"(largest fraction still cached after eviction: {max(evicted, default=0):.1%}). The dataset fits in "
         "the page cache here, so a cold random reader gets help from kernel read-around as the pass goes on; "
-        "on data larger than RAM the tutorial pattern's cold rate falls further (an earlier measurement on data larger than RAM: ~6-9 k rows/s).",
+        "on data larger than RAM the tutorial pattern's cold rate falls further (an earlier measurement on "
+        "data larger than RAM: ~6-9 k rows/s).",
         "`x tutorial`: the contender's rows/s over the PyTorch tutorial pattern's (0 workers), same run.",
         f"**Targets.** symtrain >= 20x the tutorial pattern (warm): best symtrain loader "
         f"{ratio_tut:.1f}x ({'met' if ratio_tut >= 20 else 'missed'}); cold "
         f"{tut['cold'] / best_sym_cold:.1f}x. Within 2x of memcpy when cached: best symtrain loader takes "
         f"{ratio_copy:.2f}x memcpy's time per row ({'met' if ratio_copy <= 2 else 'missed'}).",
-        "Shuffle quality: PyTorch's samplers draw a full random permutation of all rows per epoch; symtrain's "
-        "`policy=\"shuffle\"` permutes the order of chunk-sized blocks and the rows inside each buffer (add "
-        "`mix=K` to draw each buffer from K blocks, or pre-shuffle once with `symtrain shuffle`).",
+        "Shuffle quality: PyTorch's samplers draw a full random permutation of all rows per epoch; "
+        "symtrain's `policy=\"shuffle\"` permutes the order of chunk-sized blocks and the rows inside each "
+        "buffer (add `mix=K` to draw each buffer from K blocks, or pre-shuffle once with `symtrain "
+        "shuffle`).",
         TF_NOTE,
     ]
     return table
@@ -224,7 +234,8 @@ def fill_breakdown(cfg: Config) -> Table:
                 lambda: [two_pass_fill(sources, ld, out, scratch) for ld in loads]))
     finally:
         ds.close()
-    table = Table("What bounds symtrain's loader (warm): `load.fill` over one shuffled epoch, on the main thread",
+    table = Table("What bounds symtrain's loader (warm): `load.fill` over one shuffled epoch, on the main "
+                  "thread",
                   ["part", "seconds per epoch", "rows/s", "GB/s"])
     labels = {"read": "the same rows in file order (`os.preadv` straight into the staging buffer)",
               "shuffle": "shuffled fill, what the loaders run (one copy: `np.take(mode='clip')` from a "
@@ -236,8 +247,8 @@ def fill_breakdown(cfg: Config) -> Table:
     table.notes.append(f"Medians of {cfg.reps} epoch(s) of {len(loads)} fills of {spec.chunk_rows} rows. The "
                        "loaders run exactly this `fill` on their threads or processes; what they deliver "
                        "beyond it is hand-off (install into the device buffers, wake-ups) and competition "
-                       "for the 2 cores. The mapping lives for one gather only, so RssFile rises by at most one fill's "
-                       "span while it is gathered and none of it stays mapped.")
+                       "for the 2 cores. The mapping lives for one gather only, so RssFile rises by at most "
+                       "one fill's span while it is gathered and none of it stays mapped.")
     return table
 
 

@@ -72,8 +72,10 @@ def symtrain_step(model: str, impl: str, hidden: int | None = None, act: str = "
                   param((800, hidden), 0.03), param((hidden,), 0), param((hidden, 10), 0.03), param((10,), 0)]
         w1, b1, w2, b2, w3, b3, w4, b4 = params
         h = x.reshape((BATCH, 1, 28, 28))
-        h = pt.tanh(pool(conv(h, w1, filter_shape=(20, 1, 5, 5)), (2, 2), True) + b1.dimshuffle("x", 0, "x", "x"))
-        h = pt.tanh(pool(conv(h, w2, filter_shape=(50, 20, 5, 5)), (2, 2), True) + b2.dimshuffle("x", 0, "x", "x"))
+        h = pt.tanh(pool(conv(h, w1, filter_shape=(20, 1, 5, 5)), (2, 2), True)
+                    + b1.dimshuffle("x", 0, "x", "x"))
+        h = pt.tanh(pool(conv(h, w2, filter_shape=(50, 20, 5, 5)), (2, 2), True)
+                    + b2.dimshuffle("x", 0, "x", "x"))
         logp = nn.log_softmax(activation(h.flatten(2) @ w3 + b3) @ w4 + b4)
     else:
         hidden = hidden or 256
@@ -93,7 +95,8 @@ def symtrain_step(model: str, impl: str, hidden: int | None = None, act: str = "
         updates += [(q, q + np.float32(momentum) * v - lr * g) for q, v, g in zip(params, vel, grads)]
     t0 = time.perf_counter()
     f = function([index], cost, updates=updates,
-                 givens={x: buf_x[index * BATCH:(index + 1) * BATCH], y: buf_y[index * BATCH:(index + 1) * BATCH]})
+                 givens={x: buf_x[index * BATCH:(index + 1) * BATCH],
+                         y: buf_y[index * BATCH:(index + 1) * BATCH]})
     return (lambda i: f(i % (ROWS // BATCH))), time.perf_counter() - t0
 
 
@@ -101,7 +104,8 @@ def _graph_max_pool(pool_2d_graph):
     return lambda h, ws, ignore_border: pool_2d_graph(h, ws, ignore_border=ignore_border)
 
 
-# ----- the PyTorch contender (run inside a worker) -----------------------------------------------------------
+# ----- the PyTorch contender (run inside a worker)
+# -----------------------------------------------------------
 def torch_step(model: str):
     """The same model in PyTorch: returns (step(i), seconds to build model + optimizer)."""
     import torch
@@ -111,7 +115,8 @@ def torch_step(model: str):
     t0 = time.perf_counter()
     torch.manual_seed(0)
     if model == "lenet":
-        net = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Tanh(), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
+        net = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Tanh(), nn.Conv2d(20, 50, 5),
+                            nn.MaxPool2d(2),
                             nn.Tanh(), nn.Flatten(), nn.Linear(800, 500), nn.Tanh(), nn.Linear(500, 10))
         shape = (BATCH, 1, 28, 28)
     else:
@@ -160,7 +165,8 @@ def worker(contender: str, model: str, variant: str) -> None:
     """Build, time the first call, then answer 'N' on stdin with N step times (one JSON line each)."""
     kwargs = {}
     if variant == "changed":
-        kwargs = dict(hidden=400, act="relu", momentum=0.9) if model == "lenet" else dict(hidden=300, act="tanh")
+        kwargs = dict(hidden=400, act="relu",
+                      momentum=0.9) if model == "lenet" else dict(hidden=300, act="tanh")
     elif model == "mlp":
         kwargs = dict(act="relu")
     symtrain = contender != "torch"
@@ -168,7 +174,8 @@ def worker(contender: str, model: str, variant: str) -> None:
     (step, built), _, at_build = _timed(build, symtrain)
     loss, first, at_first = _timed(lambda: float(step(0)), symtrain)
     extra = {f"function_{k}": v for k, v in at_build.items()} | {f"first_{k}": v for k, v in at_first.items()}
-    print(json.dumps({"function_s": round(built, 3), "first_s": round(first, 3), "loss": loss, **extra}), flush=True)
+    print(json.dumps({"function_s": round(built, 3), "first_s": round(first, 3), "loss": loss, **extra}),
+          flush=True)
     for line in sys.stdin:
         n = int(line)
         if n <= 0:
@@ -185,10 +192,12 @@ def worker(contender: str, model: str, variant: str) -> None:
 class Worker:
     """A worker subprocess on its own compile cache; ``ready`` holds its build / first-call figures."""
 
-    def __init__(self, contender: str, model: str, cache: Path, variant: str = "base", src: str | None = None):
+    def __init__(self, contender: str, model: str, cache: Path, variant: str = "base",
+                 src: str | None = None):
         env = dict(os.environ)
         cache.mkdir(parents=True, exist_ok=True)
-        env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""), f"base_compiledir={cache}",
+        env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""),
+                                                     f"base_compiledir={cache}",
                                                       "floatX=float32") if f)
         env["NUMBA_CACHE_DIR"] = str(cache / "numba-cache")
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -206,7 +215,8 @@ class Worker:
             self.name += f" before the Ops ({Path(src).name})"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.nnet_speed", "--worker", contender, "--model", model,
-             "--variant", variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
+             "--variant", variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+             cwd=cwd)
         self.ready = json.loads(self._line())
         self.times: list[float] = []  # wall seconds per step
         self.cpu: list[float] = []  # CPU seconds per step (less sensitive to other processes' load)
@@ -251,7 +261,8 @@ def measure(model: str, contenders: list[str], tmp: Path, rounds: int, block: in
     loads.append(os.getloadavg())
     for w in timing:
         w.close()
-    title = {"lenet": "LeNet step (batch 128, conv 20+50 5x5, 2x2 max pools, 500 tanh), forward + backward + SGD",
+    title = {"lenet": "LeNet step (batch 128, conv 20+50 5x5, 2x2 max pools, 500 tanh), forward + backward + "
+                      "SGD",
              "mlp": "MLP 784-256-10 step (batch 128, ReLU), forward + backward + SGD"}[model]
     table = common.Table(title, ["contender", "step, median (min-max)", "step CPU, median", "images/s",
                                  "vs torch (wall / CPU)", "function()", "first call, empty cache (CPU)",
@@ -264,7 +275,8 @@ def measure(model: str, contenders: list[str], tmp: Path, rounds: int, block: in
         if torch_w is not None:
             ratio = f"{med / common.median(torch_w.times):.2f}x / {cpu / common.median(torch_w.cpu):.2f}x"
         c, w = cold.ready, warm.ready
-        table.rows.append([warm.name, common.spread(warm.times), f"{cpu * 1e3:.1f} ms", f"{BATCH / med:,.0f}", ratio,
+        table.rows.append([warm.name, common.spread(warm.times), f"{cpu * 1e3:.1f} ms", f"{BATCH / med:,.0f}",
+                           ratio,
                            f"{c['function_s']:.2f} s", f"{c['first_s']:.2f} s ({c['first_cpu_s']:.1f} s)",
                            f"{w['first_s']:.2f} s ({w['first_cpu_s']:.1f} s)"])
         raw[warm.name] = {"cold": c, "warm": w, "step_median_s": med, "step_cpu_median_s": cpu,
@@ -285,8 +297,9 @@ def _target_notes(ops: dict, torch: dict) -> list[str]:
     verdict = "met" if ratio <= 1.0 else f"missed by {ratio - 1:.0%}"
     notes = [f"target step <= 1.0x PyTorch: {verdict} ({ratio:.2f}x wall, {cpu_ratio:.2f}x CPU)."]
     cpu = cold["first_cpu_s"]
-    verdict = "met" if cold["first_s"] <= 20 else (f"missed: {cold['first_s']:.0f} s wall on this loaded machine, "
-                                                   f"{cpu:.1f} s of CPU ({cpu / 20:.1f}x the target even unloaded)")
+    verdict = "met" if cold["first_s"] <= 20 else (f"missed: {cold['first_s']:.0f} s wall on this loaded "
+                                                   f"machine, {cpu:.1f} s of CPU ({cpu / 20:.1f}x the target "
+                                                   "even unloaded)")
     notes.append(f"target first call on an empty cache <= 20 s: {verdict}; Numba compiling "
                  f"{cold.get('first_numba_compile_s', 0):.0f} s wall of it (profile in docs/nnet.md).")
     verdict = "met" if warm["first_s"] <= 2 else f"missed by {warm['first_s'] - 2:.1f} s"
@@ -301,8 +314,10 @@ def changed_model(model: str, tmp: Path) -> tuple[list[str], dict]:
     w.close()
     r = w.ready
     what = "400 ReLU hidden units + momentum" if model == "lenet" else "300 tanh hidden units"
-    row = [f"{model}: {what}", f"{r['function_s']:.2f} s", f"{r['first_s']:.2f} s ({r['first_cpu_s']:.1f} s CPU)",
-           f"{r.get('first_numba_compile_s', float('nan')):.2f} s", f"{r.get('first_llvm_s', float('nan')):.2f} s",
+    row = [f"{model}: {what}", f"{r['function_s']:.2f} s",
+           f"{r['first_s']:.2f} s ({r['first_cpu_s']:.1f} s CPU)",
+           f"{r.get('first_numba_compile_s', float('nan')):.2f} s",
+           f"{r.get('first_llvm_s', float('nan')):.2f} s",
            f"{r['function_s'] + r['first_s']:.2f} s"]
     return row, r
 
@@ -324,8 +339,8 @@ def measure_all(contenders: list[str], models: list[str], rounds: int, block: in
             if "ops" in present:
                 row, raw[f"{model}-changed"] = changed_model(model, Path(tmp))
                 changed.rows.append(row)
-    changed.notes.append("function(): graph rewrites + generating the Numba source; first call: Numba typing and "
-                         "LLVM of the new step function, the Ops' kernels load from the cache.")
+    changed.notes.append("function(): graph rewrites + generating the Numba source; first call: Numba typing "
+                         "and LLVM of the new step function, the Ops' kernels load from the cache.")
     if changed.rows:
         tables.append(common.show(changed))
     return tables, raw
@@ -348,7 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline-src", help="a symtrain checkout to run the first contender from as well "
                                            "(e.g. the commit before the Ops, to compare the MLP)")
     ap.add_argument("--json", help="also write the raw figures here")
-    ap.add_argument("--write-results", action="store_true", help="also rewrite this benchmark's RESULTS.md section")
+    ap.add_argument("--write-results", action="store_true",
+                    help="also rewrite this benchmark's RESULTS.md section")
     ap.add_argument("--blas-threads", type=int, help="BLAS threads (read by benchmarks/__init__.py)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="lenet", help=argparse.SUPPRESS)
@@ -362,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     tables, raw = measure_all(a.contenders.split(","), a.models.split(","), a.rounds, a.block, a.baseline_src)
     if a.write_results:
         info["load average after"] = common.machine()["load average"]
-        command = shlex.join(["python", "-m", "benchmarks.nnet_speed", *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(["python", "-m", "benchmarks.nnet_speed",
+                              *(sys.argv[1:] if argv is None else argv)])
         common.write_results({"nnet_speed": tables}, command, info)
     if a.json:
         Path(a.json).write_text(json.dumps(raw, indent=1))

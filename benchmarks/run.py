@@ -6,7 +6,8 @@
 
 A benchmark is a module under benchmarks/ with ``run(quick: bool) -> list[common.Table]``; add it to
 BENCHMARKS. A ``--quick`` run never writes the committed RESULTS.md (its small-data numbers would replace
-the real ones); ``--out PATH`` saves its tables elsewhere. BLAS threads are pinned (default 1, ``--blas-threads N``) before numpy is imported.
+the real ones); ``--out PATH`` saves its tables elsewhere. BLAS threads are pinned (default 1,
+``--blas-threads N``) before numpy is imported.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description="run the symtrain benchmarks and rewrite benchmarks/RESULTS.md")
     ap.add_argument("--quick", action="store_true", help="small data and few repetitions (a smoke run)")
-    ap.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)")
+    ap.add_argument("--only", action="append", choices=BENCHMARKS,
+                    help="run only this benchmark (repeatable)")
     ap.add_argument("--blas-threads", type=int, default=int(common.BLAS_THREADS),
                     help="BLAS threads, pinned via the environment before numpy loads (default 1)")
     ap.add_argument("--no-write", action="store_true", help="print the tables but leave RESULTS.md alone")
     ap.add_argument("--out", type=Path, default=None,
-                    help="write the tables to this file instead of RESULTS.md (a --quick run writes only here)")
+                    help="write the tables to this file instead of RESULTS.md (a --quick run writes only "
+                         "here)")
     a = ap.parse_args(argv)
     target = results_path(a.quick, a.no_write, a.out)
     command = shlex.join(["python", "-m", "benchmarks.run", *argv])

@@ -43,7 +43,8 @@ def bench(cfg: Config) -> Table:
     info = {}
     for s, p in paths.items():
         with open_dataset(p) as ds:
-            info[s] = (ds.rows, [ds.field(f).path for f in ds.names], ds.rows * sum(ds.field(f).row_bytes for f in ds.names))
+            info[s] = (ds.rows, [ds.field(f).path for f in ds.names],
+                       ds.rows * sum(ds.field(f).row_bytes for f in ds.names))
     runs: dict[tuple[str, int], list[dict]] = {}
     sizes = list(cfg.sizes)
     for rep in range(cfg.reps):
@@ -63,13 +64,15 @@ def bench(cfg: Config) -> Table:
         if not good:
             res[key] = v[0]
             continue
-        res[key] = dict(good[0], epoch_s=median([r["epoch_s"] for r in good]), wait_s=median([r["wait_s"] for r in good]),
+        res[key] = dict(good[0], epoch_s=median([r["epoch_s"] for r in good]),
+                        wait_s=median([r["wait_s"] for r in good]),
                         **{m: max(r[m] for r in good) for m in ("peak_anon_tree", "peak_shmem", "peak_file")})
     free = shutil.disk_usage(ROOT).free
     with open("/proc/meminfo") as f:
         mem = int(next(ln.split()[1] for ln in f if ln.startswith("MemTotal"))) * 1024
     table = Table("Scaling: one epoch at several dataset sizes (fresh process each, warm page cache)",
-                  ["contender", "dataset", "epoch s", "s per GiB", "rows/s", "waited for data", "peak anon (tree)",
+                  ["contender", "dataset", "epoch s", "s per GiB", "rows/s", "waited for data",
+                   "peak anon (tree)",
                    "anon - smallest size's", "peak RssFile"])
     for name in cfg.contenders:
         base = res.get((name, sizes[0]), {})
@@ -77,7 +80,8 @@ def bench(cfg: Config) -> Table:
             r = res[(name, s)]
             rows, _, nbytes = info[s]
             if "error" in r:
-                table.rows.append([LABELS.get(name, name), f"{nbytes / 2**30:.2f} GiB", f"failed: {r['error'][:150]}",
+                table.rows.append([LABELS.get(name, name), f"{nbytes / 2**30:.2f} GiB",
+                                   f"failed: {r['error'][:150]}",
                                    "-", "-", "-", "-", "-", "-"])
                 continue
             mem_cell = r["peak_anon_tree"] + r["peak_shmem"]
@@ -89,18 +93,18 @@ def bench(cfg: Config) -> Table:
                                f"{mem_cell / MiB:.0f} MiB", diff,
                                f"{r['peak_file'] / MiB:.0f} MiB"])
     table.notes += [
-        "Linear time shows as a constant `s per GiB`; flat memory as `anon - smallest size's` near 0. `peak anon "
-        "(tree)` here is RssAnon summed over the process tree plus the largest RssShmem (the process loader's "
-        "staging buffers are shared memory), sampled every 20 ms. A PyTorch `RandomSampler` materialises "
-        "each epoch's permutation as a Python list of n ints (`torch.randperm(n).tolist()`, ~36 B per row), "
-        "which is where its anonymous memory grows with the row count.",
-        f"Median epoch of {cfg.reps} run(s) per point, largest memory peak (a shared 2-core machine: compare within "
-        "a row group, not across runs). The largest "
+        "Linear time shows as a constant `s per GiB`; flat memory as `anon - smallest size's` near 0. `peak "
+        "anon (tree)` here is RssAnon summed over the process tree plus the largest RssShmem (the process "
+        "loader's staging buffers are shared memory), sampled every 20 ms. A PyTorch `RandomSampler` "
+        "materialises each epoch's permutation as a Python list of n ints (`torch.randperm(n).tolist()`, ~36 "
+        "B per row), which is where its anonymous memory grows with the row count.",
+        f"Median epoch of {cfg.reps} run(s) per point, largest memory peak (a shared 2-core machine: compare "
+        "within a row group, not across runs). The largest "
         f"size is {max(sizes) / 2**30:.2f} GiB on a machine with {mem / 2**30:.0f} GiB of RAM and "
-        f"{free / 2**30:.0f} GiB of free disk (shared with other work): a dataset larger than RAM (> 24 GiB, several "
-        "times over for a clean cold measurement) did not fit the disk and time budget of this run, so flatness "
-        "is shown up to the largest size measured, and the files stay in the page cache (`RssFile` is what a "
-        "memmap reader keeps mapped; the OS can evict it, but cgroup limits count it).",
+        f"{free / 2**30:.0f} GiB of free disk (shared with other work): a dataset larger than RAM (> 24 GiB, "
+        "several times over for a clean cold measurement) did not fit the disk and time budget of this run, "
+        "so flatness is shown up to the largest size measured, and the files stay in the page cache "
+        "(`RssFile` is what a memmap reader keeps mapped; the OS can evict it, but cgroup limits count it).",
     ]
     return table
 

@@ -3,7 +3,8 @@
 The model is the 784-256-10 MLP (ReLU, softmax cross-entropy), batch 128, float32, Adam, trained from a
 ChunkStream over a synthetic dataset (one 16384-row chunk in the buffers; the loader is not timed). Every
 mode runs in its own subprocess with a fresh ``base_compiledir``, twice: "cold" (empty compile cache) and
-"warm" (the cache the cold run left). BLAS threads are pinned to 1 (multithreaded BLAS slowed steps on a shared 2-core machine).
+"warm" (the cache the cold run left). BLAS threads are pinned to 1 (multithreaded BLAS slowed steps on a
+shared 2-core machine).
 
     .venv/bin/python -m benchmarks.step_modes                 # NUMBA and CVM, cold + warm, 300 timed steps
     .venv/bin/python -m benchmarks.step_modes --modes NUMBA,CVM,C --steps 500 --json out.json
@@ -62,7 +63,8 @@ def child(mode: str, steps: int, data_dir: str) -> dict:
     med = float(np.median(times))
     return {"mode": mode, "linker": step.linker, "function_s": round(t_function, 3),
             "first_call_s": round(t_first, 3), "compile_total_s": round(t_function + t_first, 3),
-            "step_ms_median": round(med * 1e3, 3), "step_ms_p90": round(float(np.percentile(times, 90)) * 1e3, 3),
+            "step_ms_median": round(med * 1e3, 3), "step_ms_p90": round(float(np.percentile(times, 90)) * 1e3,
+                                                                        3),
             **overhead,
             "rows_per_s": round(128 / med), "first_loss": round(first["loss"], 4)}
 
@@ -90,11 +92,13 @@ def wrapper_overhead(st, pt, shared, stream, idx, mode, calls=3000) -> dict:
 
 def run_mode(mode: str, steps: int, data_dir: str, compiledir: str) -> dict:
     env = dict(os.environ)
-    env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""), f"base_compiledir={compiledir}",
+    env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""),
+                                                 f"base_compiledir={compiledir}",
                                                   "floatX=float32") if f)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = "1"
-    cmd = [sys.executable, "-m", "benchmarks.step_modes", "--child", mode, "--steps", str(steps), "--data", data_dir]
+    cmd = [sys.executable, "-m", "benchmarks.step_modes", "--child", mode, "--steps", str(steps), "--data",
+           data_dir]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -134,14 +138,16 @@ def main() -> None:
                 r["cache"] = run
                 results.append(r)
                 print(json.dumps(r), flush=True)
-    print("\n| mode | cache | function() s | first call s | step ms (median) | p90 ms | rows/s | tiny step(i) us | bare fn us |")
+    print("\n| mode | cache | function() s | first call s | step ms (median) | p90 ms | rows/s | tiny "
+          "step(i) us | bare fn us |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(f"| {r['mode']} | {r['cache']} | failed: {r['error'][:120]} | | | | | | |")
         else:
-            print(f"| {r['mode']} | {r['cache']} | {r['function_s']} | {r['first_call_s']} | {r['step_ms_median']} "
-                  f"| {r['step_ms_p90']} | {r['rows_per_s']} | {r['tiny_step_us']} | {r['tiny_raw_fn_us']} |")
+            print(f"| {r['mode']} | {r['cache']} | {r['function_s']} | {r['first_call_s']} | "
+                  f"{r['step_ms_median']} | {r['step_ms_p90']} | {r['rows_per_s']} | {r['tiny_step_us']} | "
+                  f"{r['tiny_raw_fn_us']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -36,7 +36,8 @@ from benchmarks import common
 from benchmarks.common import ROOT, MiB, Table, median, proc_status, rate, show
 from symtrain.cli import doc_summary
 
-os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in (os.environ.get("PYTENSOR_FLAGS", ""), "floatX=float32") if f)
+os.environ["PYTENSOR_FLAGS"] = ",".join(f for f in (os.environ.get("PYTENSOR_FLAGS", ""), "floatX=float32")
+                                        if f)
 
 NAME = "stream_overhead"
 BATCH = 128
@@ -165,7 +166,8 @@ def bench_training(cfg: Config, path: Path) -> Table:
             s.close()
     base = median([t for t, _, _ in times["in-memory"]])
     base_min = min(t for t, _, _ in times["in-memory"])
-    table = Table(f"Training epoch: in-memory vs streamed ({cfg.train_rows} rows, {cfg.mode} mode, warm cache)",
+    table = Table(f"Training epoch: in-memory vs streamed ({cfg.train_rows} rows, {cfg.mode} mode, warm "
+                  "cache)",
                   ["contender", "epoch time, median (min-max)", "per step", "rows/s", "ratio to in-memory",
                    "ratio of minima", "waited for data (median)"])
     for name in names:
@@ -175,14 +177,17 @@ def bench_training(cfg: Config, path: Path) -> Table:
         label = "in-memory (one shared variable)" if name == "in-memory" else f"streamed, loader=\"{name}\""
         table.rows.append([label, common.spread(secs), f"{med / steps * 1e3:.2f} ms",
                            rate(steps * BATCH, 0, med)[0], f"{med / base:.3f}", f"{min(secs) / base_min:.3f}",
-                           "-" if name == "in-memory" else f"{median([w for _, _, w in times[name]]) * 1e3:.0f} ms"])
+                           "-" if name == "in-memory"
+                           else f"{median([w for _, _, w in times[name]]) * 1e3:.0f} ms"])
     table.notes += [
         f"MLP 784-256-10 (ReLU, log-softmax NLL), batch {BATCH}, float32, Adam written inline; compiled once "
-        f"(`function()` {t_function:.1f} s, first call incl. JIT {t_first:.1f} s) and reused by every contender.",
-        f"Streamed: ChunkStream(policy=\"shuffle\", chunk_rows={cfg.chunk_rows}) over the same rows; the step's "
-        "buffers alias the stream's device buffers per chunk (`set_value(borrow=True)`, no copy).",
-        f"{cfg.reps} timed epochs per contender after one warm-up epoch each, contenders alternating in a rotated "
-        "order; target: streamed <= 1.05x in-memory. The ratio of minima compares the least disturbed epochs.",
+        f"(`function()` {t_function:.1f} s, first call incl. JIT {t_first:.1f} s) and reused by every "
+        "contender.",
+        f"Streamed: ChunkStream(policy=\"shuffle\", chunk_rows={cfg.chunk_rows}) over the same rows; the "
+        "step's buffers alias the stream's device buffers per chunk (`set_value(borrow=True)`, no copy).",
+        f"{cfg.reps} timed epochs per contender after one warm-up epoch each, contenders alternating in a "
+        "rotated order; target: streamed <= 1.05x in-memory. The ratio of minima compares the least "
+        "disturbed epochs.",
     ]
     return table
 
@@ -223,7 +228,8 @@ def bench_loader(cfg: Config, path: Path) -> Table:
     files = [ds.field(f).path for f in ds.names]
     row_bytes = sum(ds.field(f).row_bytes for f in ds.names)
     total = ds.rows * row_bytes
-    contenders = ["readinto"] + [f"{loader}/{policy}" for loader in LOADERS for policy in ("sequential", "shuffle")]
+    contenders = ["readinto"] + [f"{loader}/{policy}" for loader in LOADERS
+                                 for policy in ("sequential", "shuffle")]
     results: dict[tuple[str, str], list[tuple[int, float]]] = {}
     evicted: list[float] = []
     for rep in range(cfg.loader_reps):
@@ -248,7 +254,8 @@ def bench_loader(cfg: Config, path: Path) -> Table:
                         stream.close()
                 results.setdefault((name, cache), []).append((rows, secs))
                 print(f"  loader rep {rep} {cache} {name:18s} {rows / secs / 1e3:8.0f} k rows/s", flush=True)
-    table = Table(f"Loader alone, no model ({ds.rows} rows, {total / 2**30:.2f} GiB, chunk_rows={cfg.chunk_rows})",
+    table = Table(f"Loader alone, no model ({ds.rows} rows, {total / 2**30:.2f} GiB, "
+                  f"chunk_rows={cfg.chunk_rows})",
                   ["reader", "warm rows/s", "warm GB/s", "cold rows/s", "cold GB/s"])
     labels = {"readinto": "sequential `readinto` of the files (ceiling for one reader)"}
     for name in contenders:
@@ -263,10 +270,10 @@ def bench_loader(cfg: Config, path: Path) -> Table:
     table.rows.append([f"memcpy (`np.copyto`, {cfg.memcpy_bytes // MiB} MiB, in RAM)",
                        *rate(cfg.memcpy_bytes / row_bytes, cfg.memcpy_bytes, copy), "-", "-"])
     table.notes += [
-        f"Rows of {row_bytes} B (x float32[784] + y int64). Medians of {cfg.loader_reps} pass(es); streams are "
-        "timed in steady state, from the first chunk handed out to the end of the epoch.",
-        "Cold: every file fsynced and evicted with `posix_fadvise(POSIX_FADV_DONTNEED)` right before each pass "
-        f"(largest fraction still cached after eviction: {max(evicted, default=0):.1%}).",
+        f"Rows of {row_bytes} B (x float32[784] + y int64). Medians of {cfg.loader_reps} pass(es); streams "
+        "are timed in steady state, from the first chunk handed out to the end of the epoch.",
+        "Cold: every file fsynced and evicted with `posix_fadvise(POSIX_FADV_DONTNEED)` right before each "
+        f"pass (largest fraction still cached after eviction: {max(evicted, default=0):.1%}).",
         "`shuffle` reads blocks contiguously and gathers the rows into the staging buffer in a random order "
         "(`np.take(..., mode='clip')`); `sequential` reads straight into it.",
     ]
@@ -308,7 +315,8 @@ def bench_memory(cfg: Config, paths: dict[int, Path]) -> Table:
     out: dict[tuple[int, str], dict] = {}
     for loader in LOADERS:
         for size, path in paths.items():
-            cmd = [sys.executable, "-m", "benchmarks.stream_overhead", "--memory-child", str(path), "--loader",
+            cmd = [sys.executable, "-m", "benchmarks.stream_overhead", "--memory-child", str(path),
+                   "--loader",
                    loader, "--chunk-rows", str(cfg.chunk_rows), "--mode", cfg.mode]
             if not cfg.memory_model:
                 cmd.append("--no-model")
@@ -317,7 +325,8 @@ def bench_memory(cfg: Config, paths: dict[int, Path]) -> Table:
                 raise RuntimeError(f"memory subprocess failed:\n{run.stderr[-3000:]}")
             out[(size, loader)] = json.loads(run.stdout.strip().splitlines()[-1])
             r = out[(size, loader)]
-            print(f"  memory {size / 2**30:.2f} GiB {loader}: peak RssAnon {r['peak_anon'] / MiB:.0f} MiB", flush=True)
+            print(f"  memory {size / 2**30:.2f} GiB {loader}: peak RssAnon {r['peak_anon'] / MiB:.0f} MiB",
+                  flush=True)
     small = min(paths)
     table = Table("Peak memory vs dataset size (one streamed epoch, fresh process each)",
                   ["dataset", "loader", "peak RssAnon", "VmHWM", "RssFile at end", "worker VmHWM",
@@ -326,15 +335,17 @@ def bench_memory(cfg: Config, paths: dict[int, Path]) -> Table:
         for size in paths:
             r = out[(size, loader)]
             diff = r["peak_anon"] - out[(small, loader)]["peak_anon"]
-            table.rows.append([f"{size / 2**30:.2f} GiB ({r['rows']} rows)", loader, f"{r['peak_anon'] / MiB:.0f} MiB",
+            table.rows.append([f"{size / 2**30:.2f} GiB ({r['rows']} rows)", loader,
+                               f"{r['peak_anon'] / MiB:.0f} MiB",
                                f"{r['hwm'] / MiB:.0f} MiB", f"{r['rss_file'] / MiB:.0f} MiB",
                                f"{r['worker_hwm'] / MiB:.0f} MiB" if r["worker_hwm"] else "-",
                                "-" if size == small else f"{diff / MiB:+.1f} MiB"])
     what = "streams every chunk through the device buffers and calls the compiled step once per chunk" \
         if cfg.memory_model else "streams every chunk through the device buffers (no model)"
     table.notes += [
-        f"Each subprocess opens the dataset, builds the ChunkStream (chunk_rows={cfg.chunk_rows}, shuffle) and "
-        f"{what}; RssAnon is sampled after every chunk. Target: the larger dataset within 32 MiB of the smaller.",
+        f"Each subprocess opens the dataset, builds the ChunkStream (chunk_rows={cfg.chunk_rows}, shuffle) "
+        f"and {what}; RssAnon is sampled after every chunk. Target: the larger dataset within 32 MiB of the "
+        "smaller.",
         "The process loader's staging sets are shared memory (RssShmem, counted in VmHWM, not in RssAnon); "
         "the worker's own peak RSS is in the worker column.",
     ]
@@ -378,10 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loader", default="thread", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.memory_child:
-        res = memory_child(a.memory_child, a.loader, a.chunk_rows or Config().chunk_rows, a.mode, not a.no_model)
+        res = memory_child(a.memory_child, a.loader, a.chunk_rows or Config().chunk_rows, a.mode,
+                           not a.no_model)
         print(json.dumps(res))
         return
-    overrides = {k: v for k, v in (("reps", a.reps), ("train_rows", a.train_rows), ("chunk_rows", a.chunk_rows))
+    overrides = {k: v for k, v in (("reps", a.reps), ("train_rows", a.train_rows),
+                                   ("chunk_rows", a.chunk_rows))
                  if v is not None}
     parts = [p.strip() for p in a.parts.split(",") if p.strip()]
     bad = [p for p in parts if p not in PARTS]

@@ -66,7 +66,8 @@ class BatchReadDataset(_MemmapRows):
         return torch.from_numpy(x[rows]), torch.from_numpy(y[rows])
 
 
-def make_loader(path: str | Path, style: str, num_workers: int, batch_size: int = 128, seed: int = 0) -> DataLoader:
+def make_loader(path: str | Path, style: str, num_workers: int, batch_size: int = 128,
+                seed: int = 0) -> DataLoader:
     """A shuffling DataLoader over the dataset at ``path`` in the given style (see the module docstring)."""
     gen = torch.Generator().manual_seed(seed)
     if style == "tutorial":
@@ -96,7 +97,8 @@ def set_threads(n: int) -> None:
 
 def train_epoch(model: nn.Module, loader: DataLoader, lr: float = 1e-3, on_first_step=None,
                 max_steps: int | None = None) -> dict[str, float]:
-    """One epoch of Adam on cross-entropy; returns steps, rows, seconds waiting for batches, first and mean loss."""
+    """One epoch of Adam on cross-entropy; returns steps, rows, seconds waiting for batches, first and mean
+    loss."""
     import time
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -31,7 +31,8 @@ def build(train, valid, hidden=256, seed=0):
     out = {"step": step}
     if valid is not None:
         p, yv = mlp(valid.batch("x")), valid.batch("y")
-        out["validation"] = st.compile_eval({"error": pt.neq(pt.argmax(p, axis=1), yv).astype("float32")}, valid)
+        out["validation"] = st.compile_eval({"error": pt.neq(pt.argmax(p, axis=1), yv).astype("float32")},
+                                            valid)
     return out
 
 

@@ -56,7 +56,8 @@ def leftover_target(name: str) -> str | None:
 
 
 def stale_leftovers(target: str | Path) -> list[Path]:
-    """Hidden ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` siblings of ``target`` whose writer process is gone.
+    """Hidden ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` siblings of ``target`` whose writer process is
+    gone.
 
     A killed writer leaves its partial directory behind (never at the target name). An ``.old-`` copy is
     only reported when the target exists: if a crash hit between the two renames of ``publish_dir`` the

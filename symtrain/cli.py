@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     from symtrain import __version__
 
     parser = argparse.ArgumentParser(
-        prog="symtrain", description="Out-of-core training for PyTensor graphs: datasets, training, migration.")
+        prog="symtrain",
+        description="Out-of-core training for PyTensor graphs: datasets, training, migration.")
     parser.add_argument("--version", action="version", version=f"symtrain {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")

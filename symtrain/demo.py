@@ -87,7 +87,8 @@ def train_digits(data: str | Path, run_dir: str | Path, *, epochs: int = 6, hidd
 
         x, y = train.batch("x"), train.batch("y")
         cost = st.nnet.categorical_crossentropy(mlp(x), y).mean()
-        lr = st.optim.cosine(learning_rate, total=epochs * train.steps_per_epoch, min_value=learning_rate / 20)
+        lr = st.optim.cosine(learning_rate, total=epochs * train.steps_per_epoch, min_value=learning_rate
+                             / 20)
         t0 = time.perf_counter()
         step = st.compile_step(cost, [W1, b1, W2, b2], train, st.optim.adam(lr), mode=mode)
         pv, yv = mlp(valid.batch("x")), valid.batch("y")
@@ -129,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("demo-run"), help="run directory (default demo-run)")
     ap.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"train rows (default {DEMO_ROWS})")
     ap.add_argument("--seed", type=int, default=DEMO_SEED, help="data seed (default 0)")
-    ap.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"training epochs (default {DEMO_EPOCHS})")
+    ap.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
+                    help=f"training epochs (default {DEMO_EPOCHS})")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted demo training run")
     args = ap.parse_args(argv)
     try:
@@ -175,7 +177,8 @@ def train_demo(data: Path, run_dir: Path, epochs: int, resume: bool, out: Path,
           f"{h.best['score']:.4f} (epoch {h.best['epoch']}); compile {r['timings']['compile_s']:.0f} s, "
           f"training {r['timings']['fit_s']:.0f} s, total {time.perf_counter() - t:.0f} s")
     print(f"run directory: {run_dir} (checkpoints/, metrics.jsonl, metrics.csv)")
-    print(f"learning curves: {r['plot']}" if r["plot"] else "learning curves: not drawn (pip install matplotlib)")
+    print(f"learning curves: {r['plot']}" if r["plot"]
+          else "learning curves: not drawn (pip install matplotlib)")
     return 0
 
 

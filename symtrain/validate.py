@@ -76,6 +76,7 @@ def check_path_writable(path: str | Path, create_parents: bool = False) -> Path:
     try:
         probe = tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=parent)
     except OSError as exc:
-        raise DatasetError(path, f"cannot be created: {parent} is not writable ({exc.strerror or exc})") from None
+        raise DatasetError(path,
+                           f"cannot be created: {parent} is not writable ({exc.strerror or exc})") from None
     os.rmdir(probe)
     return path

@@ -52,7 +52,8 @@ def test_round_trip_copies_and_generators(tmp_path):
     with zipfile.ZipFile(tmp_path / "epoch-00000-step-00000001" / "arrays.npz") as z:
         assert sorted(z.namelist()) == ["a0.npy", "a1.npy"]  # plain .npy members, loadable without pickle
     meta = json.loads((tmp_path / "epoch-00000-step-00000001" / "checkpoint.json").read_text())
-    assert meta["format"] == "symtrain-checkpoint" and [v["name"] for v in meta["variables"]] == ["W", "adam/t", "rng"]
+    assert meta["format"] == "symtrain-checkpoint" and [v["name"]
+                                                        for v in meta["variables"]] == ["W", "adam/t", "rng"]
 
 
 def test_damage_is_detected_and_rotation_keeps_k(tmp_path):
@@ -60,7 +61,8 @@ def test_damage_is_detected_and_rotation_keeps_k(tmp_path):
     for s in range(5):
         ckpt.write_checkpoint(tmp_path / ckpt.checkpoint_name(0, s), values, _meta(0, s))
         ckpt.prune(tmp_path, 3)
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_name(0, s) for s in (2, 3, 4)]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_name(0, s)
+                                                                 for s in (2, 3, 4)]
     newest = tmp_path / ckpt.checkpoint_name(0, 4)
     raw = bytearray((newest / "arrays.npz").read_bytes())
     raw[60] ^= 0xFF
@@ -102,7 +104,8 @@ def test_write_failure_is_a_checkpoint_error_and_leaves_nothing(tmp_path, monkey
 
     monkeypatch.setattr(ckpt.np, "savez", full)
     with pytest.raises(CheckpointError, match=r"epoch-00000-step-00000002: writing the checkpoint failed "
-                                              r"\(No space left on device\).*epoch-00000-step-00000001 remains"):
+                                              r"\(No space left on device\).*epoch-00000-step-00000001 "
+                                              r"remains"):
         ckpt.write_checkpoint(ck / ckpt.checkpoint_name(0, 2), ckpt.snapshot(_vars()), _meta())
     with pytest.raises(CheckpointError, match=r"best: writing .*the previous best remains"):
         ckpt.write_checkpoint(ck / ckpt.BEST, ckpt.snapshot(_vars()), _meta())

@@ -1,5 +1,6 @@
 """Issue 14 rules 8 and 9 for the command line: a system failure (full disk, read-only directory, a vanished
-file) is one line and exit status 2 while real bugs keep their traceback, and help texts are whole sentences."""
+file) is one line and exit status 2 while real bugs keep their traceback, and help texts are whole
+sentences."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def _fail_with(monkeypatch, exc: BaseException) -> None:
     (OSError(errno.ENOSPC, "No space left on device", "runs/a/curves.png"),
      r"^symtrain inspect: error: runs/a/curves.png: No space left on device \(the disk is full: free space"),
     (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/metrics.csv"),
-     r"^symtrain inspect: error: /mnt/ro/metrics.csv: Read-only file system \(the file system is read-only\)"),
+     r"^symtrain inspect: error: /mnt/ro/metrics.csv: Read-only file system \(the file system is "
+     r"read-only\)"),
     (PermissionError(errno.EACCES, "Permission denied", "/root/x"), r"/root/x: Permission denied \(-v shows"),
-    (OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b"), r"error: a -> b: Invalid cross-device"),
+    (OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b"),
+     r"error: a -> b: Invalid cross-device"),
     (MemoryError(), r"error: out of memory"),
 ])
 def test_system_failures_are_one_line_and_exit_2(monkeypatch, capsys, tmp_path, exc, pattern):

@@ -47,7 +47,8 @@ def test_inexact_float_to_int_is_refused(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("spec,match", [("nope", "not a dtype"), ("x:", "FIELD:DTYPE"), ("x:object", "not supported")])
+@pytest.mark.parametrize("spec,match", [("nope", "not a dtype"), ("x:", "FIELD:DTYPE"),
+                                        ("x:object", "not supported")])
 def test_bad_dtype_specs(spec, match):
     with pytest.raises(ConfigError, match=match):
         parse_dtype_spec(spec)
@@ -210,7 +211,8 @@ def test_csv_with_header_and_label(tmp_path):
     x = RNG.random((250, 4)).round(4)
     y = RNG.integers(0, 3, 250)
     p = tmp_path / "d.csv"
-    lines = ["a,b,label,c,d"] + [",".join([*map(str, r[:2]), str(lab), *map(str, r[2:])]) for r, lab in zip(x, y, strict=True)]
+    lines = ["a,b,label,c,d"] + [",".join([*map(str, r[:2]), str(lab), *map(str, r[2:])])
+                                 for r, lab in zip(x, y, strict=True)]
     p.write_text("\n".join(lines) + "\n")
     ds = open_dataset(convert_csv(p, tmp_path / "o", label_column="label", chunk_rows=40))
     np.testing.assert_allclose(ds["x"], x.astype(np.float32))

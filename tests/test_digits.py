@@ -107,7 +107,8 @@ def test_is_current_and_overwrite(built, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize("kwargs,match", [({"rows": 0}, "rows"), ({"rows": 2.5}, "rows"), ({"seed": -1}, "seed"),
+@pytest.mark.parametrize("kwargs,match", [({"rows": 0}, "rows"), ({"rows": 2.5}, "rows"),
+                                          ({"seed": -1}, "seed"),
                                           ({"chunk_rows": 0}, "chunk_rows")])
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):

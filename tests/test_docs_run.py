@@ -7,7 +7,8 @@ library compiles with FAST_COMPILE; floatX stays at its default, as a reader's w
 
 A block immediately preceded by a line ``<!-- docs-test: skip (reason) -->`` is not run (the reason must
 be given: it installs, runs for minutes, or needs the reader's own files); one preceded by
-``<!-- docs-test: file NAME -->`` is the content of file NAME, written where the page's commands run. A page with a line
+``<!-- docs-test: file NAME -->`` is the content of file NAME, written where the page's commands run. A page
+with a line
 ``<!-- docs-test: continues PAGE.md -->`` first runs PAGE.md's blocks in the same session, for pages
 that build on the tutorial's objects. ``SETUP`` lists what a page says another command made first.
 """
@@ -138,7 +139,8 @@ def sessions() -> list[list[Path]]:
     return [group for group in out if any(own_blocks(p) for p in group)]
 
 
-@pytest.mark.parametrize("group", sessions(), ids=lambda g: "+".join(p.relative_to(ROOT).as_posix() for p in g))
+@pytest.mark.parametrize("group", sessions(), ids=lambda g: "+".join(p.relative_to(ROOT).as_posix()
+                                                                     for p in g))
 def test_page_runs_as_written(group: list[Path], tmp_path: Path) -> None:
     proc = run_pages(group, tmp_path)
     assert proc.returncode == 0, f"{group[0].name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
@@ -169,7 +171,8 @@ def test_commands_are_in_runnable_blocks(page: Path) -> None:
     transcript with its output)."""
     for lang, line, code, _ in blocks(page):
         first = next((s.strip() for s in code.splitlines() if s.strip()), "")
-        assert lang or not COMMAND.match(first), f"{page.name}:{line}: command in an unlabeled block: {first!r}"
+        assert lang or not COMMAND.match(first), (
+            f"{page.name}:{line}: command in an unlabeled block: {first!r}")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -182,8 +185,8 @@ def test_pages_stand_alone(page: Path) -> None:
 
 def test_block_parser_reads_markers(tmp_path: Path) -> None:
     page = tmp_path / "p.md"
-    page.write_text("x\n<!-- docs-test: skip (installs) -->\n```sh\nmake demo\n```\n\n```python\nprint(1)\n```\n"
-                    "```console\n$ ls\n```\n", encoding="utf-8")
+    page.write_text("x\n<!-- docs-test: skip (installs) -->\n```sh\nmake "
+                    "demo\n```\n\n```python\nprint(1)\n```\n```console\n$ ls\n```\n", encoding="utf-8")
     assert [(lang, line, skip) for lang, line, _, skip in blocks(page)] == [
         ("sh", 3, "installs"), ("python", 7, None), ("console", 10, None)]
     assert [(kind, code) for kind, _, code in runnable(page)] == [("python", "print(1)")]

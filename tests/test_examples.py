@@ -24,7 +24,9 @@ def digits_like(tmp_path_factory):
     y = rng.integers(0, 10, 200).astype(np.int64)
     x = (rng.random((200, 784)) * 0.3).astype(np.float32)
     x[np.arange(200), y * 70] = 1.0  # a learnable signal
-    return write_dataset(tmp / "train", {"x": x[:160], "y": y[:160]}), write_dataset(tmp / "valid", {"x": x[160:], "y": y[160:]})
+    return write_dataset(tmp / "train",
+                         {"x": x[:160], "y": y[:160]}), write_dataset(tmp / "valid",
+                                                                      {"x": x[160:], "y": y[160:]})
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -93,7 +93,8 @@ def test_field_file_truncated_while_streaming(dataset, loader):
     assert set(_loader_threads()) <= before
 
 
-@pytest.mark.parametrize("how,loader", [("shorter", "thread"), ("same-size", "thread"), ("same-size", "process")])
+@pytest.mark.parametrize("how,loader", [("shorter", "thread"), ("same-size", "thread"),
+                                        ("same-size", "process")])
 def test_field_file_replaced_while_streaming(dataset, how, loader):
     """Replacing a field file (another writer, a user's cp) is detected at the next fill, even when the new
     file has the same size and header (the rows would silently be other data)."""
@@ -290,7 +291,8 @@ def test_sigkill_during_checkpoint_writes_newest_valid_loads(tmp_path):
     rnd = random.Random(9)
     start = 0
     for _ in range(2):
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CKPT_LOOP), str(ck), str(start)], env=ENV,
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CKPT_LOOP), str(ck), str(start)],
+                                env=ENV,
                                 stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"
@@ -305,7 +307,8 @@ def test_sigkill_during_checkpoint_writes_newest_valid_loads(tmp_path):
         assert c is not None
         k = c.meta["cursor"]["k"]
         assert k >= start
-        assert c.arrays["k"] == k and np.all(c.arrays["w"] == k) and len(c.arrays["w"]) == 20000 + 997 * (k % 50)
+        assert (c.arrays["k"] == k and np.all(c.arrays["w"] == k) and len(c.arrays["w"]) == 20000 + 997
+                * (k % 50))
         assert np.array_equal(c.arrays["b"], np.arange(k % 7, dtype=np.int32))
         start = k + 1
     assert start >= 2, "the writer was killed before it wrote anything: raise the sleep"
@@ -385,7 +388,8 @@ def test_sigterm_during_validation_stops_cleanly_with_checkpoint(tmp_path, datas
     script.write_text(TRAIN_SCRIPT)
     before = _tree_hash(dataset)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "symtrain.cli", "-q", "train", str(script), "--data", str(dataset), "--valid",
+    cmd = [sys.executable, "-m", "symtrain.cli", "-q", "train", str(script), "--data", str(dataset),
+           "--valid",
            str(dataset), "--run-dir", str(run_dir)]
     res = subprocess.run(cmd, env={**ENV, "SYMTRAIN_TEST_SIGTERM": "1"}, capture_output=True, text=True,
                          timeout=120)
@@ -393,7 +397,8 @@ def test_sigterm_during_validation_stops_cleanly_with_checkpoint(tmp_path, datas
     assert "interrupted; resume with" in res.stderr
     c = ckpt.load_latest(run_dir / "checkpoints")
     assert c.meta["reason"] == "interrupt"
-    assert (c.cursor["epoch"], c.cursor["step_in_epoch"]) == (2, 0)  # after epoch 2 (index 1) and its validation
+    # after epoch 2 (index 1) and its validation
+    assert (c.cursor["epoch"], c.cursor["step_in_epoch"]) == (2, 0)
     assert len(c.meta["history"]["validations"]) == 2
     assert _tree_hash(dataset) == before
     assert [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")] == []

@@ -38,7 +38,8 @@ class Model:
         self.b = shared(np.zeros(width, np.float32), name="b")
         p = st.nnet.softmax(x @ self.W + self.b)
         cost = st.nnet.categorical_crossentropy(p, y).mean()
-        self.step = st.compile_step(cost, [self.W, self.b], stream, st.optim.adam(0.05), accumulate=accumulate)
+        self.step = st.compile_step(cost, [self.W, self.b], stream, st.optim.adam(0.05),
+                                    accumulate=accumulate)
         self.stream = stream
         self.initial = ckpt.snapshot(self.step.state_variables())
 
@@ -54,7 +55,8 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fit")
     data = _data(tmp)
     stream = st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, seed=5)
-    vstream = st.ChunkStream(data, batch_size=50, chunk_rows=100, policy="sequential", drop_last=False, name="v")
+    vstream = st.ChunkStream(data, batch_size=50, chunk_rows=100, policy="sequential", drop_last=False,
+                             name="v")
     model = Model(stream)
     xv, yv = vstream.batch("x"), vstream.batch("y")
     pv = st.nnet.softmax(xv @ model.W + model.b)
@@ -117,7 +119,8 @@ def test_plain_wait_and_restore_best(env):
 def test_resuming_an_early_stopped_run_stays_stopped(env, tmp_path):
     _, _, model, _ = env
     model.reset()
-    h = fit(model.step, model.stream, 5, validation=scripted([1.0, 2.0]), early_stopping=EarlyStopping(wait=1),
+    h = fit(model.step, model.stream, 5, validation=scripted([1.0, 2.0]),
+            early_stopping=EarlyStopping(wait=1),
             run_dir=tmp_path, progress=False)
     assert h.stop_reason == "early_stopping" and h.global_step == 36
     h = fit(model.step, model.stream, 5, validation=scripted([]), early_stopping=EarlyStopping(wait=1),
@@ -193,7 +196,8 @@ def test_resume_refuses_mismatched_checkpoints(env, tmp_path):
         with pytest.raises(CheckpointError, match="fingerprint"):
             fit(model.step, s, 2, run_dir=run, resume=True, progress=False)
     wide = Model(model.stream, width=4)
-    with pytest.raises(CheckpointError, match=r"parameter set: .*W: checkpoint float32\(5, 3\), model float32\(5, 4\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"parameter set: .*W: checkpoint float32\(5, 3\), model float32\(5, 4\)"):
         fit(wide.step, model.stream, 2, run_dir=run, resume=True, progress=False)
     with pytest.raises(ConfigError, match="resume=True to continue"):
         fit(model.step, model.stream, 2, run_dir=run, progress=False)
@@ -253,7 +257,8 @@ def test_exact_resume_with_gradient_accumulation(tmp_path):
 
 def test_resume_repeats_no_validation_and_same_history(env, tmp_path):
     _, _, model, ev = env
-    kwargs = dict(validation=ev, validate_every_steps=6, early_stopping=EarlyStopping(wait=50), progress=False)
+    kwargs = dict(validation=ev, validate_every_steps=6, early_stopping=EarlyStopping(wait=50),
+                  progress=False)
     model.reset()
     ref = fit(model.step, model.stream, 2, **kwargs)
     reference = model.state()
@@ -267,7 +272,8 @@ def test_resume_repeats_no_validation_and_same_history(env, tmp_path):
     fit(model.step, model.stream, 2, run_dir=tmp_path, callbacks=[StopAt()], **kwargs)
     kwargs["early_stopping"] = EarlyStopping(wait=50)
     h = fit(model.step, model.stream, 2, run_dir=tmp_path, resume=True, **kwargs)
-    assert [v["step"] for v in h.validations] == [v["step"] for v in ref.validations] == [6, 12, 18, 24, 30, 36]
+    assert [v["step"] for v in h.validations] == [v["step"]
+                                                  for v in ref.validations] == [6, 12, 18, 24, 30, 36]
     assert h.validations == ref.validations and h.best == ref.best
     assert [e["loss"] for e in h.epochs] == [e["loss"] for e in ref.epochs]
     _same(model.state(), reference)

@@ -49,7 +49,8 @@ def test_plain_arrays_and_scalars_are_backend_shared():
     v = symtrain.shared(a, name="a", borrow=True)
     ref = backend_shared(a, name="a", borrow=True)
     assert type(v) is type(ref) and v.type == ref.type and v.name == "a"
-    assert v.get_value(borrow=True) is ref.get_value(borrow=True) or np.shares_memory(v.get_value(borrow=True), a)
+    assert (v.get_value(borrow=True) is ref.get_value(borrow=True)
+            or np.shares_memory(v.get_value(borrow=True), a))
     s = symtrain.shared(np.float32(0.5))
     assert type(s) is type(backend_shared(np.float32(0.5))) and s.get_value() == np.float32(0.5)
 

@@ -67,7 +67,8 @@ def test_constant_and_omitted_bounds():
 
 
 def test_other_variables_and_whole_uses():
-    slices, whole = find_row_slices([X.sum() + OTHER[IDX].sum() + Y[IDX * 2:IDX * 2 + 2].sum()], [IDX], streamed)
+    slices, whole = find_row_slices([X.sum() + OTHER[IDX].sum() + Y[IDX * 2:IDX * 2 + 2].sum()], [IDX],
+                                    streamed)
     assert [s.streamed for s in slices] == [(Y,)] and whole == [X]
     slices, whole = find_row_slices([X.T[IDX * 2:IDX * 2 + 2].sum()], [IDX], streamed)
     assert not slices and whole == [X]  # a transpose does not keep rows on axis 0

@@ -68,7 +68,7 @@ CHILD = textwrap.dedent('''
     print(json.dumps({"baseline": baseline, "peak": max(peak, vm_data()), "steps": len(costs),
                       "first": costs[0], "last": costs[-1], "in_memory": in_memory,
                       "loads": train_model.group.loads}))
-''')
+''')  # noqa: E501
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA and /proc are Linux")

@@ -103,7 +103,7 @@ def main(paths, model="logreg", order="sequential", n_epochs=2, batch_size=20, l
             test_score = numpy.mean([test_model(i) for i in range(n_test_batches)])
         history.append((numpy.asarray(costs), this_validation_loss, test_score))
     return [p.get_value() for p in params], history, (train_model, validate_model, test_model)
-'''
+'''  # noqa: E501
 
 CHUNK_ROWS = 100
 
@@ -124,7 +124,8 @@ def run(script: str, paths, **kw):
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
-    """Train 600 rows (6 chunks of 100), validation and test 200 rows each (2 chunks), 12 features, y as floatX."""
+    """Train 600 rows (6 chunks of 100), validation and test 200 rows each (2 chunks), 12 features, y as
+    floatX."""
     root = tmp_path_factory.mktemp("tutorial")
     rng = np.random.default_rng(3)
     centers = rng.standard_normal((3, 12)).astype(np.float32) * 2
@@ -166,7 +167,8 @@ def test_the_change_touches_only_shared_and_function_lines():
     changed = [line for line in difflib.ndiff(SCRIPT.splitlines(), out_of_core(SCRIPT).splitlines())
                if line.startswith("- ")]
     assert len(changed) == 5  # 2 shared lines in shared_dataset, 3 function calls
-    assert all("pytensor.shared(numpy.asarray(data_" in line or "pytensor.function(" in line for line in changed)
+    assert all("pytensor.shared(numpy.asarray(data_" in line or "pytensor.function(" in line
+               for line in changed)
 
 
 @pytest.mark.parametrize("model", ["logreg", "mlp"])

@@ -1,4 +1,5 @@
-"""Update builders against NumPy references of their published rules (several steps, clipping, weight decay)."""
+"""Update builders against NumPy references of their published rules (several steps, clipping, weight
+decay)."""
 
 from __future__ import annotations
 
@@ -171,7 +172,8 @@ def test_update_dtypes_and_state_names(trained):
     if name in ("adam", "adamw"):
         assert f"p_W/{name}/m" in names and f"p_W/{name}/v" in names and f"{name}/t" in names
     elif name != "sgd":
-        assert state and all(n.split("/")[0] in ("p_W", "p_b", "o_W", "o_b", f"{name}_o", name) for n in state)
+        assert state and all(n.split("/")[0] in ("p_W", "p_b", "o_W", "o_b", f"{name}_o", name)
+                             for n in state)
 
 
 def test_learning_rate_shared_variable_and_schedule():

@@ -23,13 +23,15 @@ from symtrain.errors import ConfigError, DatasetError
 from symtrain.storage.manifest import FORMAT_NAME, read_manifest
 from symtrain.storage.npyfile import SUPPORTED_KINDS, check_size, read_header
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 MAGIC = b"\x93NUMPY"
 _n = itertools.count()
 
 DESCRS = st.sampled_from([
     "'<f4'", "'>i8'", "'|b1'", "'<c16'", "'|S3'", "'<U2'", "'|V8'", "'<M8[s]'", "'O'", "'|O'", "'V0'", "'S0'",
-    "'f4,f4'", "'(2,)f4'", "'<f99'", "'xyz'", "''", "[('a', '<f4')]", "[('a', '<f4', (2,))]", "None", "4", "{}",
+    "'f4,f4'", "'(2,)f4'", "'<f99'", "'xyz'", "''", "[('a', '<f4')]", "[('a', '<f4', (2,))]", "None", "4",
+    "{}",
     "[]", "'<V2147483648'", "b'<f4'", "'\\udcff'",
 ])
 DIMS = st.one_of(st.integers(-3, 10), st.integers(2**31 - 2, 2**31 + 2), st.integers(2**62, 2**64 + 5),
@@ -46,7 +48,8 @@ def header_bodies(draw):
     kind = draw(st.sampled_from(["dict", "dict", "dict", "missing-key", "extra-key", "literal", "text"]))
     if kind == "literal":
         return draw(st.sampled_from(["[1, 2, 3]", "1", "'descr'", "None", "(((((", "{'descr': '<f4'",
-                                     "{" * 200 + "}" * 200, "[" * 5000 + "]" * 5000, "lambda: 0", "__import__('os')"]))
+                                     "{" * 200 + "}" * 200, "[" * 5000 + "]" * 5000, "lambda: 0",
+                                     "__import__('os')"]))
     if kind == "text":
         return draw(st.text(max_size=80))
     entries = {"descr": draw(DESCRS), "fortran_order": draw(FORTRAN), "shape": draw(SHAPES)}
@@ -62,10 +65,12 @@ def valid_npy(draw):
     """A real .npy written by numpy (any supported dtype, small shape, version 1/2/3), sometimes cut short."""
     import io
 
-    dtype = np.dtype(draw(st.sampled_from(["<f4", ">f8", "|b1", "<i2", "<c8", "|S3", "<U2", "|V4", "<M8[s]"])))
+    dtype = np.dtype(draw(st.sampled_from(["<f4", ">f8", "|b1", "<i2", "<c8", "|S3", "<U2", "|V4",
+                                           "<M8[s]"])))
     shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.zeros(shape, dtype), version=draw(st.sampled_from([(1, 0), (2, 0), (3, 0)])))
+    np.lib.format.write_array(buf, np.zeros(shape, dtype),
+                              version=draw(st.sampled_from([(1, 0), (2, 0), (3, 0)])))
     raw = buf.getvalue()
     if draw(st.integers(0, 3)) == 0:
         raw = raw[:draw(st.integers(0, len(raw)))]
@@ -77,7 +82,8 @@ def npy_files(draw):
     """Whole files: magic (maybe truncated), version, a length field (maybe lying), body, padding, data."""
     if draw(st.integers(0, 3)) == 0:
         return draw(valid_npy())
-    magic = MAGIC if draw(st.integers(0, 9)) else MAGIC[:draw(st.integers(0, 5))] + draw(st.binary(max_size=3))
+    magic = MAGIC if draw(st.integers(0,
+                                      9)) else MAGIC[:draw(st.integers(0, 5))] + draw(st.binary(max_size=3))
     version = draw(st.sampled_from([(1, 0), (1, 0), (2, 0), (3, 0), (0, 0), (4, 0), (255, 255)]))
     body = draw(header_bodies()).encode("utf-8", "surrogatepass") + b"\n"
     fmt = "<H" if version[0] == 1 else "<I"
@@ -111,7 +117,8 @@ def test_crafted_npy_headers(scratch, content):
             return
         event("npy: header accepted")
         # accepted: the invariants every reader relies on
-        assert header.dtype.kind in SUPPORTED_KINDS and not header.dtype.hasobject and header.dtype.itemsize > 0
+        assert (header.dtype.kind in SUPPORTED_KINDS and not header.dtype.hasobject
+                and header.dtype.itemsize > 0)
         assert header.dtype.fields is None and header.dtype.subdtype is None
         assert isinstance(header.shape, tuple) and all(isinstance(d, int) and d >= 0 for d in header.shape)
         assert 10 <= header.offset <= len(content)
@@ -133,7 +140,8 @@ def test_npy_edge_headers_by_hand(scratch):
     def npy(body: str, version=(1, 0), length=None) -> bytes:
         raw = body.encode() + b"\n"
         n = len(raw) if length is None else length
-        return MAGIC + bytes(version) + (struct.pack("<H", n) if version[0] == 1 else struct.pack("<I", n)) + raw
+        return MAGIC + bytes(version) + (struct.pack("<H", n) if version[0] == 1
+                                         else struct.pack("<I", n)) + raw
 
     cases = {
         "empty": b"", "magic-only": MAGIC, "magic-truncated": MAGIC[:4], "no-length": MAGIC + b"\x01\x00",
@@ -195,8 +203,10 @@ def manifest_bytes(draw):
 
 def mutated_manifest(draw) -> bytes:
     """A valid manifest with 0-2 values swapped for edge values (so some are accepted and checked)."""
-    raw = {"format": FORMAT_NAME, "format_version": 1, "rows": draw(st.integers(0, 2**63)), "fingerprint": "f",
-           "fields": {"x": {"dtype": "<f4", "shape": [2], "file": "x.npy"}, "y": {"dtype": "|b1", "shape": []}},
+    raw = {"format": FORMAT_NAME, "format_version": 1, "rows": draw(st.integers(0, 2**63)),
+           "fingerprint": "f",
+           "fields": {"x": {"dtype": "<f4", "shape": [2], "file": "x.npy"},
+                      "y": {"dtype": "|b1", "shape": []}},
            "metadata": {"k": draw(VALUES)}}
     wheres = draw(st.lists(st.sampled_from(["rows", "format_version", "x.dtype", "x.shape", "y.file", "name",
                                             "fields"]), max_size=2, unique=True))

@@ -93,7 +93,8 @@ def test_large_in_memory_array_warns_once(tmp_path, monkeypatch):
     monkeypatch.setattr(streamed, "_warned_in_memory", False)
     np.save(tmp_path / "f.npy", np.zeros((100_000, 4), np.float32))
     mm = np.load(tmp_path / "f.npy", mmap_mode="r")
-    with pytest.warns(streamed.InMemoryDataWarning, match=r"float64\[100000, 4\] array of 3 MiB.*mmap_mode='r'"):
+    with pytest.warns(streamed.InMemoryDataWarning,
+                      match=r"float64\[100000, 4\] array of 3 MiB.*mmap_mode='r'"):
         symtrain.shared(np.asarray(mm, dtype="float64"))  # the tutorial's numpy.asarray(..., dtype=floatX)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -135,7 +136,8 @@ def test_fifo_swapped_in_for_the_file_fails_fast_and_close_is_bounded(ds):
 
 
 def test_givens_over_a_streamed_variable_need_symtrain_function(ds):
-    """The Theano tutorial's form, compiled by the graph library: refused; by symtrain.function: right rows."""
+    """The Theano tutorial's form, compiled by the graph library: refused; by symtrain.function: right
+    rows."""
     var, data, _ = ds
     i, x = pt.lscalar("i"), pt.matrix("x", dtype="float32")
     with pytest.raises(ConfigError, match="'ds' is streamed"):

@@ -18,8 +18,10 @@ from hypothesis.extra import numpy as hnp
 
 from symtrain.train import checkpoint as ckpt
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64", "bool",
+SETTINGS = settings(max_examples=30, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64",
+          "bool",
           ">f4", ">i8", "complex64"]
 SHARED_DTYPES = [d for d in DTYPES if not d.startswith(">")]  # PyTensor refuses non-native byte orders
 _counter = itertools.count()
@@ -34,9 +36,11 @@ def arrays(draw, dtypes=DTYPES):
 
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24)
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False,
+                                                                           allow_infinity=False)
     | st.text(max_size=10),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3), max_leaves=10)
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
+    max_leaves=10)
 STREAM = {"plan": {"batch_size": 1}, "fingerprint": "f", "fields": ["x"], "rows": 1}
 
 
@@ -114,7 +118,8 @@ def test_snapshot_restore_round_trip_through_disk(scratch, values, seed):
 @SETTINGS
 @given(st.dictionaries(NAMES, arrays(), min_size=1, max_size=4), st.data())
 def test_any_damage_to_arrays_is_detected(scratch, values, data):
-    """Flipping, truncating or extending arrays.npz is always a CheckpointError (sha256), never wrong values."""
+    """Flipping, truncating or extending arrays.npz is always a CheckpointError (sha256), never wrong
+    values."""
     target = scratch / f"dmg{next(_counter)}" / ckpt.checkpoint_name(1, 0)
     try:
         ckpt.write_checkpoint(target, values, _meta())

@@ -27,7 +27,8 @@ X = np.arange(40, dtype=np.float32).reshape(20, 2)
 Y = np.arange(20, dtype=np.int64)
 
 
-def finishes(fn: Callable[[], object], fifo: Path | None = None, timeout: float = 20.0) -> BaseException | None:
+def finishes(fn: Callable[[], object], fifo: Path | None = None,
+             timeout: float = 20.0) -> BaseException | None:
     """Run ``fn`` in a thread; fail if it blocks (then unblock it by opening ``fifo`` for writing)."""
     box: dict[str, BaseException | None] = {"exc": None}
 
@@ -227,7 +228,8 @@ def _tamper(ds: Path, **changes: object) -> None:
     (5, {"x": {"dtype": "<f8", "shape": [2**31, 2**31]}}, r"rows of \d+ bytes"),
     (5, {"x": {"dtype": "<f8", "shape": [3] * 40}}, r"invalid shape"),
 ])
-def test_manifest_values_cannot_cause_absurd_work(tmp_path: Path, rows: int, fields: dict, pattern: str) -> None:
+def test_manifest_values_cannot_cause_absurd_work(tmp_path: Path, rows: int, fields: dict,
+                                                  pattern: str) -> None:
     ds = write_dataset(tmp_path / "ds", {"x": X})
     _tamper(ds, rows=rows, fields=fields)
     exc = finishes(lambda: st.open_dataset(ds), timeout=10)
@@ -253,9 +255,11 @@ def test_writer_refuses_what_the_reader_would(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- rule 8: every accepted dtype
-@pytest.mark.parametrize("dtype", ["datetime64[s]", "datetime64[ns]", "timedelta64[ms]", "S3", "U2", "c8", "?"])
+@pytest.mark.parametrize("dtype", ["datetime64[s]", "datetime64[ns]", "timedelta64[ms]", "S3", "U2", "c8",
+                                   "?"])
 def test_every_accepted_dtype_round_trips(tmp_path: Path, dtype: str) -> None:
-    a = np.arange(6).astype(dtype) if dtype[0] not in "SU" else np.array(["ab", "c", "d", "", "e", "ff"], dtype)
+    a = np.arange(6).astype(dtype) if dtype[0] not in "SU" else np.array(["ab", "c", "d", "", "e", "ff"],
+                                                                         dtype)
     ds = write_dataset(tmp_path / "ds", {"t": a, "y": np.arange(6)})
     got = st.open_dataset(ds)
     np.testing.assert_array_equal(got["t"], a)

@@ -61,12 +61,13 @@ SCRIPT = textwrap.dedent('''
         lr = st.optim.step_decay(0.05, 0.5, every=7, per="step")
         step = st.compile_step(cost, [W1, b1, W2, b2], train, st.optim.adam(lr))
         return {"step": step, "callbacks": [Killer(os.environ.get("SYMTRAIN_TEST_KILL", "none:0"))]}
-''')
+''')  # noqa: E501
 
 
 def _train(tmp_path, data, run_dir, kill: str, resume: bool) -> subprocess.CompletedProcess:
     env = {**os.environ, "SYMTRAIN_TEST_KILL": kill}
-    cmd = [sys.executable, "-m", "symtrain.cli", "-q", "train", str(tmp_path / "model.py"), "--data", str(data),
+    cmd = [sys.executable, "-m", "symtrain.cli", "-q", "train", str(tmp_path / "model.py"), "--data",
+           str(data),
            "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
@@ -122,7 +123,8 @@ def test_sigkill_mid_epoch_after_resume_and_at_epoch_boundary_resumes_to_the_bit
     # 4) resumed to the end.
     k = random.randint(1, spe - 1)
     print(f"first run killed after step {k}")  # shown if the test fails
-    for kill, resume in [(f"step:{k}", False), ("after_resume:2", True), ("epoch_begin:2", True), ("none:0", True)]:
+    for kill, resume in [(f"step:{k}", False), ("after_resume:2", True), ("epoch_begin:2", True),
+                         ("none:0", True)]:
         proc = _train(tmp, data, run, kill, resume)
         if kill == "none:0":
             assert proc.returncode == 0, proc.stderr

@@ -32,13 +32,14 @@ def rss_anon() -> int:
 
 def sample() -> dict[str, int]:
     gc.collect()
-    return {"rss_anon": rss_anon(), "fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count()}
+    return {"rss_anon": rss_anon(), "fds": len(os.listdir("/proc/self/fd")),
+            "threads": threading.active_count()}
 
 
 def report(what: str, before: dict, after: dict) -> str:
     line = (f"{what}: RssAnon {before['rss_anon'] / 2**20:.1f} -> {after['rss_anon'] / 2**20:.1f} MiB "
-            f"({(after['rss_anon'] - before['rss_anon']) / 2**20:+.2f}), fds {before['fds']} -> {after['fds']}, "
-            f"threads {before['threads']} -> {after['threads']}")
+            f"({(after['rss_anon'] - before['rss_anon']) / 2**20:+.2f}), fds {before['fds']} -> "
+            f"{after['fds']}, threads {before['threads']} -> {after['threads']}")
     print("\nSOAK " + line)
     return line
 
@@ -70,8 +71,8 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((68, 8)).astype(np.float32)
     y = rng.integers(0, 3, 68).astype(np.int64)
-    return st.write_dataset(root / "train", {"x": x, "y": y}), st.write_dataset(root / "valid", {"x": x[:20],
-                                                                                                 "y": y[:20]}), root
+    train = st.write_dataset(root / "train", {"x": x, "y": y})
+    return train, st.write_dataset(root / "valid", {"x": x[:20], "y": y[:20]}), root
 
 
 def test_soak_fit_many_short_epochs(data):
@@ -81,7 +82,8 @@ def test_soak_fit_many_short_epochs(data):
 
     train_path, valid_path, root = data
     with st.ChunkStream(train_path, batch_size=8, chunk_rows=8, seed=1) as train, \
-            st.ChunkStream(valid_path, batch_size=8, chunk_rows=8, policy="sequential", drop_last=False) as valid:
+            st.ChunkStream(valid_path, batch_size=8, chunk_rows=8, policy="sequential",
+                           drop_last=False) as valid:
         W = shared(np.zeros((8, 3), np.float32), name="W")
         b = shared(np.zeros(3, np.float32), name="b")
 

@@ -164,7 +164,8 @@ def test_eval_weights_partial_batches():
     assert metrics["err"] == pytest.approx(r[20:].mean(), rel=1e-5)
     total = ev.run(0)
     assert total["rows"] == 22
-    assert total["loss"] == pytest.approx(r.mean(), rel=1e-5) and total["err"] == pytest.approx(r.mean(), rel=1e-5)
+    assert total["loss"] == pytest.approx(r.mean(),
+                                          rel=1e-5) and total["err"] == pytest.approx(r.mean(), rel=1e-5)
     assert ev(0)["loss"] == pytest.approx(r[:4].mean(), rel=1e-5)
 
 
@@ -200,7 +201,8 @@ def test_schedule_drives_the_learning_rate(scheduled):
     w = W0.astype(np.float64)
     b = np.zeros(TARGETS)
     for i, lr in enumerate(lrs):
-        gw, gb = np_grads(w, b, X[i * 8:(i + 1) * 8].astype(np.float64), Y[i * 8:(i + 1) * 8].astype(np.float64))
+        gw, gb = np_grads(w, b, X[i * 8:(i + 1) * 8].astype(np.float64),
+                          Y[i * 8:(i + 1) * 8].astype(np.float64))
         w, b = w - lr * gw, b - lr * gb
     np.testing.assert_allclose(params[0].get_value(), w, rtol=1e-5, atol=1e-6)
 
@@ -298,7 +300,8 @@ def test_compile_cache_dirs():
 
 @pytest.mark.filterwarnings("ignore:RandomStream is deprecated:FutureWarning")
 def test_rng_state_with_default_update_is_checkpointable():
-    """Dropout through a RandomStream: its RNG shared variable is updated by the step and gets a stable name."""
+    """Dropout through a RandomStream: its RNG shared variable is updated by the step and gets a stable
+    name."""
     from symtrain.backend import RandomStream
 
     stream = ArrayStream(X, Y, 8, name="rng")
@@ -370,9 +373,11 @@ def test_explicit_rng_update_is_state_and_advances_every_step():
 def test_explicit_rng_update_bad_values():
     stream = ArrayStream(X, Y, 8, name="xbad")
     cost, W, rng, updates = _explicit_dropout(stream, "xbad_")
-    with pytest.raises(ConfigError, match=r"update of RandomGeneratorType.*must be a symbolic RandomGeneratorType"):
+    with pytest.raises(ConfigError,
+                       match=r"update of RandomGeneratorType.*must be a symbolic RandomGeneratorType"):
         compile_step(cost, [W], stream, sgd(0.1), updates={rng: stream.batch("x")})
-    with pytest.raises(ConfigError, match=r"updates= must not update parameters \(the optimizer does\): \['xbad_W'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"updates= must not update parameters \(the optimizer does\): \['xbad_W'\]"):
         compile_step(cost, [W], stream, sgd(0.1), updates={**updates, W: W * 2})
     n = shared(np.float32(0), name="xbad_n")
     with pytest.raises(ConfigError, match=r"updates= and the optimizer both update: \['xbad_n'\]"):

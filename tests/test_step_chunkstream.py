@@ -1,4 +1,5 @@
-"""compile_step / compile_eval on the real ChunkStream: shuffled chunks, a short last chunk, a partial batch."""
+"""compile_step / compile_eval on the real ChunkStream: shuffled chunks, a short last chunk, a partial
+batch."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def np_step(w, rows, lr):
 @pytest.mark.backend
 def test_accumulated_epoch_matches_numpy_over_epoch_order(data):
     """13 steps (the last batch has 2 valid rows), groups of 3, the partial group flushed at epoch end."""
-    with st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, policy="shuffle", seed=5, drop_last=False) as stream:
+    with st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, policy="shuffle", seed=5,
+                        drop_last=False) as stream:
         assert stream.steps_per_epoch == 13
         cost, err, w = regression(stream, "cs_")
         step = st.compile_step(cost, [w], stream, st.optim.sgd(0.05), outputs={"err": err}, accumulate=3)
@@ -97,7 +99,8 @@ def test_numba_mode_matches_fast_compile(data):
     """The default PyTensor 3 backend gives the same Adam trajectory as FAST_COMPILE."""
     results = []
     for mode in ("FAST_COMPILE", "NUMBA"):
-        with st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, policy="sequential", name=f"m{mode}") as stream:
+        with st.ChunkStream(data, batch_size=BS, chunk_rows=CHUNK, policy="sequential",
+                            name=f"m{mode}") as stream:
             cost, _, w = regression(stream, f"{mode}_")
             step = st.compile_step(cost, [w], stream, st.optim.adam(0.01), accumulate=2, mode=mode)
             assert step.mode == mode

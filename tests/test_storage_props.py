@@ -20,7 +20,8 @@ from symtrain.storage import DatasetWriter, open_dataset, write_dataset
 
 DTYPES = st.one_of(hnp.boolean_dtypes(), hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(),
                    hnp.floating_dtypes(), hnp.complex_number_dtypes())
-SETTINGS = settings(max_examples=int(os.environ.get("SYMTRAIN_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=int(os.environ.get("SYMTRAIN_FUZZ_EXAMPLES", "40")), deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,8 @@ def test_round_trip(scratch, case):
         if plain is not None:
             assert plain.tobytes() == expect.tobytes()
     again = _fresh(scratch)
-    write_dataset(again, {n: (np.concatenate([b[n] for b in batches], dtype=d) if batches else np.zeros((0, *s), d))
+    write_dataset(again,
+                  {n: (np.concatenate([b[n] for b in batches], dtype=d) if batches else np.zeros((0, *s), d))
                           for n, (d, s) in schema.items()})
     assert open_dataset(again).fingerprint == ds.fingerprint  # batching does not change the fingerprint
 
@@ -82,8 +84,10 @@ def template(scratch):
                                                 "y": np.arange(6)})
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                    | st.text(max_size=8),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids,
+                                                                              max_size=3),
                     max_leaves=12)
 
 
@@ -98,7 +102,8 @@ def manifests(draw):
     for field in draw(st.lists(st.sampled_from(["x", "y"]), max_size=2, unique=True)):
         if isinstance(raw.get("fields"), dict) and isinstance(raw["fields"].get(field), dict):
             sub = draw(st.sampled_from(["dtype", "shape", "file"]))
-            raw["fields"][field][sub] = draw(JSON | st.sampled_from(["<f8", "|O", "V0", "<U3", "f4,f4", "(2,)f4"])
+            raw["fields"][field][sub] = draw(JSON | st.sampled_from(["<f8", "|O", "V0", "<U3", "f4,f4",
+                                                                     "(2,)f4"])
                                              | st.lists(st.integers(-2, 2**62), max_size=3))
     if draw(st.booleans()):
         return json.dumps(raw).encode()

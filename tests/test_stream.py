@@ -75,7 +75,8 @@ def in_memory_training(logreg, x, y, orders, steps, cost=None):
     """The tutorial loop: the whole (permuted) dataset in one shared variable, sliced by the index."""
     i = pt.lscalar("i")
     xs, ys = shared(x), shared(y)
-    f = logreg["compile"](i, {logreg["x"]: xs[i * BS:(i + 1) * BS], logreg["y"]: ys[i * BS:(i + 1) * BS]}, cost)
+    f = logreg["compile"](i, {logreg["x"]: xs[i * BS:(i + 1) * BS], logreg["y"]: ys[i * BS:(i + 1) * BS]},
+                          cost)
     logreg["reset"]()
     for order in orders:
         xs.set_value(x[order]), ys.set_value(y[order])
@@ -133,7 +134,8 @@ def test_partial_batch_masked_cost_matches_in_memory(data, logreg):
     with ChunkStream(path, BS, 200, seed=3, drop_last=False) as stream:
         assert stream.steps_per_epoch == -(-ROWS // BS)
         valid, mask = stream.batch_valid(), stream.batch_mask()
-        got = streamed_training(logreg, stream, 1, cost=lambda nll: (nll * mask).sum() / valid.astype("float32"))
+        got = streamed_training(logreg, stream, 1, cost=lambda nll: (nll * mask).sum()
+                                / valid.astype("float32"))
         order = stream.epoch_order(0)
     want = in_memory_training(logreg, x, y, [order], stream.steps_per_epoch)  # last slice is 8 rows
     for g, w in zip(got, want):
@@ -153,7 +155,8 @@ def test_edges_never_show_stale_rows_nor_change_shape(tmp_path):
             assert (buf[chunk.n_valid:] == 0).all()
             for i in chunk.indices:
                 rows, nv, m = probe(i)
-                assert int(nv) == int((rows > 0).sum()) and np.array_equal(m, (rows > 0).astype(config.floatX))
+                assert int(nv) == int((rows > 0).sum()) and np.array_equal(m,
+                                                                           (rows > 0).astype(config.floatX))
                 seen.append(rows[:int(nv)])
         assert shapes == {(192, )}
         assert int(nv) == ROWS % BS  # the last batch is the partial one

@@ -49,7 +49,7 @@ CHILD = textwrap.dedent(r"""
         whole_load = "MemoryError"
     print(json.dumps({"base": base, "cap": cap, "size": size, "rows": rows, "steps": steps,
                       "total": float(total.get_value()), "peak_data": vm_data(), "whole_load": whole_load}))
-""")
+""")  # noqa: E501
 
 
 def test_streamed_epoch_over_dataset_twice_the_data_limit(tmp_path):
@@ -65,4 +65,5 @@ def test_streamed_epoch_over_dataset_twice_the_data_limit(tmp_path):
     assert r["size"] > 2 * r["cap"], r
     assert r["whole_load"] == "MemoryError", r  # the limit was real
     assert r["steps"] == r["rows"] // 256
-    assert r["total"] == float(r["rows"] * (r["rows"] - 1) // 2), r  # every row once (drop_last drops none here)
+    # every row once (drop_last drops none here)
+    assert r["total"] == float(r["rows"] * (r["rows"] - 1) // 2), r

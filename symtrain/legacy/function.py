@@ -49,7 +49,8 @@ class SyncLoader:
         files = {n: s for n, s in self.sources.items() if not isinstance(s, ChunkSource)}
         if files:
             fill(files, load, out)
-        got = [s.read(start, out[n][:load.n_valid]) for n, s in self.sources.items() if isinstance(s, ChunkSource)]
+        got = [s.read(start, out[n][:load.n_valid]) for n, s in self.sources.items()
+               if isinstance(s, ChunkSource)]
         self.got = min(got, default=load.n_valid)
         return out
 
@@ -113,8 +114,9 @@ class Group:
         if have is not None and have[0] <= s and e <= have[0] + have[1]:
             return have
         if self.sequential and e - s <= self.cap and s // self.cap * self.cap + self.cap < e:
-            raise ConfigError(f"a call needs rows [{s}, {e}) of generator-backed {self._names()}, which straddle "
-                              f"a chunk of {self.cap} rows; use a chunk_rows that is a multiple of the batch size")
+            raise ConfigError(f"a call needs rows [{s}, {e}) of generator-backed {self._names()}, which "
+                              f"straddle a chunk of {self.cap} rows; use a chunk_rows that is a multiple of "
+                              "the batch size")
         target = self.choose(s, e)
         loader = self._loader()
         try:
@@ -154,8 +156,8 @@ class Group:
         self.cap = min(v.capacity for v in self.vars)
         rows = {v.name: v._stream.rows for v in self.vars}
         if len(set(rows.values())) > 1:
-            raise ConfigError(f"set_value: streamed variables used together must keep the same number of rows, "
-                              f"now {rows}")
+            raise ConfigError("set_value: streamed variables used together must keep the same number of "
+                              f"rows, now {rows}")
 
     def _names(self) -> str:
         return ", ".join(repr(v.name) for v in self.vars)
@@ -189,8 +191,8 @@ def group_for(variables: Sequence[StreamedSharedVariable]) -> Group:
     if group is None:
         rows = {v.name: v._stream.rows for v in ordered if v._stream.rows is not None}
         if len(set(rows.values())) > 1:
-            raise ConfigError("symtrain.function: streamed variables used together must have the same number of "
-                              f"rows (they are sliced by the same index), got {rows}")
+            raise ConfigError("symtrain.function: streamed variables used together must have the same number "
+                              f"of rows (they are sliced by the same index), got {rows}")
         group = registry[key] = Group(ordered)
     return group
 
@@ -246,7 +248,8 @@ class StreamedFunction:
         self._prediction = prediction  # (input, slope, min offset, max end offset) when all slices agree
         used = {id(a.input): a.input for sl in slices for a in (sl.start, sl.stop)
                 if a is not None and a.input is not None}
-        self._used = [(pos, _input_variable(i)) for pos, i in enumerate(inputs) if id(_input_variable(i)) in used]
+        self._used = [(pos, _input_variable(i)) for pos, i in enumerate(inputs)
+                      if id(_input_variable(i)) in used]
 
     def __getattr__(self, name: str) -> Any:
         if name == "fn" or name.startswith("__"):
@@ -283,8 +286,9 @@ class StreamedFunction:
         if spans:
             s, e = min(r[0] for r in spans), max(r[1] for r in spans)
             if e - s > group.cap:
-                raise ConfigError(f"this call needs rows [{s}, {e}) of {group._names()}: {e - s} rows, more than "
-                                  f"the {group.cap} rows of a chunk (raise chunk_rows in symtrain.shared)")
+                raise ConfigError(f"this call needs rows [{s}, {e}) of {group._names()}: {e - s} rows, more "
+                                  f"than the {group.cap} rows of a chunk (raise chunk_rows in "
+                                  "symtrain.shared)")
             loads = group.loads
             start, n = group.ensure(s, e)
             if group.loads != loads:
@@ -371,17 +375,18 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
     group = group_for(variables)
     if loader is not None and loader != group.kind:
         if group.loader is not None:
-            raise ConfigError(f"loader={loader!r}: {group._names()} are already loaded by a {group.kind} loader "
-                              "for another function; pass the same loader= to every function using them")
+            raise ConfigError(f"loader={loader!r}: {group._names()} are already loaded by a {group.kind} "
+                              "loader for another function; pass the same loader= to every function using "
+                              "them")
         group.kind = loader
     for v in whole:
         if v._stream.rows is None or v._stream.rows > group.cap:
             rows = "an unknown number of" if v._stream.rows is None else v._stream.rows
             raise ConfigError(
-                f"symtrain.function: the streamed variable {v.name!r} ({rows} rows, chunks of {group.cap}) is used "
-                "whole, not through a row slice by an index input (e.g. in outputs or a givens value without "
-                "[index * batch_size:(index + 1) * batch_size], or selected by fancy indexing, a transpose, a "
-                "reduction); only row slices can be streamed")
+                f"symtrain.function: the streamed variable {v.name!r} ({rows} rows, chunks of {group.cap}) "
+                "is used whole, not through a row slice by an index input (e.g. in outputs or a givens value "
+                "without [index * batch_size:(index + 1) * batch_size], or selected by fancy indexing, a "
+                "transpose, a reduction); only row slices can be streamed")
     replace, bounds = {}, []
     for k, sl in enumerate(slices):
         names = (f"__symtrain_rows{k}_start", f"__symtrain_rows{k}_stop")
@@ -399,10 +404,12 @@ def function(inputs: Sequence, outputs: Any = None, updates: Any = None, givens:
     if new_givens and effective:
         effective = clone_replace(effective, replace=dict(new_givens))
     present = {id(v) for v in ancestors(effective)}
-    kept = [(sl, b) for sl, b in zip(slices, bounds, strict=True) if id(b[1]) in present or id(b[2]) in present]
+    kept = [(sl, b) for sl, b in zip(slices, bounds, strict=True) if id(b[1]) in present
+            or id(b[2]) in present]
     hidden_vars = [v for _, (_, start, stop) in kept for v in (start, stop)]
     with compiling_streamed():
-        _check_unused(inputs, input_vars, outputs, updates, givens, flat_out, update_pairs, given_pairs, kwargs)
+        _check_unused(inputs, input_vars, outputs, updates, givens, flat_out, update_pairs, given_pairs,
+                      kwargs)
         kwargs["on_unused_input"] = "ignore"  # the index often feeds only the bounds we replaced
         fn = backend.function([*inputs, *[backend.In(h) for h in hidden_vars]], new_out,
                               updates=new_updates or None, givens=new_givens or None, **kwargs)

@@ -67,7 +67,8 @@ class RowSlice:
             i = _value(self.start, args)
             j = i + n_rows if i < 0 else i
             if not 0 <= j < n_rows:
-                raise IndexError(f"{self.text}: row {i} is out of bounds for a streamed variable of {n_rows} rows")
+                raise IndexError(f"{self.text}: row {i} is out of bounds for a streamed variable of {n_rows} "
+                                 "rows")
             return j, j + 1
         start = None if self.start is None else _value(self.start, args)
         stop = None if self.stop is None else _value(self.stop, args)
@@ -146,7 +147,8 @@ def _combine(args: list[Affine], sign: int) -> Affine:
     inputs = {id(a.input): a.input for a in args if a.input is not None}
     if len(inputs) > 1:
         raise NotAffine("it combines two different inputs")
-    return Affine(next(iter(inputs.values()), None), sign * sum(a.a for a in args), sign * sum(a.b for a in args))
+    return Affine(next(iter(inputs.values()), None), sign * sum(a.a for a in args),
+                  sign * sum(a.b for a in args))
 
 
 def rowwise_streamed(var, is_streamed: Callable) -> tuple | None:
@@ -229,7 +231,8 @@ def _row_slice(out, node, streamed, inputs) -> RowSlice:
             return RowSlice(out, base, streamed, "slice", affine_of(first.start, inputs),
                             affine_of(first.stop, inputs), rest, text)
         if getattr(first, "ndim", None) == 0 or isinstance(first, int | np.integer):
-            idx = Affine(None, 0, int(first)) if isinstance(first, int | np.integer) else affine_of(first, inputs)
+            idx = Affine(None, 0, int(first)) if isinstance(first,
+                                                            int | np.integer) else affine_of(first, inputs)
             return RowSlice(out, base, streamed, "index", idx, None, rest, text)
         raise NotAffine("its row index is not a slice or a scalar")
     except NotAffine as exc:

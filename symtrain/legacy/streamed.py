@@ -64,8 +64,8 @@ def _warn_in_memory(value: Any) -> None:
         return
     _warned_in_memory = True
     warnings.warn(
-        f"symtrain.shared got an in-memory {value.dtype}{list(value.shape)} array of {nbytes / 2**20:.0f} MiB: it "
-        "is held in RAM, not streamed. To stream it, pass the read-only memmap itself, "
+        f"symtrain.shared got an in-memory {value.dtype}{list(value.shape)} array of {nbytes / 2**20:.0f} "
+        "MiB: it is held in RAM, not streamed. To stream it, pass the read-only memmap itself, "
         "symtrain.shared(numpy.load(path, mmap_mode='r')), without numpy.asarray(..., dtype=floatX), which "
         "copies (and may upcast) the file into memory; cast in the graph (T.cast) if the dtype must change",
         InMemoryDataWarning, stacklevel=3)
@@ -100,7 +100,8 @@ def memmap_source(arr: np.ndarray, name: str) -> FieldSource:
     try:
         info = os.stat(filename)
     except OSError as exc:
-        raise ConfigError(f"value: the file behind {name!r} ({filename}) cannot be read: {exc.strerror}") from None
+        raise ConfigError(f"value: the file behind {name!r} ({filename}) cannot be read: "
+                          f"{exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"value: the file behind {name!r} ({filename}) is not a regular file")
     base_addr = np.frombuffer(mm, dtype=np.uint8).ctypes.data
@@ -143,8 +144,8 @@ class ChunkSource:
         if restart:
             if self.factory is None:
                 raise StreamError(f"the generator-backed shared variable {self.name!r} was given a one-shot "
-                                  "generator and cannot go back to earlier rows; pass a callable that returns a "
-                                  "fresh iterator (e.g. a generator function) to allow restarts")
+                                  "generator and cannot go back to earlier rows; pass a callable that "
+                                  "returns a fresh iterator (e.g. a generator function) to allow restarts")
             self._it = iter(self.factory())
             self._pos = 0
         try:
@@ -172,8 +173,8 @@ class ChunkSource:
                 if self._pending is None:
                     self.rows = self._pos if self.rows is None else self.rows
                     if self._pos != self.rows:
-                        raise StreamError(f"the chunk generator of {self.name!r} ended after {self._pos} rows "
-                                          f"but rows={self.rows} was given")
+                        raise StreamError(f"the chunk generator of {self.name!r} ended after {self._pos} "
+                                          f"rows but rows={self.rows} was given")
                     break
             chunk = self._pending
             skip = min(max(start - self._pos, 0), len(chunk))
@@ -239,12 +240,12 @@ class StreamedSharedVariable(TensorSharedVariable):
         """The buffer's container, for symtrain.function's compile only (see the module doc)."""
         if getattr(_compiling, "depth", 0) == 0:
             raise ConfigError(
-                f"{self.name or 'a symtrain.shared variable'!r} is streamed: its value is a buffer holding the one "
-                "chunk of rows the last symtrain.function call needed, so a graph over it cannot be compiled "
-                "or evaluated by pytensor.function / .eval() (it would read that chunk, or nothing, as rows 0..). "
-                "Compile with symtrain.function([index], ..., givens={x: var[index * bs:(index + 1) * bs]}); "
-                "read rows directly from var.get_value(borrow=True), the read-only memmap; var.shape is the "
-                "whole data's shape")
+                f"{self.name or 'a symtrain.shared variable'!r} is streamed: its value is a buffer holding "
+                "the one chunk of rows the last symtrain.function call needed, so a graph over it cannot be "
+                "compiled or evaluated by pytensor.function / .eval() (it would read that chunk, or nothing, "
+                "as rows 0..). Compile with symtrain.function([index], ..., givens={x: var[index * bs:(index "
+                "+ 1) * bs]}); read rows directly from var.get_value(borrow=True), the read-only memmap; "
+                "var.shape is the whole data's shape")
         return self.__dict__["_container"]
 
     @container.setter
@@ -297,10 +298,10 @@ class StreamedSharedVariable(TensorSharedVariable):
                               "use get_value(borrow=True).shape for its size")
         if st.data.nbytes > st.max_load_bytes:
             raise ConfigError(
-                f"get_value(): {self.name!r} is streamed from {st.source.path} and holds {st.data.nbytes} bytes, "
-                f"more than max_load_bytes={st.max_load_bytes}; loading it whole would defeat streaming. Use "
-                "get_value(borrow=True) for the read-only memmap (its .shape[0] is the row count), or raise "
-                "max_load_bytes in symtrain.shared")
+                f"get_value(): {self.name!r} is streamed from {st.source.path} and holds {st.data.nbytes} "
+                f"bytes, more than max_load_bytes={st.max_load_bytes}; loading it whole would defeat "
+                "streaming. Use get_value(borrow=True) for the read-only memmap (its .shape[0] is the row "
+                "count), or raise max_load_bytes in symtrain.shared")
         return np.array(st.data)
 
     def set_value(self, new_value: Any, borrow: bool = False) -> None:
@@ -310,8 +311,8 @@ class StreamedSharedVariable(TensorSharedVariable):
                               "(np.load(path, mmap_mode='r') or a dataset field), not "
                               f"{type(new_value).__name__}. For in-memory data use backend.shared.")
         if new_value.dtype != self.dtype_np or tuple(new_value.shape[1:]) != self.row_shape:
-            raise ConfigError(f"set_value: {self.name!r} holds {self.dtype_np}{list(self.row_shape)} rows, the new "
-                              f"data is {new_value.dtype}{list(new_value.shape[1:])}")
+            raise ConfigError(f"set_value: {self.name!r} holds {self.dtype_np}{list(self.row_shape)} rows, "
+                              f"the new data is {new_value.dtype}{list(new_value.shape[1:])}")
         st = self._stream
         st.source = memmap_source(new_value, st.source.name)
         st.data = new_value

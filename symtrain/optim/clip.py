@@ -84,5 +84,6 @@ def clip_by_global_norm(grads: Sequence, max_norm: float, epsilon: float = CLIP_
     grads = [pt.as_tensor_variable(g) for g in grads]
     norm = global_norm(grads)
     dtype = norm.dtype
-    scale = pt.minimum(np.asarray(1.0, dtype), np.asarray(max_norm, dtype) / (norm + np.asarray(epsilon, dtype)))
+    scale = pt.minimum(np.asarray(1.0, dtype), np.asarray(max_norm, dtype)
+                       / (norm + np.asarray(epsilon, dtype)))
     return [(g * scale.astype(g.dtype)) for g in grads]

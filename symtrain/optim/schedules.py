@@ -56,7 +56,8 @@ class Schedule(ABC):
 
     @property
     def variable(self) -> Any:
-        """The floatX scalar shared variable ``schedule/<name>`` holding the current value (made on first use)."""
+        """The floatX scalar shared variable ``schedule/<name>`` holding the current value (made on first
+        use)."""
         if self._variable is None:
             self._last = self.value(0, 0)
             self._variable = shared(np.asarray(self._last, dtype=config.floatX), name=self.variable_name)
@@ -129,12 +130,15 @@ class Cosine(Schedule):
     min_value: float = 0.0
 
     def at(self, t: int) -> float:
-        return self.min_value + (self.base - self.min_value) * (1 + math.cos(math.pi * min(t, self.total) / self.total)) / 2
+        return self.min_value + (self.base - self.min_value) * (1
+                                                                + math.cos(math.pi * min(t, self.total)
+                                                                           / self.total)) / 2
 
 
 @dataclass(eq=False)
 class LinearWarmup(Schedule):
-    """``base * (t + 1) / warmup`` for ``t < warmup``, then ``then.at(t - warmup)`` (or ``base`` without ``then``)."""
+    """``base * (t + 1) / warmup`` for ``t < warmup``, then ``then.at(t - warmup)`` (or ``base`` without
+    ``then``)."""
 
     base: float = 0.0
     warmup: int = 1
@@ -157,7 +161,8 @@ def step_decay(value: float, drop: float = 0.5, every: int = 10, *, per: str = "
     drop = _finite("drop", drop)
     if drop <= 0:
         raise ConfigError(f"drop must be > 0, got {drop}")
-    return StepDecay(base=_finite("value", value), drop=drop, every=_count("every", every), per=per, name=name)
+    return StepDecay(base=_finite("value", value), drop=drop, every=_count("every", every), per=per,
+                     name=name)
 
 
 def exponential(value: float, gamma: float, *, per: str = "epoch", name: str = "lr") -> Exponential:
@@ -168,7 +173,8 @@ def exponential(value: float, gamma: float, *, per: str = "epoch", name: str = "
     return Exponential(base=_finite("value", value), gamma=gamma, per=per, name=name)
 
 
-def cosine(value: float, total: int, min_value: float = 0.0, *, per: str = "step", name: str = "lr") -> Cosine:
+def cosine(value: float, total: int, min_value: float = 0.0, *, per: str = "step",
+           name: str = "lr") -> Cosine:
     """Cosine annealing from ``value`` at t=0 to ``min_value`` at t=total, constant afterwards."""
     return Cosine(base=_finite("value", value), total=_count("total", total),
                   min_value=_finite("min_value", min_value), per=per, name=name)

@@ -43,7 +43,8 @@ def counter(owner: str) -> Any:
 
 
 def check_learning_rate(lr: Any, argument: str = "learning_rate") -> Any:
-    """Accept a finite number, a scalar float shared variable or a :class:`Schedule`; ConfigError otherwise."""
+    """Accept a finite number, a scalar float shared variable or a :class:`Schedule`; ConfigError
+    otherwise."""
     if isinstance(lr, Schedule):
         return lr
     if isinstance(lr, SharedVariable):
@@ -59,7 +60,8 @@ def check_learning_rate(lr: Any, argument: str = "learning_rate") -> Any:
 
 
 def learning_rate_expr(lr: Any, dtype: str) -> Any:
-    """The learning rate as a scalar of ``dtype`` (a constant, the shared variable, or the schedule's variable)."""
+    """The learning rate as a scalar of ``dtype`` (a constant, the shared variable, or the schedule's
+    variable)."""
     if isinstance(lr, Schedule):
         lr = lr.variable
     if isinstance(lr, SharedVariable):
@@ -159,7 +161,8 @@ def _c(value: float, dtype: str) -> Any:
 # --- the rules: (grads, params, options) -> OrderedDict -------------------------------------------------
 
 def _sgd(grads, params, o):
-    return OrderedDict((p, p - learning_rate_expr(o["learning_rate"], p.dtype) * g) for g, p in zip(grads, params))
+    return OrderedDict((p, p - learning_rate_expr(o["learning_rate"], p.dtype) * g)
+                       for g, p in zip(grads, params))
 
 
 def _momentum_rule(nesterov: bool):
@@ -250,15 +253,18 @@ def momentum(loss_or_grads: Any = None, params: Sequence | None = None, learning
              name: str = "momentum") -> Any:
     """Classical momentum (Lasagne): ``v <- mu*v - lr*g; p <- p + v``. ``learning_rate`` is required."""
     return _configure("momentum", _momentum_rule(False), loss_or_grads, params, learning_rate, None,
-                      {"momentum": momentum, "max_norm": max_norm, "weight_decay": weight_decay, "name": name})
+                      {"momentum": momentum, "max_norm": max_norm, "weight_decay": weight_decay,
+                       "name": name})
 
 
 def nesterov_momentum(loss_or_grads: Any = None, params: Sequence | None = None, learning_rate: Any = _UNSET,
                       momentum: float = 0.9, *, max_norm: float | None = None, weight_decay: float = 0.0,
                       name: str = "nesterov") -> Any:
-    """Nesterov momentum (Lasagne): ``v <- mu*v - lr*g; p <- p + mu*v - lr*g``. ``learning_rate`` is required."""
+    """Nesterov momentum (Lasagne): ``v <- mu*v - lr*g; p <- p + mu*v - lr*g``. ``learning_rate`` is
+    required."""
     return _configure("nesterov_momentum", _momentum_rule(True), loss_or_grads, params, learning_rate, None,
-                      {"momentum": momentum, "max_norm": max_norm, "weight_decay": weight_decay, "name": name})
+                      {"momentum": momentum, "max_norm": max_norm, "weight_decay": weight_decay,
+                       "name": name})
 
 
 def adagrad(loss_or_grads: Any = None, params: Sequence | None = None, learning_rate: Any = _UNSET,
@@ -308,4 +314,5 @@ def adamw(loss_or_grads: Any = None, params: Sequence | None = None, learning_ra
                        "weight_decay": weight_decay, "name": name})
 
 
-BUILDERS = {f.__name__: f for f in (sgd, momentum, nesterov_momentum, adagrad, rmsprop, adadelta, adam, adamw)}
+BUILDERS = {f.__name__: f for f in (sgd, momentum, nesterov_momentum, adagrad, rmsprop, adadelta, adam,
+                                    adamw)}

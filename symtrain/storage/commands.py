@@ -69,9 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the storage subcommands to the ``symtrain`` parser."""
     p = sub.add_parser("datasets", help="build ready-made datasets (digits)")
     dsub = p.add_subparsers(dest="dataset", metavar="DATASET")
-    d = dsub.add_parser("digits", help="scikit-learn's real handwritten digits as 28x28 train/valid/test datasets",
+    d = dsub.add_parser("digits",
+                        help="scikit-learn's real handwritten digits as 28x28 train/valid/test datasets",
                         description="Write OUT/train, OUT/valid, OUT/test (x float32[784], y int64) from "
-                        "scikit-learn's 1797 bundled digit images; --rows enlarges train with distorted copies.")
+                        "scikit-learn's 1797 bundled digit images; --rows enlarges train with distorted "
+                        "copies.")
     d.add_argument("out", help="output directory")
     d.add_argument("--rows", type=int, default=None, help="train rows (default: the real train images only)")
     d.add_argument("--seed", type=int, default=0, help="split and distortion seed (default 0)")
@@ -82,19 +84,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("convert", help="convert .npy/.npz, mnist.pkl.gz pickles, CSV or HDF5 to a dataset",
                        description="Convert user data to a symtrain dataset with bounded memory. Several "
                        "inputs are .npy files, one per field (NAME=PATH, or named by file stem); a single "
-                       ".npy becomes field x. A Theano-tutorial pickle becomes OUT/train, OUT/valid, OUT/test.")
+                       ".npy becomes field x. A Theano-tutorial pickle becomes OUT/train, OUT/valid, "
+                       "OUT/test.")
     c.add_argument("inputs", nargs="+", metavar="IN", help="input file(s)")
     c.add_argument("out", metavar="OUT", help="output dataset directory")
     c.add_argument("--dtype", default=None,
                    help="store as: one dtype for every float field (float32), or per field x:float32,y:int32")
-    c.add_argument("--label-column", default=None, help="CSV: column index or header name of the label (-> y)")
-    c.add_argument("--header", choices=("auto", "yes", "no"), default="auto", help="CSV header line (default auto)")
+    c.add_argument("--label-column", default=None,
+                   help="CSV: column index or header name of the label (-> y)")
+    c.add_argument("--header", choices=("auto", "yes", "no"), default="auto",
+                   help="CSV header line (default auto)")
     c.add_argument("--delimiter", default=None, help="CSV delimiter (default: sniffed)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     c.set_defaults(run=_convert)
 
     i = sub.add_parser("inspect", help="fields, rows, dtypes, bytes, fingerprint and statistics of a dataset",
-                       description="Describe a dataset (or every dataset in a directory such as a digits OUT).")
+                       description="Describe a dataset (or every dataset in a directory such as a digits "
+                                   "OUT).")
     i.add_argument("path", help="dataset directory, or a directory of datasets")
     i.add_argument("--check", action="store_true", help="scan for NaN/inf (exit status 1 if found)")
     i.add_argument("--verify", action="store_true",

@@ -65,7 +65,8 @@ def parse_dtype_spec(spec: DtypeSpec) -> tuple[np.dtype | None, dict[str, np.dty
         for part in spec.split(","):
             name, sep, value = part.partition(":")
             if not sep or not name.strip() or not value.strip():
-                raise ConfigError(f"--dtype: expected FIELD:DTYPE[,FIELD:DTYPE...] or one dtype, got {spec!r}")
+                raise ConfigError("--dtype: expected FIELD:DTYPE[,FIELD:DTYPE...] or one dtype, got "
+                                  f"{spec!r}")
             per[name.strip()] = dt(value.strip(), f"field {name.strip()!r}:")
         return None, per
     return dt(spec, "dtype"), {}
@@ -76,7 +77,8 @@ def target_dtypes(source: Mapping[str, np.dtype], spec: DtypeSpec) -> dict[str, 
     single, per = parse_dtype_spec(spec)
     unknown = sorted(set(per) - set(source))
     if unknown:
-        raise ConfigError(f"--dtype names fields {unknown} that the input does not have; fields: {sorted(source)}")
+        raise ConfigError(f"--dtype names fields {unknown} that the input does not have; fields: "
+                          f"{sorted(source)}")
     out = {}
     for name, d in source.items():
         d = np.dtype(d)
@@ -90,7 +92,8 @@ def cast(a: np.ndarray, dtype: np.dtype, field: str, where: str | Path) -> np.nd
         return a
     if a.dtype.kind == "f" and dtype.kind in "iub":
         if not np.isfinite(a).all() or not np.array_equal(a, np.round(a)):
-            raise DatasetError(where, f"field {field!r}: cannot cast non-integral or non-finite {a.dtype} values "
+            raise DatasetError(where,
+                               f"field {field!r}: cannot cast non-integral or non-finite {a.dtype} values "
                                f"to {dtype} exactly")
     if dtype.kind in "iu" and a.dtype.kind in "iuf" and a.size:
         info = np.iinfo(dtype)
@@ -157,8 +160,10 @@ def _sliced(arrays: Mapping[str, Any], n: int, step: int) -> Batches:
 # ------------------------------------------------------------------------------------------ array-likes
 def convert_arrays(arrays: Mapping[str, Any], out: str | Path, *, dtype: DtypeSpec = None,
                    metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
-                   chunk_rows: int | None = None, progress: bool = False, where: str | Path = "arrays") -> Path:
-    """Any row-sliceable arrays (numpy, memmaps, h5py datasets) -> one dataset, read ``chunk_rows`` at a time."""
+                   chunk_rows: int | None = None, progress: bool = False,
+                   where: str | Path = "arrays") -> Path:
+    """Any row-sliceable arrays (numpy, memmaps, h5py datasets) -> one dataset, read ``chunk_rows`` at a
+    time."""
     arrays, n = _aligned(arrays, where)
     schema = {}
     for k, a in arrays.items():
@@ -179,7 +184,8 @@ def _load_npy(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise DatasetError(path, "does not exist") from None
     except Exception as exc:  # truncated files, object arrays, corrupt headers
-        raise DatasetError(path, f"cannot be read as a .npy array ({exc.__class__.__name__}: {exc})") from None
+        raise DatasetError(path,
+                           f"cannot be read as a .npy array ({exc.__class__.__name__}: {exc})") from None
 
 
 def _member_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -208,7 +214,8 @@ def _npz_members(path: Path) -> tuple[zipfile.ZipFile, dict[str, tuple[str, np.d
             with zf.open(info) as f:
                 shape, fortran, dt = _member_header(f)
             if fortran and len(shape) > 1:
-                raise DatasetError(path, f"member {name!r} is stored in Fortran order; cannot stream it by rows")
+                raise DatasetError(path,
+                                   f"member {name!r} is stored in Fortran order; cannot stream it by rows")
             members[name] = (info.filename, np.dtype(dt), tuple(shape))
     except DatasetError:
         zf.close()
@@ -288,7 +295,8 @@ def convert_npy(inputs: Mapping[str, str | Path], out: str | Path, *, dtype: Dty
 
 # --------------------------------------------------------------------------------------------- pickle
 def load_split_pickle(path: str | Path) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """The Theano-tutorial format: (gzip) pickle of ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)).
+    """The Theano-tutorial format: (gzip) pickle of ((train_x, train_y), (valid_x, valid_y), (test_x,
+    test_y)).
 
     Python-2 pickles need ``encoding='latin1'``. A pickle can run code when loaded: convert only files you
     trust. It is loaded whole (pickles cannot be read in parts).
@@ -392,8 +400,8 @@ def convert_csv(path: str | Path, out: str | Path, *, label_column: int | str | 
             try:
                 label = int(label_column)
             except (TypeError, ValueError):
-                raise ConfigError(f"--label-column {label_column!r} is neither a column index nor a header name "
-                                  f"of {path} (header: {names[:20]})") from None
+                raise ConfigError(f"--label-column {label_column!r} is neither a column index nor a header "
+                                  f"name of {path} (header: {names[:20]})") from None
             if label < 0:
                 label += ncols
             if not 0 <= label < ncols:
@@ -434,9 +442,11 @@ def convert_csv(path: str | Path, out: str | Path, *, label_column: int | str | 
 
 
 # ----------------------------------------------------------------------------------------------- HDF5
-def convert_hdf5(path: str | Path, out: str | Path, *, keys: Sequence[str] | None = None, dtype: DtypeSpec = None,
+def convert_hdf5(path: str | Path, out: str | Path, *, keys: Sequence[str] | None = None,
+                 dtype: DtypeSpec = None,
                  overwrite: bool = False, chunk_rows: int | None = None, progress: bool = False) -> Path:
-    """HDF5 datasets (all of them, or ``keys``) with equal first dimensions -> one field each, by row chunks."""
+    """HDF5 datasets (all of them, or ``keys``) with equal first dimensions -> one field each, by row
+    chunks."""
     try:
         import h5py
     except ImportError:
@@ -496,7 +506,8 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *, dtype
     if len(paths) > 1 or any("=" in str(i) for i in items):
         if kinds != {"npy"}:
             raise ConfigError("several inputs (or NAME=PATH) are only for .npy files, one per field")
-        return convert_npy(named, out, dtype=dtype, overwrite=overwrite, chunk_rows=chunk_rows, progress=progress)
+        return convert_npy(named, out, dtype=dtype, overwrite=overwrite, chunk_rows=chunk_rows,
+                           progress=progress)
     path, kind = paths[0], kinds.pop()
     if label_column is not None and kind != "csv":
         raise ConfigError("--label-column applies to CSV input only")
@@ -507,7 +518,8 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *, dtype
                                    progress=progress),
         "pickle": lambda: convert_pickle(path, out, dtype=dtype, overwrite=overwrite, progress=progress),
         "csv": lambda: convert_csv(path, out, label_column=label_column, header=header, delimiter=delimiter,
-                                   dtype=dtype, overwrite=overwrite, chunk_rows=chunk_rows, progress=progress),
+                                   dtype=dtype, overwrite=overwrite, chunk_rows=chunk_rows,
+                                   progress=progress),
         "hdf5": lambda: convert_hdf5(path, out, dtype=dtype, overwrite=overwrite, chunk_rows=chunk_rows,
                                      progress=progress),
     }

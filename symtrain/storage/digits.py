@@ -124,7 +124,8 @@ def load_originals() -> tuple[np.ndarray, np.ndarray]:
     return out, bunch.target.astype(np.int64)
 
 
-def split_indices(labels: np.ndarray, seed: int, test: float = 0.2, valid: float = 0.1) -> dict[str, np.ndarray]:
+def split_indices(labels: np.ndarray, seed: int, test: float = 0.2,
+                  valid: float = 0.1) -> dict[str, np.ndarray]:
     """Stratified split of the original images: per class, a seeded permutation cut into test/valid/train."""
     rng = np.random.default_rng([seed, 0])
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
@@ -181,7 +182,8 @@ def train_sources(train_idx: np.ndarray, start: int, stop: int, seed: int) -> np
 
 
 def render_train_chunk(images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, start: int, stop: int,
-                       seed: int, augment: dict[str, float], out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int, augment: dict[str, float],
+                       out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train rows [start, stop): the first pass is the real images as they are, later passes are distorted.
 
     ``out`` (at least stop-start rows) is reused when given: refilling touched memory is ~2x faster here
@@ -261,7 +263,8 @@ def _write_train(path: Path, images: np.ndarray, labels: np.ndarray, train_idx: 
     pool = ThreadPoolExecutor(1)
     try:
         with DatasetWriter(path, schema, meta) as w, \
-                tqdm(total=n_rows, unit="rows", unit_scale=True, desc="digits train", disable=not progress) as bar:
+                tqdm(total=n_rows, unit="rows", unit_scale=True, desc="digits train",
+                     disable=not progress) as bar:
             def job(k: int):
                 return pool.submit(render_train_chunk, images, labels, train_idx, *bounds[k], seed, augment,
                                    buffers[k % 2])

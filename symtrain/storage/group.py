@@ -24,7 +24,8 @@ GROUP_FILE = "datasets.json"
 
 
 def group_owned(out: Path, marker: str) -> set[str] | None:
-    """What symtrain wrote in group directory ``out``: the marker and the splits it lists; None if no marker."""
+    """What symtrain wrote in group directory ``out``: the marker and the splits it lists; None if no
+    marker."""
     try:
         meta = json.loads(read_regular_text(out / marker, MAX_MANIFEST_BYTES, root=out))
     except (DatasetError, ValueError, RecursionError):
@@ -53,8 +54,8 @@ def check_group_target(out: Path, overwrite: bool, marker: str = GROUP_FILE) -> 
             foreign = foreign_entries(out, owned)
             if foreign:
                 raise DatasetError(out, f"holds files symtrain did not write ({', '.join(foreign[:5])}"
-                                   f"{', ...' if len(foreign) > 5 else ''}); refusing to replace it even with "
-                                   "--overwrite: move them away first")
+                                   f"{', ...' if len(foreign) > 5 else ''}); refusing to replace it even "
+                                   "with --overwrite: move them away first")
             for name in sorted(owned - {marker}):
                 check_replaceable(out / name)
     check_path_writable(out, create_parents=True)

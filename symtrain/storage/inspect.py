@@ -193,7 +193,8 @@ def format_inspection(rep: dict[str, Any]) -> str:
         st = f.get("stats")
         if st and "min" in st:
             lines.append(f"  {'':<10} min {st['min']:.6g}  max {st['max']:.6g}  mean {st['mean']:.6g}  "
-                         f"std {st['std']:.6g}" + (f"  non-finite {st['nonfinite']}" if st["nonfinite"] else ""))
+                         f"std {st['std']:.6g}" + (f"  non-finite {st['nonfinite']}" if st["nonfinite"]
+                                                   else ""))
         if st and "histogram" in st:
             hist = st["histogram"]
             shown = ", ".join(f"{k}: {v}" for k, v in list(hist.items())[:20])
@@ -211,5 +212,6 @@ def format_inspection(rep: dict[str, Any]) -> str:
     if "verify" in rep:
         v = rep["verify"]
         lines.append("  verify: fingerprint matches the data" if v["ok"] else
-                     f"  VERIFY FAILED: data fingerprint {v['actual']} != manifest {v['stored']} (data changed)")
+                     f"  VERIFY FAILED: data fingerprint {v['actual']} != manifest {v['stored']} (data "
+                     "changed)")
     return "\n".join(lines)

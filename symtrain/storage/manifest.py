@@ -100,7 +100,9 @@ def parse_field(name: str, raw: Any, where: Path) -> FieldSpec:
     if "dtype" not in raw:
         raise DatasetError(where, f"field {name!r} has no 'dtype'")
     if not isinstance(raw["dtype"], str):
-        raise DatasetError(where, f"field {name!r} has an invalid dtype {raw['dtype']!r}: expected a string like '<f4'")
+        raise DatasetError(where,
+                           f"field {name!r} has an invalid dtype {raw['dtype']!r}: expected a string like "
+                           "'<f4'")
     try:
         dtype = np.dtype(raw["dtype"])
     except Exception as exc:  # numpy raises TypeError, ValueError, SyntaxError... for odd strings
@@ -108,10 +110,12 @@ def parse_field(name: str, raw: Any, where: Path) -> FieldSpec:
     check_dtype(dtype, where)
     shape = raw.get("shape")
     if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape) or len(shape) > 31:
-        raise DatasetError(where, f"field {name!r} has an invalid shape {shape!r}: expected a list of ints >= 0")
+        raise DatasetError(where,
+                           f"field {name!r} has an invalid shape {shape!r}: expected a list of ints >= 0")
     spec = FieldSpec(check_field_name(name, where), dtype, tuple(shape))
     if spec.row_bytes > MAX_ROW_BYTES:
-        raise DatasetError(where, f"field {name!r} has rows of {spec.row_bytes} bytes (shape {shape!r}), more "
+        raise DatasetError(where,
+                           f"field {name!r} has rows of {spec.row_bytes} bytes (shape {shape!r}), more "
                            f"than the {MAX_ROW_BYTES} bytes a row may hold")
     if raw.get("file", spec.file) != spec.file:
         raise DatasetError(where, f"field {name!r} names file {raw.get('file')!r}, expected {spec.file!r}")
@@ -153,7 +157,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise DatasetError(path, f"has an invalid format_version {version!r}")
     if version > FORMAT_VERSION:
         raise DatasetError(
-            path, f"was written in format version {version}, newer than this symtrain reads ({FORMAT_VERSION}); "
+            path,
+            f"was written in format version {version}, newer than this symtrain reads ({FORMAT_VERSION}); "
             "upgrade symtrain")
     rows = raw.get("rows")
     if type(rows) is not int or not 0 <= rows <= MAX_ROWS:

@@ -35,7 +35,8 @@ class NpyHeader:
 
 
 def check_dtype(dtype: np.dtype, where: str | Path) -> np.dtype:
-    """Accept plain fixed-size dtypes only: objects cannot be memory-mapped, structured ones are not streamed."""
+    """Accept plain fixed-size dtypes only: objects cannot be memory-mapped, structured ones are not
+    streamed."""
     dtype = np.dtype(dtype)
     if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0
             or dtype.kind not in SUPPORTED_KINDS):
@@ -97,7 +98,9 @@ def check_size(path: str | Path, header: NpyHeader) -> None:
             path, f"is truncated: header says shape {header.shape} {header.dtype} "
             f"({expected} bytes with the header) but the file has {actual} bytes")
     if actual > expected:
-        raise DatasetError(path, f"has {actual - expected} unexpected bytes after the data for shape {header.shape}")
+        raise DatasetError(path,
+                           f"has {actual - expected} unexpected bytes after the data for shape "
+                           f"{header.shape}")
 
 
 def header_bytes(dtype: np.dtype, shape: tuple[int, ...], total: int | None = None) -> bytes:
@@ -119,7 +122,8 @@ def reserved_header_size(dtype: np.dtype, row_shape: tuple[int, ...]) -> int:
 
 
 def byte_view(arr: np.ndarray) -> memoryview:
-    """The bytes of C-contiguous ``arr`` as a flat memoryview, for any dtype (datetime64 has no buffer format)."""
+    """The bytes of C-contiguous ``arr`` as a flat memoryview, for any dtype (datetime64 has no buffer
+    format)."""
     if not arr.nbytes:
         return memoryview(b"")
     return memoryview(arr.reshape(-1).view(np.uint8))
@@ -135,7 +139,8 @@ def read_into(path: str | Path, offset: int, out: np.ndarray) -> np.ndarray:
         while done < len(view):
             got = os.preadv(fd, [view[done:]], offset + done)
             if got == 0:
-                raise DatasetError(path, f"ended after {offset + done} bytes, before the data its header declares "
+                raise DatasetError(path,
+                                   f"ended after {offset + done} bytes, before the data its header declares "
                                    "(truncated while open?)")
             done += got
     finally:

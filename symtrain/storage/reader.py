@@ -55,7 +55,8 @@ def _validate_field(directory: Path, manifest: Manifest, spec: FieldSpec) -> Fie
     expected = (manifest.rows, *spec.shape)
     if header.shape != expected:
         if header.shape[:1] != expected[:1] and header.shape[1:] == expected[1:]:
-            raise DatasetError(path, f"has {header.shape[0] if header.shape else 0} rows but manifest.json says "
+            raise DatasetError(path,
+                               f"has {header.shape[0] if header.shape else 0} rows but manifest.json says "
                                f"{manifest.rows} (row counts of the fields differ)")
         raise DatasetError(path, f"has shape {header.shape} but manifest.json says {expected}")
     check_size(path, header)
@@ -139,8 +140,8 @@ class Dataset:
             out = np.empty((n, *f.shape), f.dtype)
         else:
             if out.dtype != f.dtype or out.shape[1:] != f.shape or len(out) < n or not out.flags.c_contiguous:
-                raise ConfigError(f"read_rows: out must be C-contiguous {f.dtype} with rows of shape {f.shape} "
-                                  f"and at least {n} rows")
+                raise ConfigError(f"read_rows: out must be C-contiguous {f.dtype} with rows of shape "
+                                  f"{f.shape} and at least {n} rows")
             out = out[:n]
         return read_into(f.path, f.offset + (self.start + start) * f.row_bytes, out)
 
@@ -156,7 +157,8 @@ class Dataset:
         for arg, value in (("start", start), ("stop", stop)):
             check_int(f"{self.path}: split {arg}", value, expected="an integer row index")
         if not 0 <= start <= stop <= self.rows:
-            raise ConfigError(f"{self.path}: split({start}, {stop}) is outside 0 <= start <= stop <= {self.rows}")
+            raise ConfigError(f"{self.path}: split({start}, {stop}) is outside 0 <= start <= stop <= "
+                              f"{self.rows}")
         return Dataset(self.path, self.manifest, self.fields, self.start + int(start), self.start + int(stop),
                        self._maps)
 
@@ -177,7 +179,8 @@ class Dataset:
 
     def __repr__(self) -> str:
         desc = ", ".join(f"{n}: {f.dtype}{list(f.shape)}" for n, f in self.fields.items())
-        rng = "" if (self.start, self.stop) == (0, self.manifest.rows) else f" rows {self.start}:{self.stop} of"
+        rng = "" if (self.start, self.stop) == (0,
+                                                self.manifest.rows) else f" rows {self.start}:{self.stop} of"
         return f"<Dataset {self.path}{rng} {self.rows} rows {{{desc}}}>"
 
 

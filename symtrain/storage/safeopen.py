@@ -17,7 +17,8 @@ from typing import IO
 
 from symtrain.errors import DatasetError
 
-_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device",
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink"}
 
 
@@ -52,7 +53,8 @@ def require_regular(path: str | Path) -> Path:
 
 
 def open_regular_fd(path: str | Path, root: str | Path | None = None, missing: str = "does not exist") -> int:
-    """A read-only descriptor of ``path``; DatasetError if it is missing, not a regular file or outside ``root``.
+    """A read-only descriptor of ``path``; DatasetError if it is missing, not a regular file or outside
+    ``root``.
 
     Never blocks: the open uses ``O_NONBLOCK`` (cleared again once the file is known to be regular).
     """
@@ -80,7 +82,8 @@ def open_regular_fd(path: str | Path, root: str | Path | None = None, missing: s
     return fd
 
 
-def open_regular(path: str | Path, root: str | Path | None = None, missing: str = "does not exist") -> IO[bytes]:
+def open_regular(path: str | Path, root: str | Path | None = None,
+                 missing: str = "does not exist") -> IO[bytes]:
     """``open_regular_fd`` as a buffered binary file object (closes the descriptor when closed)."""
     return os.fdopen(open_regular_fd(path, root, missing), "rb")
 

@@ -97,7 +97,8 @@ def shuffle_dataset(src: str | Path, dst: str | Path, seed: int, *, memory_limit
     store = _Buckets(scratch, buckets, names)
     counts = np.zeros(buckets, np.int64)
     try:
-        with tqdm(total=2 * ds.rows, unit="rows", unit_scale=True, desc="shuffle", disable=not progress) as bar:
+        with tqdm(total=2 * ds.rows, unit="rows", unit_scale=True, desc="shuffle",
+                  disable=not progress) as bar:
             for s in range(0, ds.rows, chunk):  # pass 1: scatter
                 e = min(s + chunk, ds.rows)
                 ids = rng.integers(0, buckets, e - s)
@@ -128,7 +129,8 @@ def shuffle_dataset(src: str | Path, dst: str | Path, seed: int, *, memory_limit
                     bar.update(n)
     except OSError as exc:  # a full disk (ENOSPC/EFBIG) while scattering into the temporary buckets
         raise DatasetError(dst, f"shuffle failed writing its temporary buckets: {exc.strerror or exc}; "
-                           "nothing was written to the target (it needs the dataset's size free next to it)") from exc
+                           "nothing was written to the target (it needs the dataset's size free next to "
+                           "it)") from exc
     finally:
         store.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -41,12 +41,14 @@ Schema = Mapping[str, tuple[Any, tuple[int, ...]]]
 
 
 def owned_entries(path: Path) -> set[str] | None:
-    """The names symtrain wrote inside dataset directory ``path`` (manifest + field files), None if not ours."""
+    """The names symtrain wrote inside dataset directory ``path`` (manifest + field files), None if not
+    ours."""
     try:
         raw = json.loads(read_regular_text(path / MANIFEST, MAX_MANIFEST_BYTES, root=path))
     except (DatasetError, ValueError, RecursionError):
         return None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME or not isinstance(raw.get("fields"), dict):
+    if not isinstance(raw,
+                      dict) or raw.get("format") != FORMAT_NAME or not isinstance(raw.get("fields"), dict):
         return None
     return {MANIFEST, *(f"{name}.npy" for name in raw["fields"] if isinstance(name, str))}
 
@@ -89,12 +91,14 @@ def _schema_from(schema: Schema, where: Path) -> dict[str, FieldSpec]:
             dtype = np.dtype(dtype)
             shape = tuple(int(d) for d in shape)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"schema entry for {name!r} must be (dtype, row_shape), got {value!r} ({exc})") from None
+            raise ConfigError(f"schema entry for {name!r} must be (dtype, row_shape), got {value!r} "
+                              f"({exc})") from None
         if any(d < 0 for d in shape):
             raise ConfigError(f"schema entry for {name!r} has a negative dimension in {shape}")
         spec = FieldSpec(check_field_name(name, where), check_dtype(dtype, where), shape)
         if spec.row_bytes > MAX_ROW_BYTES:
-            raise ConfigError(f"schema entry for {name!r}: rows of {spec.row_bytes} bytes exceed {MAX_ROW_BYTES}")
+            raise ConfigError(f"schema entry for {name!r}: rows of {spec.row_bytes} bytes exceed "
+                              f"{MAX_ROW_BYTES}")
         out[name] = spec
     return out
 
@@ -102,12 +106,14 @@ def _schema_from(schema: Schema, where: Path) -> dict[str, FieldSpec]:
 class DatasetWriter:
     """Write a dataset one batch of rows at a time; use as a context manager (commits unless an error)."""
 
-    def __init__(self, path: str | Path, schema: Schema | None = None, metadata: Mapping[str, Any] | None = None,
+    def __init__(self, path: str | Path, schema: Schema | None = None,
+                 metadata: Mapping[str, Any] | None = None,
                  overwrite: bool = False):
         self.path = Path(path)
         if self.path.exists() or self.path.is_symlink():
             if not overwrite:
-                raise DatasetError(self.path, "already exists; pass overwrite=True (or --overwrite) to replace it")
+                raise DatasetError(self.path,
+                                   "already exists; pass overwrite=True (or --overwrite) to replace it")
             check_replaceable(self.path)
         fields = _schema_from(schema, self.path) if schema is not None else None  # before making any parent
         check_path_writable(self.path, create_parents=True)
@@ -140,9 +146,11 @@ class DatasetWriter:
             raise self._failed("creating the dataset files", exc) from exc
 
     def _failed(self, doing: str, exc: OSError) -> DatasetError:
-        """Abort (drop the partial directory) and describe an I/O failure such as a full disk (ENOSPC/EFBIG)."""
+        """Abort (drop the partial directory) and describe an I/O failure such as a full disk
+        (ENOSPC/EFBIG)."""
         self.abort()
-        return DatasetError(self.path, f"{doing} failed: {exc.strerror or exc}; nothing was written to the target "
+        return DatasetError(self.path,
+                            f"{doing} failed: {exc.strerror or exc}; nothing was written to the target "
                             "(an existing dataset there is unchanged)")
 
     def append(self, batch: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
@@ -161,7 +169,8 @@ class DatasetWriter:
         assert self.fields is not None
         if set(data) != set(self.fields):
             missing, extra = sorted(set(self.fields) - set(data)), sorted(set(data) - set(self.fields))
-            raise SchemaError(f"{self.path}: append() fields do not match the schema (missing {missing}, unexpected {extra})")
+            raise SchemaError(f"{self.path}: append() fields do not match the schema (missing {missing}, "
+                              f"unexpected {extra})")
         n = None
         arrays = {}
         for name, spec in self.fields.items():
@@ -171,12 +180,13 @@ class DatasetWriter:
                     f"{self.path}: field {name!r} has dtype {a.dtype}, the schema says {spec.dtype}; "
                     f"cast it first (e.g. a.astype('{spec.dtype}'))")
             if a.ndim == 0 or a.shape[1:] != spec.shape:
-                raise SchemaError(f"{self.path}: field {name!r} rows have shape {a.shape[1:] if a.ndim else ()}, "
-                                  f"the schema says {spec.shape}")
+                raise SchemaError(f"{self.path}: field {name!r} rows have shape "
+                                  f"{a.shape[1:] if a.ndim else ()}, the schema says {spec.shape}")
             if n is None:
                 n = a.shape[0]
             elif a.shape[0] != n:
-                raise SchemaError(f"{self.path}: fields have different row counts in one append ({name!r} has {a.shape[0]}, expected {n})")
+                raise SchemaError(f"{self.path}: fields have different row counts in one append ({name!r} "
+                                  f"has {a.shape[0]}, expected {n})")
             arrays[name] = np.ascontiguousarray(a)
         for name, a in arrays.items():
             buf = byte_view(a)
@@ -192,11 +202,13 @@ class DatasetWriter:
         if self._done:
             return self.path
         if self.fields is None:
-            raise SchemaError(f"{self.path}: nothing was appended and no schema was given; cannot write an empty dataset without fields")
+            raise SchemaError(f"{self.path}: nothing was appended and no schema was given; cannot write an "
+                              "empty dataset without fields")
         try:
             assert self._tmp is not None
             if self.rows > MAX_ROWS:
-                raise DatasetError(self.path, f"{self.rows} rows are more than the {MAX_ROWS} a dataset may hold")
+                raise DatasetError(self.path,
+                                   f"{self.rows} rows are more than the {MAX_ROWS} a dataset may hold")
             check_rows_hold_data(self.rows, self.fields, self.path)
             for name, spec in self.fields.items():
                 f = self._files[name]
@@ -216,7 +228,8 @@ class DatasetWriter:
             try:
                 publish_dir(self._tmp, self.path, overwrite=self.overwrite)
             except FileExistsError:
-                raise DatasetError(self.path, "appeared while writing (another writer?); not replaced") from None
+                raise DatasetError(self.path,
+                                   "appeared while writing (another writer?); not replaced") from None
         except OSError as exc:
             raise self._failed("finishing the dataset", exc) from exc
         except BaseException:

@@ -1,4 +1,5 @@
-"""Training: the compiled step and evaluator (step.py); the scheduler, callbacks and checkpoints live beside it.
+"""Training: the compiled step and evaluator (step.py); the scheduler, callbacks and checkpoints live beside
+it.
 
 Imports are lazy, so commands and modules that need no graph (``symtrain --help``, ``inspect``,
 checkpoint reading) do not pay for importing the graph library.

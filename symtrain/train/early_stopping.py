@@ -92,12 +92,14 @@ class EarlyStopping(Callback):
     def reason(self) -> str:
         if self.wait is not None and self.bad_validations >= self.wait:
             return f"no improvement of {self.monitor!r} in {self.bad_validations} validations"
-        return f"patience exhausted ({self.patience} steps) without significant improvement of {self.monitor!r}"
+        return (f"patience exhausted ({self.patience} steps) without significant improvement of "
+                f"{self.monitor!r}")
 
     # as a callback ---------------------------------------------------------------------------------
     def on_fit_begin(self, trainer: TrainerLike) -> None:
         if self.stopped_at is not None:  # resumed from a run that had already stopped early: stay stopped
-            trainer.request_stop("early_stopping", f"{self.reason()} (at step {self.stopped_at + 1}, before the resume)")
+            trainer.request_stop("early_stopping",
+                                 f"{self.reason()} (at step {self.stopped_at + 1}, before the resume)")
 
     def on_validation_end(self, trainer: TrainerLike, metrics: Mapping[str, float]) -> None:
         if self.monitor not in metrics:

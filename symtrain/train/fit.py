@@ -31,7 +31,8 @@ __all__ = ["fit", "Trainer", "CHECKPOINTS", "HISTORY_TAIL"]
 log = logging.getLogger("symtrain.fit")
 
 
-def fit(step: StepLike, stream: StreamLike, epochs: int, *, validation: Any = None, validate_every: int | None = 1,
+def fit(step: StepLike, stream: StreamLike, epochs: int, *, validation: Any = None,
+        validate_every: int | None = 1,
         validate_every_steps: int | None = None, monitor: str = "loss", mode: str = "min",
         early_stopping: EarlyStopping | None = None, run_dir: str | Path | None = None, resume: bool = False,
         overwrite: bool = False, checkpoint_every_steps: int | None = None,

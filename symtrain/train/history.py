@@ -1,4 +1,5 @@
-"""History: what ``fit`` returns and checkpoints (per-epoch metrics, validations, the best, why it stopped)."""
+"""History: what ``fit`` returns and checkpoints (per-epoch metrics, validations, the best, why it
+stopped)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ class History:
         return out
 
     @classmethod
-    def from_checkpoint(cls, d: dict[str, Any], logged: dict[str, list[dict]] | None) -> tuple[History, list[str]]:
+    def from_checkpoint(cls, d: dict[str, Any],
+                        logged: dict[str, list[dict]] | None) -> tuple[History, list[str]]:
         """Rebuild a History from :meth:`to_checkpoint` output (or a full :meth:`to_dict`), taking the
         entries older than the tail from ``logged`` (see ``metrics.history_records``). Returns it and the
         names of the lists that could not be completed (the log is missing or shorter)."""

@@ -84,12 +84,15 @@ def _reduce(name: str, expr: Any, stream: SymbolicStream) -> Any:
         return expr
     if expr.ndim == 1:
         mask = stream.batch_mask()
-        valid = pt.maximum(stream.batch_valid(), 1).astype(expr.dtype if "float" in expr.dtype else config.floatX)
+        valid = pt.maximum(stream.batch_valid(), 1).astype(expr.dtype if "float" in expr.dtype
+                                                           else config.floatX)
         return pt.sum(expr * mask.astype(valid.dtype)) / valid
-    raise ConfigError(f"outputs[{name!r}] has {expr.ndim} dims: give a scalar (batch mean) or a per-row vector")
+    raise ConfigError(f"outputs[{name!r}] has {expr.ndim} dims: give a scalar (batch mean) or a per-row "
+                      "vector")
 
 
-def _metrics(outputs: Mapping[str, Any] | None, stream: SymbolicStream, reserved: Iterable[str] = ()) -> dict[str, Any]:
+def _metrics(outputs: Mapping[str, Any] | None, stream: SymbolicStream,
+             reserved: Iterable[str] = ()) -> dict[str, Any]:
     if outputs is None:
         return {}
     if not isinstance(outputs, Mapping):
@@ -112,8 +115,8 @@ def _compile(inputs: list, outputs: list, updates: Any, givens: Any, mode: Any, 
         if _linker_name(mode) != "CLinker":
             raise
         raise ConfigError(f"{what}: mode='C' cannot compile this graph (an op has no C code here: the pip "
-                          "wheels link no BLAS for the C backend; set PYTENSOR_FLAGS=blas__ldflags=... or use "
-                          "mode='CVM' or 'NUMBA')") from exc
+                          "wheels link no BLAS for the C backend; set PYTENSOR_FLAGS=blas__ldflags=... or "
+                          "use mode='CVM' or 'NUMBA')") from exc
     except (MissingInputError, UnusedInputError) as exc:
         raise ConfigError(
             f"{what}: the graph needs an input the stream does not provide; build it from "
@@ -137,8 +140,8 @@ def _by_name(variables: Iterable[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for var in variables:
         if var.name in out and out[var.name] is not var:
-            raise ConfigError(f"two different shared variables are both named {var.name!r}: state names must be "
-                              "unique (give optimizers or schedules distinct name=)")
+            raise ConfigError(f"two different shared variables are both named {var.name!r}: state names must "
+                              "be unique (give optimizers or schedules distinct name=)")
         out[var.name] = var
     return out
 
@@ -236,15 +239,17 @@ class Step(StepControls):
         return 0 if self._count is None else int(self._count.get_value(borrow=True))
 
     def __repr__(self) -> str:
-        return (f"Step(name={self.name!r}, outputs={self.names}, accumulate={self.accumulate}, mode={self.mode!r}, "
-                f"state={len(self._state)} variables)")
+        return (f"Step(name={self.name!r}, outputs={self.names}, accumulate={self.accumulate}, "
+                f"mode={self.mode!r}, state={len(self._state)} variables)")
 
 
-def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer: Callable, outputs: Mapping | None = None,
+def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer: Callable,
+                 outputs: Mapping | None = None,
                  accumulate: int = 1, mode: Any = None, name: str = "train", *,
                  givens: Mapping | None = None, schedules: Sequence[Schedule] = (),
                  updates: Mapping | Sequence | None = None) -> Step:
-    """Compile ``cost`` (a scalar built from ``stream.batch(...)``) into a training step over ``stream.index``.
+    """Compile ``cost`` (a scalar built from ``stream.batch(...)``) into a training step over
+    ``stream.index``.
 
     ``optimizer`` is any callable ``(loss_or_grads, params) -> {shared var: new value}``: an
     ``st.optim.adam(1e-3)`` rule, a builder such as ``st.optim.adam`` itself, or your own function.
@@ -257,10 +262,12 @@ def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer:
     """
     _check_stream(stream)
     if not isinstance(cost, TensorVariable) or cost.ndim != 0:
-        raise ConfigError(f"cost must be a scalar expression, got {getattr(cost, 'type', type(cost).__name__)}")
+        raise ConfigError("cost must be a scalar expression, got "
+                          f"{getattr(cost, 'type', type(cost).__name__)}")
     params = check_params(params)
     if not callable(optimizer):
-        raise ConfigError(f"optimizer must be callable as optimizer(loss_or_grads, params), got {optimizer!r}")
+        raise ConfigError("optimizer must be callable as optimizer(loss_or_grads, params), got "
+                          f"{optimizer!r}")
     accumulate = check_int("accumulate", accumulate, 1)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name must be a non-empty string, got {name!r}")
@@ -287,7 +294,8 @@ def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer:
         sums = [slot(p, name, "grad_sum") for p in params]
         rows = shared(np.asarray(0, dtype=np.int64), name=f"{name}/accum_rows")
         count = shared(np.asarray(0, dtype=np.int64), name=f"{name}/accum_count")
-        acc_updates = [(s, s + g.astype(p.dtype) * valid.astype(p.dtype)) for s, g, p in zip(sums, grads, params)]
+        acc_updates = [(s, s + g.astype(p.dtype) * valid.astype(p.dtype))
+                       for s, g, p in zip(sums, grads, params)]
         acc_updates += [(rows, rows + valid.astype("int64")), (count, count + 1), *extra.items()]
         mean_grads = [s / pt.maximum(rows, 1).astype(p.dtype) for s, p in zip(sums, params)]
         updates = _check_updates(optimizer(mean_grads, params), "optimizer")
@@ -295,7 +303,8 @@ def compile_step(cost: Any, params: Sequence, stream: SymbolicStream, optimizer:
         clash = [v.name for v in updates if any(v is s for s in (*sums, rows, count))]
         if clash:
             raise ConfigError(f"optimizer updates the accumulators {clash}")
-        resets = [(s, pt.zeros_like(s)) for s in sums] + [(rows, pt.zeros_like(rows)), (count, pt.zeros_like(count))]
+        resets = [(s, pt.zeros_like(s)) for s in sums] + [(rows, pt.zeros_like(rows)),
+                                                          (count, pt.zeros_like(count))]
 
         def build() -> tuple[Any, Any]:
             fn = _compile([stream.index], outs, acc_updates, given, mode_obj, "compile_step")
@@ -340,20 +349,23 @@ def _check_updates(updates: Any, what: str) -> dict:
     elif isinstance(updates, list | tuple):
         items = list(updates)
     else:
-        raise ConfigError(f"{what} must return a dict shared variable -> new value, got {type(updates).__name__}")
+        raise ConfigError(f"{what} must return a dict shared variable -> new value, got "
+                          f"{type(updates).__name__}")
     out: dict = {}
     for var, new in items:
         if not isinstance(var, SharedVariable):
             raise ConfigError(f"{what} returned an update for {var!r}, which is not a shared variable")
         if not hasattr(var.type, "dtype"):  # a random generator: its update is the next_rng of a draw
             if getattr(new, "type", None) != var.type:
-                raise ConfigError(f"{what}: the update of {var.name or var.type!r} must be a symbolic {var.type} "
-                                  f"(the next_rng of a draw from it), got {getattr(new, 'type', type(new).__name__)}")
+                raise ConfigError(f"{what}: the update of {var.name or var.type!r} must be a symbolic "
+                                  f"{var.type} (the next_rng of a draw from it), got "
+                                  f"{getattr(new, 'type', type(new).__name__)}")
             out[var] = new  # unnamed ones are named <step name>/state<k> like default-update RNGs
             continue
         if not var.name:
-            raise ConfigError(f"{what} updates an unnamed shared variable ({var.type}): name it so checkpoints "
-                              "can store it (st.optim.slot(param, owner, slot) makes named state)")
+            raise ConfigError(f"{what} updates an unnamed shared variable ({var.type}): name it so "
+                              "checkpoints can store it (st.optim.slot(param, owner, slot) makes named "
+                              "state)")
         new = pt.as_tensor_variable(new)
         if new.dtype != var.dtype:
             raise ConfigError(f"{what}: the update of {var.name!r} has dtype {new.dtype}, the variable "
@@ -408,6 +420,7 @@ def compile_eval(outputs: Mapping[str, Any], stream: SymbolicStream, mode: Any =
     mode_obj, mode_name = resolve_mode(mode)
     t0 = time.perf_counter()
     given = stream.givens(givens) if givens else None
-    fn = _compile([stream.index], [*metrics.values(), stream.batch_valid()], None, given, mode_obj, "compile_eval")
+    fn = _compile([stream.index], [*metrics.values(), stream.batch_valid()], None, given, mode_obj,
+                  "compile_eval")
     fn.trust_input = True
     return Evaluator(fn, list(metrics), stream, mode_name, time.perf_counter() - t0)
