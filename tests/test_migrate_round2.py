@@ -91,8 +91,8 @@ def test_mrg_seed_parameter_that_is_none_repeats_run_to_run():
     "src, expected",
     [
         (
-            "import numpy as np\nimport theano\nmm = np.memmap('x.dat', dtype='float32', mode='r', shape=(8, 3))\n"
-            "x = theano.shared(value=mm, name='x')\n",
+            "import numpy as np\nimport theano\nmm = np.memmap('x.dat', dtype='float32', mode='r', shape=(8, "
+            "3))\nx = theano.shared(value=mm, name='x')\n",
             "x = symtrain.shared(value=mm, name='x')",
         ),
         (
