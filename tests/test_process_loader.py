@@ -213,10 +213,12 @@ from symtrain.stream.process_loader import ProcessLoader
 import test_process_loader as t
 
 workers = int(sys.argv[3])
-ld = ProcessLoader(sources_of(open_dataset(sys.argv[1])), 64, transform=t.double_x if workers == 1 else None,
-                   workers=workers)
-ld.submit(Load(((0, 64),), None, 64))
-ld.wait()
+busy = sys.argv[2] == "sigkill-busy"  # the worker is inside a transform that does not return
+ld = ProcessLoader(sources_of(open_dataset(sys.argv[1])), 64,
+                   transform=t.stuck if busy else t.double_x if workers == 1 else None, workers=workers)
+if not busy:
+    ld.submit(Load(((0, 64),), None, 64))
+    ld.wait()
 ld.submit(Load(((64, 128),), None, 64))
 print(",".join(map(str, ld.pids)), *t._shm_names(ld), flush=True)
 if sys.argv[2] == "interrupt":
@@ -225,7 +227,12 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-@pytest.mark.parametrize("how, workers", [("interrupt", 1), ("sigkill", 1), ("sigkill", 2)])
+def stuck(arrays: dict[str, np.ndarray], n_valid: int) -> None:
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("how, workers", [("interrupt", 1), ("sigkill", 1), ("sigkill", 2),
+                                          ("sigkill-busy", 1)])
 def test_parent_interrupted_or_killed_leaves_no_worker_and_no_shared_memory(dataset, tmp_path, how, workers):
     script = tmp_path / "main.py"
     script.write_text(textwrap.dedent(SCRIPT))

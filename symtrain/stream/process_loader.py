@@ -27,6 +27,7 @@ import pickle
 import pickletools
 import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -123,10 +124,20 @@ def _load_script_modules(modules: list[tuple[str, str]]) -> None:
         spec.loader.exec_module(module)
 
 
+def _watch_parent(parent: int) -> None:
+    """End this worker once its parent is gone, even inside a transform that never returns (a closed pipe
+    is only noticed between fills). Polls ``getppid``: a parent-death signal would follow the parent
+    *thread* that started the worker, not the process."""
+    while os.getppid() == parent:
+        time.sleep(_POLL * 10)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _worker(conn: Any, names: list[str], sources: dict[str, FieldSource], rows: int, transform: Any,
-            modules: list[tuple[str, str]]) -> None:
+            modules: list[tuple[str, str]], parent: int) -> None:
     """The loader process: attach both blocks, then fill its share of one per request until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
+    threading.Thread(target=_watch_parent, args=(parent,), name="symtrain-parent-watch", daemon=True).start()
     os.environ[IN_WORKER_ENV] = "1"
     blocks: list[shared_memory.SharedMemory] = []
     sets: list[dict[str, np.ndarray]] = []
@@ -369,7 +380,7 @@ class ProcessLoader:
             proc = ctx.Process(target=_worker, daemon=True,
                                name="symtrain-loader" if self.workers == 1 else f"symtrain-loader-{k}",
                                args=(child, [s.name for s in self._res.shms], self.sources, self.chunk_rows,
-                                     payload, modules))
+                                     payload, modules, os.getpid()))
             with _without_main(payload):
                 proc.start()
             self._res.procs.append(proc)
