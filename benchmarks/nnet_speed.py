@@ -68,14 +68,24 @@ def symtrain_step(model: str, impl: str, hidden: int | None = None, act: str = "
     x, y = pt.matrix("x", dtype="float32"), pt.lvector("y")
     if model == "lenet":
         hidden = hidden or 500
-        params = [param((20, 1, 5, 5), 0.1), param((20,), 0), param((50, 20, 5, 5), 0.03), param((50,), 0),
-                  param((800, hidden), 0.03), param((hidden,), 0), param((hidden, 10), 0.03), param((10,), 0)]
+        params = [
+            param((20, 1, 5, 5), 0.1),
+            param((20,), 0),
+            param((50, 20, 5, 5), 0.03),
+            param((50,), 0),
+            param((800, hidden), 0.03),
+            param((hidden,), 0),
+            param((hidden, 10), 0.03),
+            param((10,), 0),
+        ]
         w1, b1, w2, b2, w3, b3, w4, b4 = params
         h = x.reshape((BATCH, 1, 28, 28))
-        h = pt.tanh(pool(conv(h, w1, filter_shape=(20, 1, 5, 5)), (2, 2), True)
-                    + b1.dimshuffle("x", 0, "x", "x"))
-        h = pt.tanh(pool(conv(h, w2, filter_shape=(50, 20, 5, 5)), (2, 2), True)
-                    + b2.dimshuffle("x", 0, "x", "x"))
+        h = pt.tanh(
+            pool(conv(h, w1, filter_shape=(20, 1, 5, 5)), (2, 2), True) + b1.dimshuffle("x", 0, "x", "x")
+        )
+        h = pt.tanh(
+            pool(conv(h, w2, filter_shape=(50, 20, 5, 5)), (2, 2), True) + b2.dimshuffle("x", 0, "x", "x")
+        )
         logp = nn.log_softmax(activation(h.flatten(2) @ w3 + b3) @ w4 + b4)
     else:
         hidden = hidden or 256
@@ -94,9 +104,12 @@ def symtrain_step(model: str, impl: str, hidden: int | None = None, act: str = "
         updates = [(v, np.float32(momentum) * v - lr * g) for v, g in zip(vel, grads)]
         updates += [(q, q + np.float32(momentum) * v - lr * g) for q, v, g in zip(params, vel, grads)]
     t0 = time.perf_counter()
-    f = function([index], cost, updates=updates,
-                 givens={x: buf_x[index * BATCH:(index + 1) * BATCH],
-                         y: buf_y[index * BATCH:(index + 1) * BATCH]})
+    f = function(
+        [index],
+        cost,
+        updates=updates,
+        givens={x: buf_x[index * BATCH : (index + 1) * BATCH], y: buf_y[index * BATCH : (index + 1) * BATCH]},
+    )
     return (lambda i: f(i % (ROWS // BATCH))), time.perf_counter() - t0
 
 
@@ -104,8 +117,7 @@ def _graph_max_pool(pool_2d_graph):
     return lambda h, ws, ignore_border: pool_2d_graph(h, ws, ignore_border=ignore_border)
 
 
-# ----- the PyTorch contender (run inside a worker)
-# -----------------------------------------------------------
+# ----- the PyTorch contender (run inside a worker) ----------------------------------------------------------
 def torch_step(model: str):
     """The same model in PyTorch: returns (step(i), seconds to build model + optimizer)."""
     import torch
@@ -115,9 +127,18 @@ def torch_step(model: str):
     t0 = time.perf_counter()
     torch.manual_seed(0)
     if model == "lenet":
-        net = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Tanh(), nn.Conv2d(20, 50, 5),
-                            nn.MaxPool2d(2),
-                            nn.Tanh(), nn.Flatten(), nn.Linear(800, 500), nn.Tanh(), nn.Linear(500, 10))
+        net = nn.Sequential(
+            nn.Conv2d(1, 20, 5),
+            nn.MaxPool2d(2),
+            nn.Tanh(),
+            nn.Conv2d(20, 50, 5),
+            nn.MaxPool2d(2),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(800, 500),
+            nn.Tanh(),
+            nn.Linear(500, 10),
+        )
         shape = (BATCH, 1, 28, 28)
     else:
         net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
@@ -132,7 +153,9 @@ def torch_step(model: str):
     def step(i: int) -> float:
         i %= ROWS // BATCH
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(buf_x[i * BATCH:(i + 1) * BATCH].view(shape)), buf_y[i * BATCH:(i + 1) * BATCH])
+        loss = loss_fn(
+            net(buf_x[i * BATCH : (i + 1) * BATCH].view(shape)), buf_y[i * BATCH : (i + 1) * BATCH]
+        )
         loss.backward()
         opt.step()
         return float(loss.detach())
@@ -153,8 +176,10 @@ def _timed(fn, numba: bool) -> tuple[object, float, dict]:
     def add(key):
         return lambda seconds: totals.__setitem__(key, totals[key] + seconds)
 
-    with event.install_timer("numba:compile", add("numba_compile_s")), \
-            event.install_timer("numba:llvm_lock", add("llvm_s")):
+    with (
+        event.install_timer("numba:compile", add("numba_compile_s")),
+        event.install_timer("numba:llvm_lock", add("llvm_s")),
+    ):
         t0 = time.perf_counter()
         out = fn()
         totals["cpu_s"] = time.process_time() - c0
@@ -165,8 +190,9 @@ def worker(contender: str, model: str, variant: str) -> None:
     """Build, time the first call, then answer 'N' on stdin with N step times (one JSON line each)."""
     kwargs = {}
     if variant == "changed":
-        kwargs = dict(hidden=400, act="relu",
-                      momentum=0.9) if model == "lenet" else dict(hidden=300, act="tanh")
+        kwargs = (
+            dict(hidden=400, act="relu", momentum=0.9) if model == "lenet" else dict(hidden=300, act="tanh")
+        )
     elif model == "mlp":
         kwargs = dict(act="relu")
     symtrain = contender != "torch"
@@ -174,8 +200,10 @@ def worker(contender: str, model: str, variant: str) -> None:
     (step, built), _, at_build = _timed(build, symtrain)
     loss, first, at_first = _timed(lambda: float(step(0)), symtrain)
     extra = {f"function_{k}": v for k, v in at_build.items()} | {f"first_{k}": v for k, v in at_first.items()}
-    print(json.dumps({"function_s": round(built, 3), "first_s": round(first, 3), "loss": loss, **extra}),
-          flush=True)
+    print(
+        json.dumps({"function_s": round(built, 3), "first_s": round(first, 3), "loss": loss, **extra}),
+        flush=True,
+    )
     for line in sys.stdin:
         n = int(line)
         if n <= 0:
@@ -192,13 +220,14 @@ def worker(contender: str, model: str, variant: str) -> None:
 class Worker:
     """A worker subprocess on its own compile cache; ``ready`` holds its build / first-call figures."""
 
-    def __init__(self, contender: str, model: str, cache: Path, variant: str = "base",
-                 src: str | None = None):
+    def __init__(
+        self, contender: str, model: str, cache: Path, variant: str = "base", src: str | None = None
+    ):
         env = dict(os.environ)
         cache.mkdir(parents=True, exist_ok=True)
-        env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""),
-                                                     f"base_compiledir={cache}",
-                                                      "floatX=float32") if f)
+        env["PYTENSOR_FLAGS"] = ",".join(
+            f for f in (env.get("PYTENSOR_FLAGS", ""), f"base_compiledir={cache}", "floatX=float32") if f
+        )
         env["NUMBA_CACHE_DIR"] = str(cache / "numba-cache")
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env[var] = "1"
@@ -214,9 +243,23 @@ class Worker:
         if src is not None:
             self.name += f" before the Ops ({Path(src).name})"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.nnet_speed", "--worker", contender, "--model", model,
-             "--variant", variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-             cwd=cwd)
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.nnet_speed",
+                "--worker",
+                contender,
+                "--model",
+                model,
+                "--variant",
+                variant,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
+        )
         self.ready = json.loads(self._line())
         self.times: list[float] = []  # wall seconds per step
         self.cpu: list[float] = []  # CPU seconds per step (less sensitive to other processes' load)
@@ -241,8 +284,9 @@ class Worker:
             self.proc.wait(timeout=60)
 
 
-def measure(model: str, contenders: list[str], tmp: Path, rounds: int, block: int,
-            baseline_src: str | None = None) -> tuple[common.Table, dict]:
+def measure(
+    model: str, contenders: list[str], tmp: Path, rounds: int, block: int, baseline_src: str | None = None
+) -> tuple[common.Table, dict]:
     """Cold and warm first calls per contender, then alternating blocks of steps; one table row each."""
     loads = [os.getloadavg()]
     runs = [(c, None) for c in contenders] + ([(contenders[0], baseline_src)] if baseline_src else [])
@@ -261,12 +305,23 @@ def measure(model: str, contenders: list[str], tmp: Path, rounds: int, block: in
     loads.append(os.getloadavg())
     for w in timing:
         w.close()
-    title = {"lenet": "LeNet step (batch 128, conv 20+50 5x5, 2x2 max pools, 500 tanh), forward + backward + "
-                      "SGD",
-             "mlp": "MLP 784-256-10 step (batch 128, ReLU), forward + backward + SGD"}[model]
-    table = common.Table(title, ["contender", "step, median (min-max)", "step CPU, median", "images/s",
-                                 "vs torch (wall / CPU)", "function()", "first call, empty cache (CPU)",
-                                 "first call, warm cache (CPU)"])
+    title = {
+        "lenet": "LeNet step (batch 128, conv 20+50 5x5, 2x2 max pools, 500 tanh), forward + backward + SGD",
+        "mlp": "MLP 784-256-10 step (batch 128, ReLU), forward + backward + SGD",
+    }[model]
+    table = common.Table(
+        title,
+        [
+            "contender",
+            "step, median (min-max)",
+            "step CPU, median",
+            "images/s",
+            "vs torch (wall / CPU)",
+            "function()",
+            "first call, empty cache (CPU)",
+            "first call, warm cache (CPU)",
+        ],
+    )
     torch_w = next((w for w, _ in rows if w.name == "torch"), None)
     raw = {}
     for warm, cold in rows:
@@ -275,17 +330,32 @@ def measure(model: str, contenders: list[str], tmp: Path, rounds: int, block: in
         if torch_w is not None:
             ratio = f"{med / common.median(torch_w.times):.2f}x / {cpu / common.median(torch_w.cpu):.2f}x"
         c, w = cold.ready, warm.ready
-        table.rows.append([warm.name, common.spread(warm.times), f"{cpu * 1e3:.1f} ms", f"{BATCH / med:,.0f}",
-                           ratio,
-                           f"{c['function_s']:.2f} s", f"{c['first_s']:.2f} s ({c['first_cpu_s']:.1f} s)",
-                           f"{w['first_s']:.2f} s ({w['first_cpu_s']:.1f} s)"])
-        raw[warm.name] = {"cold": c, "warm": w, "step_median_s": med, "step_cpu_median_s": cpu,
-                          "steps": len(warm.times)}
+        table.rows.append(
+            [
+                warm.name,
+                common.spread(warm.times),
+                f"{cpu * 1e3:.1f} ms",
+                f"{BATCH / med:,.0f}",
+                ratio,
+                f"{c['function_s']:.2f} s",
+                f"{c['first_s']:.2f} s ({c['first_cpu_s']:.1f} s)",
+                f"{w['first_s']:.2f} s ({w['first_cpu_s']:.1f} s)",
+            ]
+        )
+        raw[warm.name] = {
+            "cold": c,
+            "warm": w,
+            "step_median_s": med,
+            "step_cpu_median_s": cpu,
+            "steps": len(warm.times),
+        }
     table.notes.append(f"{rounds} alternating rounds of {block} steps per contender; float32; 1 thread each.")
     if model == "lenet" and "ops" in raw and "torch" in raw:
         table.notes += _target_notes(raw["ops"], raw["torch"])
-    table.notes.append("load average (1/5/15 min) before, after the first calls, after the steps: "
-                       + "; ".join("/".join(f"{v:.1f}" for v in la) for la in loads))
+    table.notes.append(
+        "load average (1/5/15 min) before, after the first calls, after the steps: "
+        + "; ".join("/".join(f"{v:.1f}" for v in la) for la in loads)
+    )
     return table, raw
 
 
@@ -297,11 +367,17 @@ def _target_notes(ops: dict, torch: dict) -> list[str]:
     verdict = "met" if ratio <= 1.0 else f"missed by {ratio - 1:.0%}"
     notes = [f"target step <= 1.0x PyTorch: {verdict} ({ratio:.2f}x wall, {cpu_ratio:.2f}x CPU)."]
     cpu = cold["first_cpu_s"]
-    verdict = "met" if cold["first_s"] <= 20 else (f"missed: {cold['first_s']:.0f} s wall on this loaded "
-                                                   f"machine, {cpu:.1f} s of CPU ({cpu / 20:.1f}x the target "
-                                                   "even unloaded)")
-    notes.append(f"target first call on an empty cache <= 20 s: {verdict}; Numba compiling "
-                 f"{cold.get('first_numba_compile_s', 0):.0f} s wall of it (profile in docs/nnet.md).")
+    verdict = (
+        "met"
+        if cold["first_s"] <= 20
+        else (
+            f"missed: {cold['first_s']:.0f} s wall on this loaded machine, "
+            f"{cpu:.1f} s of CPU ({cpu / 20:.1f}x the target even unloaded)"
+        )
+    )
+    notes.append(
+        f"target first call on an empty cache <= 20 s: {verdict}; where it goes: docs/nnet.md (profile)."
+    )
     verdict = "met" if warm["first_s"] <= 2 else f"missed by {warm['first_s'] - 2:.1f} s"
     notes.append(f"target first call on a warm cache <= 2 s: {verdict} ({warm['first_s']:.2f} s).")
     return notes
@@ -314,33 +390,41 @@ def changed_model(model: str, tmp: Path) -> tuple[list[str], dict]:
     w.close()
     r = w.ready
     what = "400 ReLU hidden units + momentum" if model == "lenet" else "300 tanh hidden units"
-    row = [f"{model}: {what}", f"{r['function_s']:.2f} s",
-           f"{r['first_s']:.2f} s ({r['first_cpu_s']:.1f} s CPU)",
-           f"{r.get('first_numba_compile_s', float('nan')):.2f} s",
-           f"{r.get('first_llvm_s', float('nan')):.2f} s",
-           f"{r['function_s'] + r['first_s']:.2f} s"]
+    row = [
+        f"{model}: {what}",
+        f"{r['function_s']:.2f} s",
+        f"{r['first_s']:.2f} s ({r['first_cpu_s']:.1f} s CPU)",
+        f"{r.get('first_numba_compile_s', float('nan')):.2f} s",
+        f"{r.get('first_llvm_s', float('nan')):.2f} s",
+        f"{r['function_s'] + r['first_s']:.2f} s",
+    ]
     return row, r
 
 
-def measure_all(contenders: list[str], models: list[str], rounds: int, block: int,
-                baseline_src: str | None = None) -> tuple[list[common.Table], dict]:
+def measure_all(
+    contenders: list[str], models: list[str], rounds: int, block: int, baseline_src: str | None = None
+) -> tuple[list[common.Table], dict]:
     """Every model's side-by-side table, then the changed-model table; plus the raw figures."""
     raw: dict = {}
     tables = []
-    changed = common.Table("Changed model, warm cache: time to the first step (symtrain ops)",
-                           ["model", "function()", "first call", "of which Numba compiling", "of which LLVM",
-                            "total"])
+    changed = common.Table(
+        "Changed model, warm cache: time to the first step (symtrain ops)",
+        ["model", "function()", "first call", "of which Numba compiling", "of which LLVM", "total"],
+    )
     with tempfile.TemporaryDirectory(prefix="nnet_speed-") as tmp:
         for model in models:
             present = [c for c in contenders if model == "lenet" or c != "graph"]
-            table, raw[model] = measure(model, present, Path(tmp), rounds, block,
-                                        baseline_src if model == "mlp" else None)
+            table, raw[model] = measure(
+                model, present, Path(tmp), rounds, block, baseline_src if model == "mlp" else None
+            )
             tables.append(common.show(table))
             if "ops" in present:
                 row, raw[f"{model}-changed"] = changed_model(model, Path(tmp))
                 changed.rows.append(row)
-    changed.notes.append("function(): graph rewrites + generating the Numba source; first call: Numba typing "
-                         "and LLVM of the new step function, the Ops' kernels load from the cache.")
+    changed.notes.append(
+        "function(): graph rewrites + generating the Numba source; first call: Numba typing and "
+        "LLVM of the new step function, the Ops' kernels load from the cache."
+    )
     if changed.rows:
         tables.append(common.show(changed))
     return tables, raw
@@ -352,19 +436,30 @@ def run(quick: bool = False) -> list[common.Table]:
     return measure_all(["ops", "torch"], list(MODELS), rounds, block)[0]
 
 
-def main(argv: list[str] | None = None) -> None:
-    from symtrain.cli import doc_summary  # here, not at the top: workers may run an older symtrain
+def _summary() -> str:
+    """The --help description (symtrain.cli's doc_summary; workers may run an older symtrain without it)."""
+    try:
+        from symtrain.cli import doc_summary
+    except ImportError:
+        return __doc__.splitlines()[0]
+    return doc_summary(__doc__)
 
-    ap = argparse.ArgumentParser(description=doc_summary(__doc__))
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=_summary())
     ap.add_argument("--contenders", default="ops,torch", help=f"comma-separated subset of {CONTENDERS}")
     ap.add_argument("--models", default="lenet,mlp", help=f"comma-separated subset of {MODELS}")
     ap.add_argument("--rounds", type=int, default=8, help="alternating rounds")
     ap.add_argument("--block", type=int, default=5, help="steps per contender per round")
-    ap.add_argument("--baseline-src", help="a symtrain checkout to run the first contender from as well "
-                                           "(e.g. the commit before the Ops, to compare the MLP)")
+    ap.add_argument(
+        "--baseline-src",
+        help="a symtrain checkout to run the first contender from as well "
+        "(e.g. the commit before the Ops, to compare the MLP)",
+    )
     ap.add_argument("--json", help="also write the raw figures here")
-    ap.add_argument("--write-results", action="store_true",
-                    help="also rewrite this benchmark's RESULTS.md section")
+    ap.add_argument(
+        "--write-results", action="store_true", help="also rewrite this benchmark's RESULTS.md section"
+    )
     ap.add_argument("--blas-threads", type=int, help="BLAS threads (read by benchmarks/__init__.py)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="lenet", help=argparse.SUPPRESS)
@@ -378,8 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     tables, raw = measure_all(a.contenders.split(","), a.models.split(","), a.rounds, a.block, a.baseline_src)
     if a.write_results:
         info["load average after"] = common.machine()["load average"]
-        command = shlex.join(["python", "-m", "benchmarks.nnet_speed",
-                              *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(
+            ["python", "-m", "benchmarks.nnet_speed", *(sys.argv[1:] if argv is None else argv)]
+        )
         common.write_results({"nnet_speed": tables}, command, info)
     if a.json:
         Path(a.json).write_text(json.dumps(raw, indent=1))

@@ -9,8 +9,8 @@ compile-time constants, so LLVM specialises the im2col loops (about 3x faster fo
 unknown sizes are read at run time. Their cache key is the Op type, its props and those static sizes;
 pooling's is the Op type and props. All are plain numbers, so PyTensor caches the compiled kernels, and
 whole compiled steps that use them, on disk under ``base_compiledir``: a warm cache loads instead of
-compiling. The version in
-the key is a hash of this file, so an edited kernel is never served from a stale cache.
+compiling. The version in the key is a hash of this file, so an edited kernel is never served from a
+stale cache.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def _sizes(h, w, kh, kw, h0: int, w0: int, kh0: int, kw0: int):
     """Run-time sizes, replaced by the static ones (compile-time constants) where the graph knows them."""
     if (h0 >= 0 and h != h0) or (w0 >= 0 and w != w0) or (kh0 >= 0 and kh != kh0) or (kw0 >= 0 and kw != kw0):
         raise ValueError("conv2d: an input's shape differs from the static shape of its type")
-    return (h0 if h0 >= 0 else h), (w0 if w0 >= 0 else w), (kh0 if kh0 >= 0
-                                                            else kh), (kw0 if kw0 >= 0 else kw)
+    height, width = (h0 if h0 >= 0 else h), (w0 if w0 >= 0 else w)
+    return height, width, (kh0 if kh0 >= 0 else kh), (kw0 if kw0 >= 0 else kw)
 
 
 def _static_pair(var, first: int) -> tuple[int, int]:
@@ -170,8 +170,9 @@ def numba_funcify_Conv2d(op, node, **kwargs):
     def conv2d(img, kern):
         batch, channels = img.shape[0], img.shape[1]
         nf, kc = kern.shape[0], kern.shape[1]
-        height, width, kh, kw = _sizes(img.shape[2], img.shape[3], kern.shape[2], kern.shape[3], h0, w0, kh0,
-                                       kw0)
+        height, width, kh, kw = _sizes(
+            img.shape[2], img.shape[3], kern.shape[2], kern.shape[3], h0, w0, kh0, kw0
+        )
         if kc != channels:
             raise ValueError("Conv2d: the number of input channels does not match the filters")
         ph, pw = _pads(mode, ph0, pw0, kh, kw, dh, dw)
@@ -283,8 +284,16 @@ def _windows(n_out: int, ws: int, st: int, pad: int, size: int):
 
 
 def _pool_consts(op):
-    return (op.ws[0], op.ws[1], op.stride[0], op.stride[1], op.pad[0], op.pad[1], op.ignore_border,
-            MODE_CODES[op.mode])
+    return (
+        op.ws[0],
+        op.ws[1],
+        op.stride[0],
+        op.stride[1],
+        op.pad[0],
+        op.pad[1],
+        op.ignore_border,
+        MODE_CODES[op.mode],
+    )
 
 
 MODE_CODES = {"max": 0, "sum": 1, "average_inc_pad": 2, "average_exc_pad": 3}
