@@ -20,7 +20,9 @@ import pytest
 from symtrain.errors import ConfigError, DatasetError, StreamError
 from symtrain.storage import open_dataset, write_dataset
 from symtrain.stream.load import Load, fill, sources_of
+from symtrain.stream.prefetch import ThreadLoader
 from symtrain.stream.process_loader import ProcessLoader
+from symtrain.stream.transform import Augment
 
 CHUNK = 96
 GRAPH_LIBRARIES = ("pytensor", "aesara", "numba")
@@ -290,3 +292,29 @@ def test_transform_defined_in_the_callers_script_works(dataset, tmp_path):
     run = subprocess.run([sys.executable, str(script), str(dataset.path)], capture_output=True, text=True,
                          timeout=60)
     assert run.stdout.strip() == "ok", run.stderr
+
+
+def fails_in_a_later_piece(arrays: dict[str, np.ndarray], ctx) -> None:
+    if ctx.lo > 0:
+        raise KeyError("label")
+
+
+@pytest.mark.parametrize("loader_cls", [ProcessLoader, ThreadLoader])
+def test_a_transform_raising_in_one_of_several_workers_names_type_transform_and_rows(dataset, loader_cls):
+    """Only the workers holding buffer rows 32: fail: the error says what was raised (a bare KeyError's
+    message is just its key), by which transform, on which rows; nothing is left running or
+    mapped."""
+    src = sources_of(dataset)
+    before = mp.active_children()
+    augment = Augment(fails_in_a_later_piece, src, seed=0, piece_rows=32)
+    ld = loader_cls(src, CHUNK, transform=augment, workers=3)
+    names = _shm_names(ld) if loader_cls is ProcessLoader else []
+    try:
+        ld.submit(Load(((0, CHUNK),), None, CHUNK))
+        want = r"KeyError: 'label' \(raised in transform 'fails_in_a_later_piece' on buffer rows (32:64|64:96)"
+        with pytest.raises(StreamError, match=want) as err:
+            ld.wait()
+        assert isinstance(err.value.__cause__, KeyError)
+    finally:
+        ld.close()
+    assert _gone(names) and mp.active_children() == before

@@ -20,7 +20,7 @@ import numpy as np
 
 from symtrain.errors import ConfigError, StreamError
 from symtrain.stream.load import FieldSource, Load
-from symtrain.stream.transform import as_loader_transform, fill_part, split_pieces
+from symtrain.stream.transform import as_loader_transform, describe_error, fill_part, split_pieces
 from symtrain.validate import check_int
 
 JOIN_TIMEOUT = 2.0  # seconds close() waits for the threads before leaving a stuck one behind
@@ -109,7 +109,8 @@ class ThreadLoader:
             self._busy = False
             if self._error is not None:
                 error, self._error = self._error, None
-                raise StreamError(f"loading rows {_describe(self._failed_load)} failed: {error}") from error
+                where = _describe(self._failed_load)
+                raise StreamError(f"loading rows {where} failed: {describe_error(error)}") from error
             out = self._sets[self._free]
             self._free ^= 1
             return out

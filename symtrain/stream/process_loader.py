@@ -42,7 +42,7 @@ import numpy as np
 from symtrain.errors import ConfigError, StreamError
 from symtrain.stream.load import FieldSource, Load
 from symtrain.stream.prefetch import check_workers, whole_fill
-from symtrain.stream.transform import as_loader_transform, fill_part, split_pieces
+from symtrain.stream.transform import as_loader_transform, describe_error, fill_part, split_pieces
 from symtrain.validate import check_int
 
 _ALIGN = 64  # byte alignment of each field inside a staging block (cache line; numpy needs itemsize)
@@ -466,7 +466,7 @@ class ProcessLoader:
             cause = _unpack_error(*failure[2:])
             first = load.ranges[0] if load.ranges else ()
             raise StreamError(f"chunk loader process failed on the load starting at rows {first} "
-                              f"({load.n_valid} rows): {cause}") from cause
+                              f"({load.n_valid} rows): {describe_error(cause)}") from cause
         self._free = 1 - index
         return self._sets[index]
 

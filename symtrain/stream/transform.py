@@ -120,6 +120,16 @@ def _same_memory(new: Any, view: np.ndarray) -> bool:
             and new.flags.c_contiguous and view.flags.c_contiguous and new.ctypes.data == view.ctypes.data)
 
 
+_WHERE = "raised in transform"  # the note Augment adds to an exception from the user's function
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of a fill's failure, plus where in the transform it was raised (if it was)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    where = [n for n in getattr(exc, "__notes__", ()) if isinstance(n, str) and n.startswith(_WHERE)]
+    return text + (f" ({where[0]})" if where else "")
+
+
 def _name(fn: Any) -> str:
     return repr(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or fn)
 
@@ -169,13 +179,18 @@ class Augment:
         offsets = offsets or {}
         given = {f: inputs[f][lo - offsets.get(f, 0):hi - offsets.get(f, 0)] for f in self.sources}
         views = dict(given)
-        if self.with_context:
-            rows = part_rows(load, lo, hi) - self.start
-            ctx = TransformContext(load.epoch, load.number, lo, hi, rows, self.seed,
-                                   piece_generator(self.seed, load.epoch, load.number, lo, hi))
-            result = self.fn(given, ctx)
-        else:
-            result = self.fn(given)
+        try:
+            if self.with_context:
+                rows = part_rows(load, lo, hi) - self.start
+                ctx = TransformContext(load.epoch, load.number, lo, hi, rows, self.seed,
+                                       piece_generator(self.seed, load.epoch, load.number, lo, hi))
+                result = self.fn(given, ctx)
+            else:
+                result = self.fn(given)
+        except Exception as exc:  # the loaders' StreamError names the transform and the rows with this
+            exc.add_note(f"{_WHERE} {_name(self.fn)} on buffer rows {lo}:{hi} of fill {load.number}, "
+                         f"epoch {load.epoch}")
+            raise
         if result is not None:
             if not (self.outputs and isinstance(result, Mapping)):
                 raise ConfigError(f"transform {_name(self.fn)} returned a value; it must modify the arrays "
