@@ -311,7 +311,7 @@ def test_a_transform_raising_in_one_of_several_workers_names_type_transform_and_
     names = _shm_names(ld) if loader_cls is ProcessLoader else []
     try:
         ld.submit(Load(((0, CHUNK),), None, CHUNK))
-        want = r"KeyError: 'label' \(raised in transform 'fails_in_a_later_piece' on buffer rows (32:64|64:96)"
+        want = r"KeyError: 'label' \(raised in transform 'fails_in_a_later_piece' on buffer rows (32:|64:)"
         with pytest.raises(StreamError, match=want) as err:
             ld.wait()
         assert isinstance(err.value.__cause__, KeyError)
