@@ -112,3 +112,87 @@ def test_out_of_core_value_keyword(src, expected):
     new, findings = mig(src, out_of_core=True)
     assert expected in new.splitlines(), new
     assert changed(findings)[-1] == 4 + ("class" in src)
+
+
+# ---- 1. an open() passed to a helper that pickles that parameter gets a binary mode --------------------
+@pytest.mark.parametrize(
+    "src, binary, review",
+    [
+        (
+            """\
+            import cPickle
+            import theano
+            def _dump(f, obj):
+                cPickle.dump(obj, f)
+            def save(obj, p):
+                f = open(p, 'w')
+                _dump(f, obj)
+                f.close()
+            def log(p):
+                f = open(p, 'w')
+                f.write('x')
+            """,
+            [6],
+            [10],
+        ),
+        (
+            """\
+            import cPickle as pickle
+            import theano
+            class Model(object):
+                def _write(self, fh, protocol=-1):
+                    pickle.dump(self.params, fh, protocol)
+                def save(self, path):
+                    with open(path, 'w') as fh:
+                        self._write(fh)
+                def save_text(self, path):
+                    with open(path, 'w') as fh:
+                        fh.write('x')
+            """,
+            [7],
+            [10],
+        ),
+        (
+            """\
+            import six.moves.cPickle as pickle
+            import theano
+            def load_from(f):
+                return pickle.load(f)
+            def load(path):
+                return load_from(open(path))
+            def load2(path):
+                with open(path) as g:
+                    return load_from(f=g)
+            """,
+            [6, 8],
+            [],
+        ),
+    ],
+)
+def test_open_passed_to_a_pickling_helper_is_binary(src, binary, review):
+    new, findings = mig(src)
+    opens = {k: ln for k, ln in enumerate(new.splitlines(), 1) if "open(" in ln}
+    assert sorted(k for k, ln in opens.items() if "'wb'" in ln or "'rb'" in ln) == binary, new
+    assert sorted({n for n, k, msg in findings if k == "review" and "open()" in msg}) == review
+    assert set(binary) <= set(changed(findings))
+    assert "import pickle as pickle" not in new
+
+
+def test_helper_pickled_model_round_trips(tmp_path):
+    new, _ = mig("""\
+    import cPickle
+    import theano
+    def _dump(f, obj):
+        cPickle.dump(obj, f, -1)
+    def save(obj, p):
+        f = open(p, 'w')
+        _dump(f, obj)
+        f.close()
+    def load(p):
+        with open(p) as f:
+            return cPickle.load(f)
+    """)
+    ns: dict = {}
+    exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
+    ns["save"]({"W": [1.5, 2.5]}, str(tmp_path / "m.pkl"))
+    assert ns["load"](str(tmp_path / "m.pkl")) == {"W": [1.5, 2.5]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import libcst as cst
+import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, PositionProvider, ScopeProvider
 
 from symtrain.migrate import rules
@@ -45,8 +46,10 @@ class PickleFiles(cst.CSTVisitor):
         self.others: list[tuple[int, list[int], str]] = []
         self.attr_pickled: list[tuple[cst.Attribute, str]] = []  # `pickle.load(self.f)`
         self.attr_opens: list[tuple[cst.Attribute, cst.Call]] = []  # `self.f = open(...)`
+        self.calls: list[cst.Call] = []  # every call, for helpers that pickle a file parameter
 
     def visit_Call(self, node: cst.Call) -> None:
+        self.calls.append(node)
         name = self.name_of(node.func)
         if name in rules.PICKLE_FILE_ARG:
             positional = [a for a in node.args if a.keyword is None]
@@ -131,8 +134,64 @@ class PickleFiles(cst.CSTVisitor):
             if best is not None:
                 self.binary[best] = direction
 
+    def _helpers(self) -> dict[str, tuple[int, str, str, bool]]:
+        """Functions that pickle one of their parameters (``def _dump(f, obj): pickle.dump(obj, f)``):
+        function name -> (parameter position, parameter name, direction, is a method)."""
+        helpers = {}
+        for name, direction in self.pickled:
+            scope = self.get_metadata(ScopeProvider, name, None)
+            func = getattr(scope, "node", None)
+            if not isinstance(func, cst.FunctionDef):
+                continue
+            params = [p.name.value for p in func.params.params]
+            referents = [r for a in scope.accesses[name] if a.node is name for r in a.referents]
+            if name.value in params and any(isinstance(r.node, cst.Param) for r in referents):
+                method = isinstance(
+                    self.get_metadata(ParentNodeProvider, func, None), cst.IndentedBlock
+                ) and (
+                    isinstance(
+                        self.get_metadata(
+                            ParentNodeProvider, self.get_metadata(ParentNodeProvider, func, None), None
+                        ),
+                        cst.ClassDef,
+                    )
+                )
+                helpers[func.name.value] = (params.index(name.value), name.value, direction, method)
+        return helpers
+
+    def _passed_to_helpers(self, matched: set[cst.Name]) -> None:
+        """An open() result passed to a helper that pickles that parameter needs the binary mode too."""
+        helpers = self._helpers()
+        for call in self.calls:
+            func = call.func
+            if isinstance(func, cst.Name):
+                key, shift = func.value, 0
+            elif isinstance(func, cst.Attribute) and m.matches(func.value, m.Name("self")):
+                key, shift = func.attr.value, 1
+            else:
+                continue
+            if key not in helpers:
+                continue
+            position, pname, direction, method = helpers[key]
+            if method != bool(shift):
+                continue
+            positional = [a for a in call.args if a.keyword is None and not a.star]
+            at = position - shift
+            keyword = [a for a in call.args if a.keyword is not None and a.keyword.value == pname]
+            arg = positional[at] if 0 <= at < len(positional) else (keyword[0] if keyword else None)
+            if arg is None:
+                continue
+            if isinstance(arg.value, cst.Call) and self.name_of(arg.value.func) in OPEN_NAMES:
+                self.binary[arg.value] = direction
+            elif isinstance(arg.value, cst.Name):
+                scope = self.get_metadata(ScopeProvider, arg.value, None)
+                for node in self._reaching(arg.value, scope) if scope is not None else []:
+                    self.binary[self.opens[node]] = direction
+                    matched.add(node)
+
     def leave_Module(self, original_node: cst.Module) -> None:
-        """Resolve each pickled name to the open() bindings it reads in its own scope."""
+        """Resolve each pickled name to the open() bindings it reads in its own scope (or, for a helper's
+        parameter, the bindings its callers pass)."""
         self._attribute_bindings()
         matched: set[cst.Name] = set()
         for name, direction in self.pickled:
@@ -142,6 +201,7 @@ class PickleFiles(cst.CSTVisitor):
             for node in self._reaching(name, scope):
                 self.binary[self.opens[node]] = direction
                 matched.add(node)
+        self._passed_to_helpers(matched)
         pickled_lines: dict[str, list[int]] = {}
         for name, _ in self.pickled:
             lines = pickled_lines.setdefault(name.value, [])

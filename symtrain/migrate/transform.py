@@ -117,6 +117,8 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
             if target is None:
                 imports.new[local] = imports.old[local]
                 imports.modules.add(dotted)
+                if asname == dotted:  # fissix's `import cPickle as pickle` -> `import pickle as pickle`
+                    alias, changed = alias.with_changes(asname=None), True
                 out.append(cst.Import(names=[alias.with_changes(comma=cst.MaybeSentinel.DEFAULT)]))
                 continue
             changed = True
