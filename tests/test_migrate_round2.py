@@ -196,3 +196,44 @@ def test_helper_pickled_model_round_trips(tmp_path):
     exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
     ns["save"]({"W": [1.5, 2.5]}, str(tmp_path / "m.pkl"))
     assert ns["load"](str(tmp_path / "m.pkl")) == {"W": [1.5, 2.5]}
+
+
+# ---- 6. pipes: code that decodes bytes itself keeps bytes; universal_newlines already chose text -------
+@pytest.mark.parametrize(
+    "body, expected, kind",
+    [
+        (
+            "    out = subprocess.check_output(['git', 'rev-parse', 'HEAD']).decode('utf-8').strip()",
+            "    out = subprocess.check_output(['git', 'rev-parse', 'HEAD']).decode('utf-8').strip()",
+            None,
+        ),
+        (
+            "    p = subprocess.Popen(['git', 'log'], stdout=subprocess.PIPE)\n    return p.communicate()[0]"
+            ".decode('ascii')",
+            "    p = subprocess.Popen(['git', 'log'], stdout=subprocess.PIPE)",
+            "review",
+        ),
+        (
+            "    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, "
+            "universal_newlines=True)",
+            "    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, "
+            "universal_newlines=True)",
+            None,
+        ),
+        (
+            "    return subprocess.Popen(cmd, 0, None, subprocess.PIPE).communicate('x')",
+            "    return subprocess.Popen(cmd, 0, None, subprocess.PIPE, text=True).communicate('x')",
+            "changed",
+        ),
+        (
+            "    out = subprocess.check_output('hostname', shell=True).strip()",
+            "    out = subprocess.check_output('hostname', shell=True, text=True).strip()",
+            "changed",
+        ),
+    ],
+)
+def test_python2_pipes_that_handle_bytes_themselves(body, expected, kind):
+    new, findings = mig(f"import subprocess\nimport theano\ndef run(cmd):\n{body}\n    print 'done'\n")
+    assert expected in new.splitlines(), new
+    kinds = {k for n, k, msg in findings if n == 4 and ("text=True" in msg or "bytes" in msg)}
+    assert kinds == ({kind} if kind else set()), findings

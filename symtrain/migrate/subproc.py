@@ -2,14 +2,16 @@
 
 Python 2 pipes carried ``str``; Python 3 pipes carry ``bytes`` unless ``text=True``: ``communicate(text)``
 with a ``str`` raises, and ``check_output(...) == 'ok'`` is silently False. Calls that already choose
-(``text=``, ``universal_newlines=``, ``encoding=``, ``errors=``) are left alone; calls passing ``**kwargs``
-are reported instead.
+(``text=``, ``universal_newlines=``, ``encoding=``, ``errors=``) are left alone, and so are calls whose
+result is ``.decode()``d on the spot (the code already expects bytes); calls passing ``**kwargs`` or in a
+function that ``.encode()``s/``.decode()``s elsewhere are reported instead.
 """
 
 from __future__ import annotations
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+import libcst.matchers as m
+from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
 from symtrain.migrate.report import Finding
 from symtrain.migrate.transform import dotted_name as _dotted
@@ -52,8 +54,22 @@ class _Names(cst.CSTVisitor):
             {"Popen": self.popen, "check_output": self.output}.get(alias.name.value, set()).add(local)
 
 
+def _codes_bytes(node: cst.CSTNode) -> bool:
+    """Whether ``node`` holds a ``.decode(...)``/``.encode(...)`` call (code that handles bytes itself)."""
+    return bool(m.findall(node, m.Call(func=m.Attribute(attr=m.Name("decode") | m.Name("encode")))))
+
+
 class _Text(cst.CSTTransformer):
-    METADATA_DEPENDENCIES = (PositionProvider,)
+    METADATA_DEPENDENCIES = (PositionProvider, ParentNodeProvider)
+
+    def _bytes_handled(self, node: cst.Call) -> str | None:
+        """ "spot": the result is .decode()d right away; "scope": the enclosing function en/decodes."""
+        parent = self.get_metadata(ParentNodeProvider, node, None)
+        if isinstance(parent, cst.Attribute) and parent.attr.value == "decode":
+            return "spot"
+        while parent is not None and not isinstance(parent, cst.FunctionDef | cst.Module):
+            parent = self.get_metadata(ParentNodeProvider, parent, None)
+        return "scope" if parent is not None and _codes_bytes(parent) else None
 
     def __init__(self, path: str, names: _Names):
         super().__init__()
@@ -65,9 +81,8 @@ class _Text(cst.CSTTransformer):
         name = _dotted(original_node.func)
         keywords = {a.keyword.value for a in original_node.args if a.keyword is not None}
         if name in self.names.popen:
-            piped = any(
-                a.keyword is not None
-                and a.keyword.value in PIPES
+            piped = any(  # stdin/stdout/stderr=PIPE, or PIPE passed positionally (Popen's 4th-6th)
+                (a.keyword is None or a.keyword.value in PIPES)
                 and (_dotted(a.value) or "").rsplit(".", 1)[-1] == "PIPE"
                 for a in original_node.args
             )
@@ -78,6 +93,20 @@ class _Text(cst.CSTTransformer):
         if keywords & CHOSEN:
             return updated_node
         line = self.get_metadata(PositionProvider, original_node).start.line
+        handled = self._bytes_handled(original_node)
+        if handled == "spot":
+            return updated_node
+        if handled == "scope":
+            self.findings.append(
+                Finding(
+                    self.path,
+                    line,
+                    "review",
+                    f"`{name}(...)` left exchanging bytes: this function encodes/decodes pipe data itself; "
+                    "check each str that crosses the pipe (or pass text=True and drop the encode/decode)",
+                )
+            )
+            return updated_node
         if any(a.star for a in original_node.args):
             self.findings.append(
                 Finding(
