@@ -253,6 +253,25 @@ class _DirectStreams(cst.CSTVisitor):
                     found = assign.value
         return found
 
+    def _bound_attribute(self, attr: cst.Attribute) -> cst.BaseExpression | None:
+        """``self.mm = np.memmap(...)`` earlier in the same function: the value last assigned to it."""
+        func = self.get_metadata(ParentNodeProvider, attr, None)
+        while func is not None and not isinstance(func, cst.FunctionDef):
+            func = self.get_metadata(ParentNodeProvider, func, None)
+        spelled = dotted_name(attr)
+        if func is None or spelled is None:
+            return None
+        where = self.get_metadata(PositionProvider, attr).start.line
+        found = None
+        for assign in m.findall(func, m.Assign()):
+            if (
+                len(assign.targets) == 1
+                and dotted_name(assign.targets[0].target) == spelled
+                and self.get_metadata(PositionProvider, assign).start.line < where
+            ):
+                found = assign.value
+        return found
+
     def visit_Call(self, node: cst.Call) -> None:
         if dotted_name(node.func) not in self.names.shared:
             return
@@ -261,7 +280,12 @@ class _DirectStreams(cst.CSTVisitor):
             return
         value = node.args[at].value
         inner = _unwrapped(value)  # numpy.asarray(mm, dtype=...) is a view of the mapping
-        bound = self._bound_value(inner) if isinstance(inner, cst.Name) else inner
+        if isinstance(inner, cst.Name):
+            bound = self._bound_value(inner)
+        elif isinstance(inner, cst.Attribute):
+            bound = self._bound_attribute(inner) or inner
+        else:
+            bound = inner
         kind, replacement = None, None
         called = (
             self._bound_value(value.func)
