@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 
 # the migrate tool's dependencies are not in the Aesara venv (make test-aesara collects every module)
@@ -237,3 +238,53 @@ def test_python2_pipes_that_handle_bytes_themselves(body, expected, kind):
     assert expected in new.splitlines(), new
     kinds = {k for n, k, msg in findings if n == 4 and ("text=True" in msg or "bytes" in msg)}
     assert kinds == ({kind} if kind else set()), findings
+
+
+def test_out_of_core_memmap_bound_to_an_attribute_in_the_same_method(tmp_path):
+    src = """\
+    import numpy
+    import theano
+    import theano.tensor as T
+    class Data(object):
+        def __init__(self, path):
+            self.mm = numpy.memmap(path, dtype='float32', mode='r', shape=(8, 3))
+            self.x = theano.shared(value=self.mm, name='x')
+            self.w = theano.shared(self.other)
+    """
+    new, findings = mig(src, out_of_core=True)
+    assert "        self.x = symtrain.shared(value=self.mm, name='x')" in new.splitlines()
+    assert "        self.w = pytensor.shared(self.other)" in new.splitlines()
+    assert changed(findings)[-1] == 7
+    path = tmp_path / "x.dat"
+    np.ones((8, 3), "float32").tofile(path)
+    ns: dict = {}
+    exec(compile(new.replace("self.w = pytensor.shared(self.other)", "pass"), "s.py", "exec"), ns)  # noqa: S102
+    d = ns["Data"](str(path))
+    f = ns["symtrain"].function([], ns["T"].sum(d.x))
+    assert float(f()) == 24.0
+
+
+# ---- 2. a loop over a dict's view that adds or removes that dict's keys ---------------------------------
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("    for k in d.keys():\n        del d[k]", "    for k in list(d.keys()):"),
+        ("    for k, v in d.items():\n        d[k + '_old'] = v", "    for k, v in list(d.items()):"),
+        (
+            "    for name in self.params.keys():\n        if name.startswith('tmp'):\n"
+            "            self.params.pop(name)",
+            "    for name in list(self.params.keys()):",
+        ),
+        ("    for k, v in d.items():\n        d[k] += v", "    for k, v in d.items():"),
+        ("    for k in d.keys():\n        e[k] = 1", "    for k in d.keys():"),
+    ],
+)
+def test_dict_changed_while_iterating_its_view(body, expected):
+    src = f"from __future__ import print_function\nimport theano\ndef f(self, d, e):\n{body}\n"
+    new, findings = mig(src)
+    assert expected in new.splitlines(), new
+    assert changed(findings) == ([4] if "list(" in expected else [])
+    if "self" not in body:
+        ns: dict = {}
+        exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
+        ns["f"](None, {"a": 1, "b": 2}, {})

@@ -5,12 +5,14 @@ second pass silently finds empty (a training loop over returned batches runs onc
 nothing), a bare ``map(f, xs)`` statement never calls ``f``, and dict views follow later changes of their
 dict. Code written in the Theano era relied on lists even when it already parsed as Python 3 (the ``six``
 era), so every such result that is not consumed once on the spot (a ``for`` loop, a comprehension,
-``list()``/``sorted()``/``dict()``/``sum()``/``''.join()``..., unpacking) becomes ``list(...)``.
+``list()``/``sorted()``/``dict()``/``sum()``/``''.join()``..., unpacking) becomes ``list(...)``, and so
+does a ``for`` loop over a dict's view whose body adds or removes that dict's keys.
 """
 
 from __future__ import annotations
 
 import libcst as cst
+import libcst.matchers as m
 from libcst.metadata import (
     BuiltinAssignment,
     MetadataWrapper,
@@ -71,6 +73,25 @@ CONSUMER_METHODS = frozenset(
 VIEW_CONSUMERS = frozenset({"len", "bool"})
 
 
+MUTATORS = frozenset({"pop", "popitem", "clear", "update", "setdefault"})
+
+
+def _mutates(body: cst.CSTNode, spelled: str | None) -> bool:
+    """Whether ``body`` adds or removes keys of the dict spelled ``spelled`` (``del d[k]``, ``d[k] = v``,
+    ``d.pop(k)``...)."""
+    if spelled is None:
+        return False
+    targets = [n.target for n in m.findall(body, m.Del() | m.AssignTarget())]
+    if any(isinstance(t, cst.Subscript) and _dotted(t.value) == spelled for t in targets):
+        return True
+    return any(
+        isinstance(call.func, cst.Attribute)
+        and call.func.attr.value in MUTATORS
+        and _dotted(call.func.value) == spelled
+        for call in m.findall(body, m.Call())
+    )
+
+
 class _OneShot(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (ParentNodeProvider, PositionProvider, ScopeProvider)
 
@@ -95,6 +116,9 @@ class _OneShot(cst.CSTTransformer):
 
     def _consumed_once(self, node: cst.Call, view: bool) -> bool:
         parent = self.get_metadata(ParentNodeProvider, node, None)
+        if isinstance(parent, cst.For) and parent.iter is node and view:
+            # `for k in d.keys(): del d[k]` changed the dict under its live view (RuntimeError)
+            return not _mutates(parent.body, _dotted(node.func.value))
         if isinstance(parent, cst.For | cst.CompFor) and parent.iter is node:
             return True
         if isinstance(parent, cst.Arg):
