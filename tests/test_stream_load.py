@@ -134,6 +134,7 @@ def test_a_mapped_gather_holds_off_truncation_and_a_writable_file_is_read_withou
     load_mod._gather_file(src, rows, dst)
     assert attempts == ["held off"] and np.array_equal(dst, a[rows])
     monkeypatch.undo()
+    monkeypatch.setattr(load_mod, "_READ_BLOCK", 7 * src.row_bytes)  # many blocks per run
     with open(src.path, "r+b"):  # open for writing elsewhere: no lease, read with pread
         dst[...] = 0
         load_mod._gather_file(src, rows, dst)

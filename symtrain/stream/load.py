@@ -27,6 +27,7 @@ import numpy as np
 from symtrain.errors import ConfigError, DatasetError
 
 _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)  # Linux: which signal announces a lease break
+_READ_BLOCK = 1 << 20  # bytes per read of the unmapped gather (stays in cache for the scatter)
 _PREAD_MAX = 1 << 30  # bytes per preadv call; Linux caps a single read at about 2 GiB anyway
 
 
@@ -269,19 +270,21 @@ def _lease(fd: int) -> bool:
 
 
 def _gather_by_reads(fd: int, src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[i] = file row rows[i]`` without a mapping: pread each run of consecutive rows, then gather."""
+    """``dst[i] = file row rows[i]`` without a mapping: pread runs of consecutive rows into a small reused
+    block (cache-sized), then scatter its rows to their places in ``dst``."""
     rb = src.row_bytes
     order = np.argsort(rows, kind="stable")
     srt = rows[order]
     cuts = np.flatnonzero(np.diff(srt) != 1) + 1  # runs of consecutive file rows
     bounds = [0, *cuts.tolist(), len(srt)]
-    scratch = src.empty(len(rows))
-    raw = memoryview(scratch.reshape(-1).view(np.uint8))
+    per = max(1, min(len(rows), _READ_BLOCK // rb))
+    block = src.empty(per)
+    raw = memoryview(block.reshape(-1).view(np.uint8))
     for a, b in zip(bounds[:-1], bounds[1:]):
-        _pread_into(fd, raw[a * rb:b * rb], src.offset + int(srt[a]) * rb, src.path)
-    where = np.empty_like(order)
-    where[order] = np.arange(len(order))
-    np.take(scratch, where, axis=0, out=dst)
+        for lo in range(a, b, per):
+            hi = min(lo + per, b)
+            _pread_into(fd, raw[:(hi - lo) * rb], src.offset + int(srt[lo]) * rb, src.path)
+            dst[order[lo:hi]] = block[:hi - lo]
 
 
 def fill(sources: Mapping[str, FieldSource], load: Load, out: Mapping[str, np.ndarray],
