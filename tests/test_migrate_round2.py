@@ -288,3 +288,59 @@ def test_dict_changed_while_iterating_its_view(body, expected):
         ns: dict = {}
         exec(compile(new, "s.py", "exec"), ns)  # noqa: S102 - the point of the test
         ns["f"](None, {"a": 1, "b": 2}, {})
+
+
+# ---- 4. constructors called by their class name; a branch storing p where the other stores a graph ------
+@pytest.mark.parametrize(
+    "src, expected, line",
+    [
+        (
+            """\
+            import theano.tensor as T
+            class DA(object):
+                def __init__(self, n, input=None):
+                    if input:
+                        self.x = input
+                    self.n = n
+            def build():
+                x = T.matrix('x')
+                return DA(5, input=x)
+            """,
+            "        if input is not None:",
+            4,
+        ),
+        (
+            """\
+            import theano.tensor as T
+            class DA(object):
+                def __init__(self, input=None):
+                    if not input:
+                        self.x = T.dmatrix(name='input')
+                    else:
+                        self.x = input
+            """,
+            "        if input is None:",
+            4,
+        ),
+        (
+            """\
+            import theano.tensor as T
+            class Layer(object):
+                def __init__(self, rng, inp=None):
+                    self.inp = inp
+            def net(rng):
+                h = T.tanh(T.matrix())
+                return Layer(rng, h)
+            def stack(rng, prev=None):
+                x = prev if prev else T.matrix('x')
+                return Layer(rng, x)
+            """,
+            "    x = prev if prev is not None else T.matrix('x')",
+            9,
+        ),
+    ],
+)
+def test_truth_tests_of_constructor_and_branch_parameters(src, expected, line):
+    new, findings = mig(src)
+    assert expected in new.splitlines(), new
+    assert changed(findings) == [line]

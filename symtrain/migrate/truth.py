@@ -191,6 +191,8 @@ class _Uses(cst.CSTVisitor):
         self.symbolic = symbolic
         self.graph: list[str] = []
         self.plain: list[str] = []
+        self.graph_targets: set[str] = set()  # spellings assigned a graph value (`self.x = T.matrix()`)
+        self.p_targets: set[str] = set()  # spellings assigned the parameter (`self.x = p`)
 
     def _is_p(self, node: cst.CSTNode) -> bool:
         return isinstance(node, cst.Name) and node.value == self.name
@@ -248,6 +250,11 @@ class _Uses(cst.CSTVisitor):
     def visit_Assign(self, node: cst.Assign) -> None:
         for t in node.targets:
             target = t.target
+            spelled = _dotted(target)
+            if spelled is not None and self._is_graph_value(node.value):
+                self.graph_targets.add(spelled)
+            if spelled is not None and self._is_p(node.value):
+                self.p_targets.add(spelled)
             if self._is_p(target) and self._is_graph_value(node.value):
                 self.graph.append("assigned a graph call")
             if isinstance(target, cst.Subscript) and any(
@@ -322,6 +329,7 @@ class _Analysis(cst.CSTVisitor):
         self.stack: list[set[str]] = []
         self.tests: list[tuple[cst.FunctionDef, str, cst.CSTNode, str]] = []  # func, name, node, context
         self.funcs: list[cst.FunctionDef] = []
+        self.classes: dict[cst.FunctionDef, str] = {}  # method -> its class's name
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         params = [*node.params.params, *node.params.kwonly_params]
@@ -333,6 +341,10 @@ class _Analysis(cst.CSTVisitor):
             }
         )
         self.funcs.append(node)
+        block = self.get_metadata(ParentNodeProvider, node, None)
+        owner = self.get_metadata(ParentNodeProvider, block, None) if block is not None else None
+        if isinstance(owner, cst.ClassDef):
+            self.classes[node] = owner.name.value
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.stack.pop()
@@ -383,7 +395,15 @@ class _Analysis(cst.CSTVisitor):
         index = params.index(name) if name in params else None
         if params and params[0] == "self" and index is not None:
             index -= 1
-        for call in self.callers.get(func.name.value, []):
+        if uses.graph_targets & uses.p_targets:
+            # `if not input: self.x = T.matrix() else: self.x = input`
+            uses.graph.append(
+                f"stored where a graph value is stored ({sorted(uses.graph_targets & uses.p_targets)[0]})"
+            )
+        callers = list(self.callers.get(func.name.value, []))
+        if func.name.value == "__init__" and func in self.classes:
+            callers += self.callers.get(self.classes[func], [])  # `DA(input=x)` constructs the class
+        for call in callers:
             positional = [a for a in call.args if a.keyword is None and not a.star]
             values = [a.value for a in call.args if a.keyword is not None and a.keyword.value == name]
             if index is not None and index < len(positional):
