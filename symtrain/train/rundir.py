@@ -447,7 +447,7 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False,
     mine = owned(run_dir) if run_dir.is_dir() else set()
     if not (run_dir / MARKER).exists():  # a run dir of an earlier symtrain: adopt what is symtrain's
         mine = _adopt(run_dir)
-    _check_kinds(run_dir)
+    _check_kinds(run_dir, writes)
     others = foreign(run_dir, writes, mine)
     if others:
         shown = ", ".join(f"{n}/ ({_listing(run_dir / n)})" if (run_dir / n).is_dir() else n for n in others)
@@ -477,10 +477,10 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool, dry_run: bool = False,
     clean_leftovers(run_dir / CHECKPOINTS)
 
 
-def _check_kinds(run_dir: Path) -> None:
-    """RunDirError when a layout name is a symlink, a FIFO, a device... (writing to it could hang or land
-    outside the run dir): checkpoints/ must be a directory, the rest regular files."""
-    for name in LAYOUT:
+def _check_kinds(run_dir: Path, names: Iterable[str]) -> None:
+    """RunDirError when a name the run writes is a symlink, a FIFO, a device... (writing to it could hang or
+    land outside the run dir): checkpoints/ must be a directory, the rest regular files."""
+    for name in names:
         path = run_dir / name
         if not os.path.lexists(path):
             continue
