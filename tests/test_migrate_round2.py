@@ -344,3 +344,28 @@ def test_truth_tests_of_constructor_and_branch_parameters(src, expected, line):
     new, findings = mig(src)
     assert expected in new.splitlines(), new
     assert changed(findings) == [line]
+
+
+# ---- 10. generator methods of the same class --------------------------------------------------------
+def test_out_of_core_generator_methods_of_the_class():
+    src = """\
+    import numpy as np
+    import theano
+    class Data(object):
+        def __init__(self, n):
+            self.n = n
+            self.x = theano.shared(self.batches())
+            self.y = theano.shared(self.batches)
+            self.w = theano.shared(self.get(0))
+        def batches(self):
+            for i in range(self.n):
+                yield np.zeros((4, 2), dtype='float32')
+        def get(self, i):
+            return np.zeros((4, 2), dtype='float32')
+    """
+    new, findings = mig(src, out_of_core=True)
+    lines = new.splitlines()
+    assert "        self.x = symtrain.shared(lambda: self.batches())" in lines, new
+    assert "        self.y = symtrain.shared(self.batches)" in lines
+    assert "        self.w = pytensor.shared(self.get(0))" in lines
+    assert changed(findings) == [6, 7]

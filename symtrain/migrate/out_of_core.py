@@ -272,6 +272,20 @@ class _DirectStreams(cst.CSTVisitor):
                 found = assign.value
         return found
 
+    def _method(self, attr: cst.BaseExpression) -> cst.FunctionDef | None:
+        """``self.batches``: the method of that name in the enclosing class, if any."""
+        if not (isinstance(attr, cst.Attribute) and m.matches(attr.value, m.Name("self"))):
+            return None
+        owner = self.get_metadata(ParentNodeProvider, attr, None)
+        while owner is not None and not isinstance(owner, cst.ClassDef):
+            owner = self.get_metadata(ParentNodeProvider, owner, None)
+        if owner is None:
+            return None
+        for stmt in owner.body.body:
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == attr.attr.value:
+                return stmt
+        return None
+
     def visit_Call(self, node: cst.Call) -> None:
         if dotted_name(node.func) not in self.names.shared:
             return
@@ -283,13 +297,15 @@ class _DirectStreams(cst.CSTVisitor):
         if isinstance(inner, cst.Name):
             bound = self._bound_value(inner)
         elif isinstance(inner, cst.Attribute):
-            bound = self._bound_attribute(inner) or inner
+            bound = self._bound_attribute(inner) or self._method(inner) or inner
         else:
             bound = inner
         kind, replacement = None, None
         called = (
             self._bound_value(value.func)
             if isinstance(value, cst.Call) and isinstance(value.func, cst.Name)
+            else self._method(value.func)
+            if isinstance(value, cst.Call)
             else None
         )
         if _is_memmap_call(bound):
@@ -297,7 +313,12 @@ class _DirectStreams(cst.CSTVisitor):
         elif isinstance(called, cst.FunctionDef) and _yields(called):
             kind = "a generator"
             replacement = cst.Lambda(params=cst.Parameters(), body=value)
-        elif isinstance(bound, cst.FunctionDef) and _yields(bound) and not bound.params.params:
+        elif (
+            isinstance(bound, cst.FunctionDef)
+            and _yields(bound)
+            and len(bound.params.params)
+            == (1 if bound is not inner and isinstance(inner, cst.Attribute) else 0)
+        ):
             kind = "a generator function"
         elif isinstance(bound, cst.Lambda) and not bound.params.params and not bound.params.star_arg:
             kind = "a callable returning chunks"
