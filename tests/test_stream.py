@@ -31,6 +31,17 @@ def loader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "symtrain-loader" and t not in _PREEXISTING]
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test: ``interrupt_main`` does nothing under SIG_IGN/SIG_DFL and
+    only logs under a handler an earlier test in this worker left installed (a fit's graceful stop)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 @pytest.fixture(autouse=True)
 def _snapshot_threads():
     _PREEXISTING.clear()
@@ -349,7 +360,7 @@ def _slow(arrays):
     time.sleep(0.3)
 
 
-def test_ctrl_c_while_waiting_for_a_fill_joins_the_loader(data):
+def test_ctrl_c_while_waiting_for_a_fill_joins_the_loader(data, python_sigint):
     path, _, _ = data
     with ChunkStream(path, BS, 200, transform=_slow) as stream:
         timer = threading.Timer(0.1, _thread.interrupt_main)
@@ -361,7 +372,7 @@ def test_ctrl_c_while_waiting_for_a_fill_joins_the_loader(data):
         assert not loader_threads()
 
 
-def test_ctrl_c_while_the_loader_threads_start_leaves_no_thread(data, monkeypatch):
+def test_ctrl_c_while_the_loader_threads_start_leaves_no_thread(data, monkeypatch, python_sigint):
     """On a loaded machine a Ctrl-C can land while the loader is being built: nothing may be left behind."""
     path, _, _ = data
     start = threading.Thread.start
