@@ -34,6 +34,9 @@ SCRIPT = textwrap.dedent('''
     STREAM = {"batch_size": 12, "chunk_rows": 40, "seed": 3, "drop_last": False}
     FIT = {"checkpoint_every_steps": 4, "progress": False, "epochs": 3, "check_sync_every": 3}
     RANK = int(os.environ.get("PMI_RANK", "0"))
+    if os.environ.get("SYMTRAIN_TEST_PIDS"):
+        with open(os.path.join(os.environ["SYMTRAIN_TEST_PIDS"], str(os.getpid())), "w") as f:
+            f.write(str(RANK))
 
     class Fault(Callback):
         """SYMTRAIN_TEST_FAULT="kill:N" | "raise:N" | "diverge:N" | "stop:N" (rank 1 after step N) | "pause:N"
@@ -41,9 +44,6 @@ SCRIPT = textwrap.dedent('''
         def __init__(self, spec):
             kind, _, n = spec.partition(":")
             self.kind, self.n = kind, int(n or 0)
-            if os.environ.get("SYMTRAIN_TEST_PIDS"):
-                with open(os.path.join(os.environ["SYMTRAIN_TEST_PIDS"], str(os.getpid())), "w") as f:
-                    f.write(str(RANK))
         def on_step_end(self, t, step, metrics):
             if t.global_step != self.n:
                 return
@@ -65,6 +65,8 @@ SCRIPT = textwrap.dedent('''
                     waited += 0.02
 
     def build(train, valid):
+        if os.environ.get("SYMTRAIN_TEST_FAULT") == "build" and RANK == 1:
+            raise ValueError("bad build on rank 1")
         W = shared(np.random.default_rng(0).standard_normal((8, 3)).astype(config.floatX) * 0.3, name="W")
         b = shared(np.zeros(3, config.floatX), name="b")
         p = st.nnet.softmax(train.batch("x") @ W + b)
@@ -226,6 +228,17 @@ def test_raising_rank_ends_the_job_with_its_error(setup):
                          timeout=120)
     assert res.returncode not in (0, 130)
     assert "rank 1 of 2" in res.stderr and "RuntimeError: boom on purpose" in res.stderr, res.stderr[-3000:]
+    _all_ranks_gone(env, 2)
+
+
+def test_build_raising_on_one_rank_only_ends_the_job_naming_it(setup):
+    """Before fit: rank 0 would otherwise wait in its first collective forever."""
+    tmp, data, _ = setup
+    env = _env(tmp, "build")
+    res = subprocess.run(_command(tmp, data, tmp / "badbuild", 2), env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode not in (0, 130)
+    assert "rank 1 of 2" in res.stderr and "bad build on rank 1" in res.stderr, res.stderr[-3000:]
     _all_ranks_gone(env, 2)
 
 

@@ -55,3 +55,10 @@ def guarded(comm: Comm, fn: Callable[[], T]) -> T:
         return fn()
     except BaseException as exc:
         comm.abort(exc)
+
+
+def abort_on_error(fn: Callable[[], T]) -> T:
+    """In a rank of an MPI job, ``fn()``; any exception or exit on this rank ends every rank of the job
+    with the error naming this rank (an error before ``fit``, e.g. in a script's ``build()`` on one rank
+    only, would otherwise leave the other ranks waiting in their first collective forever)."""
+    return guarded(get_comm(), fn)

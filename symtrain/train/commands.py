@@ -472,19 +472,29 @@ def _train(args: argparse.Namespace) -> int:
     fit_options: dict[str, Any] = {}
     if args.quiet:
         fit_options["progress"] = False
-    options = resolve_run(
-        args.script,
-        args.data,
-        args.run_dir,
-        valid=args.valid,
-        epochs=args.epochs,
-        resume=args.resume,
-        stream_options={k: getattr(args, k) for k in STREAM_KEYS},
-        checkpoint_every_steps=args.checkpoint_every_steps,
-    )
-    history = train_run(
-        options, args.run_dir, resume=args.resume, overwrite=args.overwrite, fit_options=fit_options
-    )
+
+    def start() -> tuple[dict, Any]:  # (options, History)
+        options = resolve_run(
+            args.script,
+            args.data,
+            args.run_dir,
+            valid=args.valid,
+            epochs=args.epochs,
+            resume=args.resume,
+            stream_options={k: getattr(args, k) for k in STREAM_KEYS},
+            checkpoint_every_steps=args.checkpoint_every_steps,
+        )
+        history = train_run(
+            options, args.run_dir, resume=args.resume, overwrite=args.overwrite, fit_options=fit_options
+        )
+        return options, history
+
+    if world_size() > 1:  # an error on one rank alone (e.g. in build()) must end the job, not hang it
+        from symtrain.distributed.run import abort_on_error
+
+        options, history = abort_on_error(start)
+    else:
+        options, history = start()
     if world_rank() != 0:  # rank 0 reports for the whole job
         return 130 if history.interrupted else 0
     if history.interrupted:
