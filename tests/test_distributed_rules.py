@@ -10,6 +10,7 @@ the error, no hang). A second launch gives rank 1 another dataset (one clear err
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import subprocess
 import sys
@@ -164,3 +165,20 @@ def test_rank_count_and_missing_mpiexec_are_clear_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match=r"needs mpiexec, found neither .*pip install symtrain\[mpi\]"):
         launch.launch(2, ["train"])
+
+
+def test_a_killed_launchers_private_dir_is_removed_by_the_next_launch(tmp_path, monkeypatch):
+    from symtrain.distributed import launch
+
+    monkeypatch.setattr(launch.tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name, pid in (("dead", dead.pid), ("alive", os.getppid())):
+        folder = tmp_path / (launch.DIR_PREFIX + name)
+        folder.mkdir()
+        (folder / launch.LAUNCHER_FILE).write_text(str(pid))
+        (folder / "stdout.log").write_text("output")
+    (tmp_path / (launch.DIR_PREFIX + "other")).mkdir()  # no launcher.pid: not ours to judge
+    assert launch.sweep_stale_dirs() == [tmp_path / (launch.DIR_PREFIX + "dead")]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [launch.DIR_PREFIX + "alive", launch.DIR_PREFIX + "other"]

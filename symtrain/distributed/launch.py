@@ -29,6 +29,8 @@ from symtrain.errors import ConfigError
 from symtrain.validate import check_int
 
 PID_DIR_ENV = "SYMTRAIN_RANK_PID_DIR"
+DIR_PREFIX = "symtrain-ranks-"  # the launcher's private dir in the temp dir (rank pids, mpiexec output)
+LAUNCHER_FILE = "launcher.pid"
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _BAD_PID = re.compile(r"PID (\d+) RUNNING AT")
 READER_JOIN_TIMEOUT = 5.0  # seconds to drain the output relays after mpiexec exits
@@ -84,7 +86,9 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
     threads = str(max(1, (os.cpu_count() or 1) // ranks))
     for var in BLAS_THREADS:
         env.setdefault(var, threads)
-    with tempfile.TemporaryDirectory(prefix="symtrain-ranks-") as pid_dir:
+    sweep_stale_dirs()
+    with tempfile.TemporaryDirectory(prefix=DIR_PREFIX) as pid_dir:
+        Path(pid_dir, LAUNCHER_FILE).write_text(str(os.getpid()))
         env[PID_DIR_ENV] = pid_dir
         cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "symtrain.cli", *argv]
         logs = [Path(pid_dir, name) for name in ("stdout.log", "stderr.log")]
@@ -120,6 +124,33 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
     if received and not killed:  # the ranks stopped as asked (and checkpointed)
         return 130
     return code if code >= 0 else 128 - code
+
+
+def sweep_stale_dirs() -> list[Path]:
+    """Remove this user's private launcher dirs whose launcher is gone (killed with SIGKILL, it could not
+    remove its own); returns them. Each dir names its launcher's pid in ``launcher.pid``."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            pid = int(Path(folder, LAUNCHER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and _gone(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _relay(log: Path, dst: IO[str], proc: subprocess.Popen, bad: list[int]) -> None:
