@@ -168,6 +168,31 @@ def test_out_of_core_value_keyword(src, expected):
             [6, 8],
             [],
         ),
+        (
+            """\
+            import cPickle
+            import theano
+            class A(object):
+                def _write(self, fh):
+                    cPickle.dump(self.params, fh)
+                def save(self, path):
+                    with open(path, 'w') as fh:
+                        self._write(fh)
+            class B(object):
+                def _write(self, fh):
+                    fh.write('text')
+                def save(self, path):
+                    with open(path, 'w') as fh:
+                        self._write(fh)
+            def _write(fh):
+                fh.write('x')
+            def top(p):
+                with open(p, 'w') as fh:
+                    _write(fh)
+            """,
+            [7],
+            [13, 18],
+        ),
     ],
 )
 def test_open_passed_to_a_pickling_helper_is_binary(src, binary, review):

@@ -134,9 +134,21 @@ class PickleFiles(cst.CSTVisitor):
             if best is not None:
                 self.binary[best] = direction
 
-    def _helpers(self) -> dict[str, tuple[int, str, str, bool]]:
+    def _owner(self, node: cst.CSTNode) -> cst.ClassDef | None:
+        """The class whose body holds ``node`` directly (a method), else None."""
+        block = self.get_metadata(ParentNodeProvider, node, None)
+        owner = self.get_metadata(ParentNodeProvider, block, None) if block is not None else None
+        return owner if isinstance(block, cst.IndentedBlock) and isinstance(owner, cst.ClassDef) else None
+
+    def _enclosing_class(self, node: cst.CSTNode) -> cst.ClassDef | None:
+        parent = self.get_metadata(ParentNodeProvider, node, None)
+        while parent is not None and not isinstance(parent, cst.ClassDef):
+            parent = self.get_metadata(ParentNodeProvider, parent, None)
+        return parent
+
+    def _helpers(self) -> dict[tuple[cst.ClassDef | None, str], tuple[int, str, str]]:
         """Functions that pickle one of their parameters (``def _dump(f, obj): pickle.dump(obj, f)``):
-        function name -> (parameter position, parameter name, direction, is a method)."""
+        (its class for a method, else None; name) -> (parameter position, parameter name, direction)."""
         helpers = {}
         for name, direction in self.pickled:
             scope = self.get_metadata(ScopeProvider, name, None)
@@ -146,35 +158,25 @@ class PickleFiles(cst.CSTVisitor):
             params = [p.name.value for p in func.params.params]
             referents = [r for a in scope.accesses[name] if a.node is name for r in a.referents]
             if name.value in params and any(isinstance(r.node, cst.Param) for r in referents):
-                method = isinstance(
-                    self.get_metadata(ParentNodeProvider, func, None), cst.IndentedBlock
-                ) and (
-                    isinstance(
-                        self.get_metadata(
-                            ParentNodeProvider, self.get_metadata(ParentNodeProvider, func, None), None
-                        ),
-                        cst.ClassDef,
-                    )
-                )
-                helpers[func.name.value] = (params.index(name.value), name.value, direction, method)
+                key = (self._owner(func), func.name.value)
+                helpers[key] = (params.index(name.value), name.value, direction)
         return helpers
 
     def _passed_to_helpers(self, matched: set[cst.Name]) -> None:
-        """An open() result passed to a helper that pickles that parameter needs the binary mode too."""
+        """An open() result passed to a helper that pickles that parameter needs the binary mode too:
+        a module-level function called by name, or a method of the same class called as ``self.name``."""
         helpers = self._helpers()
         for call in self.calls:
             func = call.func
             if isinstance(func, cst.Name):
-                key, shift = func.value, 0
+                key, shift = (None, func.value), 0
             elif isinstance(func, cst.Attribute) and m.matches(func.value, m.Name("self")):
-                key, shift = func.attr.value, 1
+                key, shift = (self._enclosing_class(call), func.attr.value), 1
             else:
                 continue
-            if key not in helpers:
+            if key not in helpers or (shift and key[0] is None):
                 continue
-            position, pname, direction, method = helpers[key]
-            if method != bool(shift):
-                continue
+            position, pname, direction = helpers[key]
             positional = [a for a in call.args if a.keyword is None and not a.star]
             at = position - shift
             keyword = [a for a in call.args if a.keyword is not None and a.keyword.value == pname]
