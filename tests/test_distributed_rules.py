@@ -10,6 +10,7 @@ the error, no hang). A second launch gives rank 1 another dataset (one clear err
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 import subprocess
@@ -53,7 +54,7 @@ PROG = textwrap.dedent('''
         with st.ChunkStream(train_path, batch_size=batch, chunk_rows=16, seed=1,
                             drop_last=False) as train, \\
                 st.ChunkStream(valid_path, batch_size=batch, chunk_rows=16, policy="sequential",
-                               name="valid") as valid:
+                               drop_last=False, name="valid") as valid:
             w = shared(np.zeros(3, config.floatX), name="w")
             err = train.batch("x") @ w - train.batch("y")
             cost = (err ** 2 * train.batch_mask()).sum() / train.batch_valid().astype(config.floatX)
@@ -139,8 +140,13 @@ def test_edge_rules_on_two_ranks_match_one_process(prog):
                         assert gv[key] == pytest.approx(rv[key], rel=1e-5, abs=1e-6), (name, rank, key)
             assert (g["stop"], g["skipped"]) == (ref["stop"], ref["skipped"]), (name, rank)
     assert len(want["tiny"]["epochs"]) == 3 and want["early"]["stop"] == "early_stopping"  # cases happened
+    assert want["tiny"]["epochs"][0]["val_rows"] == 13  # 8 + 5: shares 4+4, then 4+1
     assert len(want["skip"]["skipped"]) == 3 and want["skip"]["epochs"][-1]["step"] > 3
     assert ranks[0]["ckpt"]["files"] == want["ckpt"]["files"] and "best" in want["ckpt"]["files"]
+    logs = [[json.loads(line) for line in (tmp / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("run_mpi", "run_one")]  # written by rank 0 alone: one record per event
+    assert [(r.get("kind"), r.get("step"), r.get("rows")) for r in logs[0]] == \
+        [(r.get("kind"), r.get("step"), r.get("rows")) for r in logs[1]]
 
 
 def test_ranks_reading_different_data_stop_with_one_clear_error(prog):
