@@ -394,3 +394,17 @@ def test_out_of_core_generator_methods_of_the_class():
     assert "        self.y = symtrain.shared(self.batches)" in lines
     assert "        self.w = pytensor.shared(self.get(0))" in lines
     assert changed(findings) == [6, 7]
+
+
+def test_out_of_core_slice_of_a_memmap_is_reported():
+    src = """\
+    import numpy as np
+    import theano
+    data = np.load('x.npy', mmap_mode='r')
+    x = theano.shared(data[:, :10], borrow=True)
+    y = theano.shared(np.load('y.npy', mmap_mode='r')[1000:])
+    z = theano.shared(np.zeros((3, 3))[:2])
+    """
+    new, findings = mig(src, out_of_core=True)
+    assert "symtrain.shared" not in new
+    assert sorted(n for n, k, msg in findings if k == "review" and "slice of a memmap" in msg) == [4, 5]

@@ -308,6 +308,21 @@ class _DirectStreams(cst.CSTVisitor):
             if isinstance(value, cst.Call)
             else None
         )
+        sliced = inner.value if isinstance(inner, cst.Subscript) else None
+        if isinstance(sliced, cst.Name):
+            sliced = self._bound_value(sliced)
+        if sliced is not None and _is_memmap_call(sliced):
+            line = self.get_metadata(PositionProvider, node).start.line
+            self.refused.append(
+                (
+                    line,
+                    "not rewritten for out-of-core: shared() of a slice of a memmap holds that slice "
+                    "in memory (copied, or paged in with borrow=True); stream the whole memmap with "
+                    "symtrain.shared and slice it in givens (or make the slice a file of its own) "
+                    f"({_DOC})",
+                )
+            )
+            return
         if _is_memmap_call(bound):
             kind = "a memmap"
         elif isinstance(called, cst.FunctionDef) and _yields(called):
