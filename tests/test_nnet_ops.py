@@ -263,3 +263,17 @@ def test_numba_kernels_match_perform():
     got = function([x, w], outs, mode="NUMBA")(a, b)
     for i, (e, g) in enumerate(zip(expected, got)):
         np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-9, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("mode", ("sum", "average_inc_pad", "average_exc_pad"))
+def test_sum_and_average_pooling_of_integers_compute_in_floats(mode):
+    # An integer output would truncate averages (6.5 -> 6) and overflow uint8 sums (4 x 255).
+    x = pt.tensor4(dtype="uint8")
+    y = nn.pool_2d(x, ws=(2, 2), ignore_border=False, mode=mode)
+    assert y.dtype.startswith("float")
+    data = np.full((1, 1, 3, 3), 255, dtype="uint8")
+    data[0, 0, 0, 0] = 0
+    got = function([x], y, mode="FAST_COMPILE")(data)
+    sums = np.array([[765.0, 510.0], [510.0, 255.0]])
+    counts = np.array([[4.0, 2.0], [2.0, 1.0]])  # windows clipped at the edge (no padding: both averages)
+    np.testing.assert_allclose(got[0, 0], sums if mode == "sum" else sums / counts)

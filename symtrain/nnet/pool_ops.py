@@ -122,6 +122,9 @@ class Pool(_PoolBase):
 
     def make_node(self, x):
         x = _input(x, "Pool")
+        if self.mode != "max" and not x.dtype.startswith("float"):
+            # Sums overflow and averages truncate in an integer output: compute in floats instead
+            x = pt.cast(x, common_float(x))
         return Apply(self, [x], [self._pool_type(x, x.dtype)()])
 
     def perform(self, node, inputs, output_storage, params=None):
