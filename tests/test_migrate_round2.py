@@ -408,3 +408,20 @@ def test_out_of_core_slice_of_a_memmap_is_reported():
     new, findings = mig(src, out_of_core=True)
     assert "symtrain.shared" not in new
     assert sorted(n for n, k, msg in findings if k == "review" and "slice of a memmap" in msg) == [4, 5]
+
+
+# ---- 1. open() modes Python 3.11 refuses ('U'), and modes that are not literals -------------------------
+@pytest.mark.parametrize(
+    "body, expected, kinds",
+    [
+        ("    return cPickle.load(open(p, 'rU'))", "open(p, 'rb')", {"changed"}),
+        ("    return cPickle.load(open(p, 'r+'))", "open(p, 'r+b')", {"changed"}),
+        ("    return open(p, 'rU').read()", "    return open(p, 'r').read()", set()),
+        ("    with open(p, 'U') as fh:\n        return fh.read()", "    with open(p, 'r') as fh:", set()),
+        ("    return cPickle.load(open(p, mode))", "open(p, mode)", {"review"}),
+    ],
+)
+def test_open_modes_python3_accepts(body, expected, kinds):
+    new, findings = mig(f"import cPickle\nimport theano\ndef f(p, mode='r'):\n{body}\n")
+    assert expected in new, new
+    assert {k for n, k, msg in findings if "open()" in msg} == kinds

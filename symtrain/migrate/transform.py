@@ -599,6 +599,15 @@ class _Rewriter(cst.CSTTransformer):
             call = _binary_mode(call, self.binary_open[original_node])
             if not call.deep_equals(before):
                 self.report(original_node, "changed", "`open()` in a binary mode: its file is pickled")
+            elif _open_mode(call) is False:
+                self.report(
+                    original_node,
+                    "review",
+                    "`open()` left in its mode: its file is pickled, but the mode is not a literal; "
+                    "pickles need a binary mode ('rb'/'wb')",
+                )
+        elif dotted_name(original_node.func) in ("open", "io.open") and "U" in (_open_mode(call) or ""):
+            call = _strip_universal(call)
         if new in ("os.environ.setdefault", "os.putenv") and len(call.args) >= 2:
             key = _string_value(call.args[0].value)
             if key in rules.FLAGS_VARIABLES.values():
@@ -917,6 +926,28 @@ def _add_kwargs(call: cst.Call, pairs: list[tuple[str, str]]) -> cst.Call:
     return call.with_changes(args=args)
 
 
+def _open_mode(call: cst.Call) -> str | bool | None:
+    """An ``open()`` call's literal mode; None without one, False when it is not a literal."""
+    for i, arg in enumerate(call.args):
+        if (arg.keyword is None and i == 1) or (arg.keyword is not None and arg.keyword.value == "mode"):
+            text = _string_value(arg.value)
+            return False if text is None else text
+    return None
+
+
+def _strip_universal(call: cst.Call) -> cst.Call:
+    """``open(p, 'rU')`` -> ``open(p, 'r')``: Python 3 text mode always has universal newlines, and
+    Python 3.11 refuses 'U'."""
+    args = list(call.args)
+    for i, arg in enumerate(args):
+        if (arg.keyword is None and i == 1) or (arg.keyword is not None and arg.keyword.value == "mode"):
+            text = (_string_value(arg.value) or "").replace("U", "")
+            args[i] = arg.with_changes(
+                value=_requote(arg.value, text if text[:1] in ("r", "w", "a", "x") else "r" + text)
+            )
+    return call.with_changes(args=args)
+
+
 def _binary_mode(call: cst.Call, direction: str) -> cst.Call:
     """Give an ``open`` call used for pickling a binary mode ('r' -> 'rb', 'w' -> 'wb', none -> 'rb')."""
     args = list(call.args)
@@ -924,7 +955,9 @@ def _binary_mode(call: cst.Call, direction: str) -> cst.Call:
         if (arg.keyword is None and i == 1) or (arg.keyword is not None and arg.keyword.value == "mode"):
             text = _string_value(arg.value)
             if text is not None and "b" not in text:
-                args[i] = arg.with_changes(value=_requote(arg.value, text.replace("t", "") + "b"))
+                mode = text.replace("t", "").replace("U", "")  # 'rU' -> 'rb' ('U' is gone in Python 3.11)
+                mode = mode if mode[:1] in ("r", "w", "a", "x") else "r" + mode
+                args[i] = arg.with_changes(value=_requote(arg.value, mode + "b"))
             return call.with_changes(args=args)
     if direction == "load" and len([a for a in args if a.keyword is None]) == 1:
         return (
