@@ -442,7 +442,7 @@ def _summary() -> str:
     try:
         from symtrain.cli import doc_summary
     except ImportError:
-        return __doc__.splitlines()[0]
+        return " ".join(__doc__.split("\n\n")[0].split())  # the whole first paragraph, as doc_summary
     return doc_summary(__doc__)
 
 
