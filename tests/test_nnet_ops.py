@@ -277,3 +277,17 @@ def test_sum_and_average_pooling_of_integers_compute_in_floats(mode):
     sums = np.array([[765.0, 510.0], [510.0, 255.0]])
     counts = np.array([[4.0, 2.0], [2.0, 1.0]])  # windows clipped at the edge (no padding: both averages)
     np.testing.assert_allclose(got[0, 0], sums if mode == "sum" else sums / counts)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", ("int8", "int64", "uint8"))
+def test_max_pooling_of_integers_keeps_the_dtype_and_exact_values(dtype):
+    # The partial edge windows are filled with the dtype's minimum (casting -inf is undefined and warns).
+    x = pt.tensor4(dtype=dtype)
+    y = nn.pool_2d(x, ws=(2, 2), ignore_border=False)
+    data = np.array([[3, 1, 0], [2, 5, 4], [7, 6, 1]], dtype=dtype)[None, None]
+    if dtype != "uint8":
+        data = data - 100
+    got = function([x], y, mode="FAST_COMPILE")(data)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got[0, 0], np.array([[5, 4], [7, 1]]) + (0 if dtype == "uint8" else -100))

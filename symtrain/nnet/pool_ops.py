@@ -129,7 +129,9 @@ class Pool(_PoolBase):
 
     def perform(self, node, inputs, output_storage, params=None):
         (x,) = inputs
-        fill = -np.inf if self.mode == "max" else 0
+        fill = 0
+        if self.mode == "max":  # the fill never wins a max; -inf has no integer value
+            fill = np.iinfo(x.dtype).min if np.issubdtype(x.dtype, np.integer) else -np.inf
         canvas, out = self._canvas(x, fill)
         result = np.zeros(x.shape[:2] + tuple(out), dtype=x.dtype)
         if 0 not in out:
