@@ -28,6 +28,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import bound_name
 from symtrain.migrate.transform import dotted_name as _dotted
 
 _INT_NAME = re.compile(
@@ -135,11 +136,8 @@ class _Aliases(cst.CSTVisitor):
 
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
-            dotted = _dotted(alias.name) or ""
-            if alias.asname and isinstance(alias.asname.name, cst.Name):
-                self.modules[alias.asname.name.value] = dotted.split(".")[0]
-            else:
-                self.modules[dotted.split(".")[0]] = dotted.split(".")[0]
+            root = (_dotted(alias.name) or "").split(".")[0]
+            self.modules[bound_name(alias, root)] = root
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         module = (_dotted(node.module) if node.module else "") or ""
@@ -147,11 +145,7 @@ class _Aliases(cst.CSTVisitor):
         if isinstance(node.names, cst.ImportStar) or root not in (*GRAPH_MODULES, "numpy", *FLOAT_MODULES):
             return
         for alias in node.names:
-            local = (
-                alias.asname.name.value
-                if alias.asname and isinstance(alias.asname.name, cst.Name)
-                else alias.name.value
-            )
+            local = bound_name(alias, alias.name.value)
             self.modules[local] = root
 
 

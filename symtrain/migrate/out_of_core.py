@@ -24,7 +24,7 @@ import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, ScopeProvider
 
 from symtrain.migrate.report import Finding
-from symtrain.migrate.transform import dotted_name
+from symtrain.migrate.transform import bound_name, dotted_name
 
 _GRAPH_MODULES = ("pytensor", "theano", "aesara")
 _DOC = "see docs/out-of-core-legacy.md"
@@ -43,9 +43,7 @@ class _Names(cst.CSTVisitor):
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
             name = dotted_name(alias.name) or ""
-            local = (
-                alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else name
-            )
+            local = bound_name(alias, name)
             if name == "symtrain" and local == "symtrain":
                 self.has_symtrain = True
             if name in _GRAPH_MODULES:
@@ -56,7 +54,7 @@ class _Names(cst.CSTVisitor):
         if module not in _GRAPH_MODULES or isinstance(node.names, cst.ImportStar):
             return
         for alias in node.names:
-            local = alias.asname.name.value if alias.asname else alias.name.value
+            local = bound_name(alias, alias.name.value)
             if alias.name.value == "shared":
                 self.shared.add(local)
             elif alias.name.value == "function":

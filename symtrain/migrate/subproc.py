@@ -14,6 +14,7 @@ import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import bound_name
 from symtrain.migrate.transform import dotted_name as _dotted
 
 PIPES = ("stdin", "stdout", "stderr")
@@ -30,11 +31,7 @@ class _Names(cst.CSTVisitor):
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
             if _dotted(alias.name) == "subprocess":
-                local = (
-                    alias.asname.name.value
-                    if alias.asname and isinstance(alias.asname.name, cst.Name)
-                    else "subprocess"
-                )
+                local = bound_name(alias, "subprocess")
                 self.popen.add(f"{local}.Popen")
                 self.output.add(f"{local}.check_output")
 
@@ -46,11 +43,7 @@ class _Names(cst.CSTVisitor):
         ):
             return
         for alias in node.names:
-            local = (
-                alias.asname.name.value
-                if alias.asname and isinstance(alias.asname.name, cst.Name)
-                else alias.name.value
-            )
+            local = bound_name(alias, alias.name.value)
             {"Popen": self.popen, "check_output": self.output}.get(alias.name.value, set()).add(local)
 
 

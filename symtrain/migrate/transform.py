@@ -45,6 +45,13 @@ def dotted_name(node: cst.BaseExpression) -> str | None:
     return None
 
 
+def bound_name(alias: cst.ImportAlias, default: str) -> str:
+    """The name an import binds: its ``as`` name, else ``default`` (the imported name, or its root)."""
+    if alias.asname and isinstance(alias.asname.name, cst.Name):
+        return alias.asname.name.value
+    return default
+
+
 def _module_dotted(node: cst.BaseExpression) -> str:
     return cst.Module(body=[]).code_for_node(node).replace(" ", "")
 
@@ -148,7 +155,7 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
     if not rules.is_legacy(module):
         if not isinstance(node.names, cst.ImportStar):
             for alias in node.names:
-                local = alias.asname.name.value if alias.asname else alias.name.value
+                local = bound_name(alias, alias.name.value)
                 imports.old[local] = imports.new[local] = f"{module}.{alias.name.value}"
         return None
     if isinstance(node.names, cst.ImportStar):
@@ -162,7 +169,7 @@ def _plan_import(node: cst.Import | cst.ImportFrom, imports: Imports, untranslat
     extra: list[cst.BaseSmallStatement] = []
     for alias in node.names:
         name = _module_dotted(alias.name)
-        local = alias.asname.name.value if alias.asname else name
+        local = bound_name(alias, name)
         full = f"{module}.{name}"
         imports.old[local] = full
         target, why = rules.lookup(full)

@@ -17,6 +17,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
 from symtrain.migrate.report import Finding
+from symtrain.migrate.transform import bound_name
 from symtrain.migrate.transform import dotted_name as _dotted
 
 GRAPH_ROOTS = ("pytensor", "symtrain", "theano", "aesara")
@@ -427,22 +428,14 @@ class _Symbolic(cst.CSTVisitor):
         for alias in node.names:
             dotted = _dotted(alias.name) or ""
             if dotted.split(".")[0] in GRAPH_ROOTS:
-                local = (
-                    alias.asname.name.value
-                    if alias.asname and isinstance(alias.asname.name, cst.Name)
-                    else dotted.split(".")[0]
-                )
+                local = bound_name(alias, dotted.split(".")[0])
                 self.aliases.add(local)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         module = _dotted(node.module) if node.module else ""
         if (module or "").split(".")[0] in GRAPH_ROOTS and not isinstance(node.names, cst.ImportStar):
             for alias in node.names:
-                local = (
-                    alias.asname.name.value
-                    if alias.asname and isinstance(alias.asname.name, cst.Name)
-                    else alias.name.value
-                )
+                local = bound_name(alias, alias.name.value)
                 if local not in ("config", "shared"):
                     self.aliases.add(local)
 
