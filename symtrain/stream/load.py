@@ -145,6 +145,13 @@ def _pread_into(fd: int, buf: memoryview, offset: int, path: str) -> None:
         done += got
 
 
+def _open_error(src: FieldSource, exc: OSError) -> DatasetError:
+    """The error for a field file that cannot be reopened: a vanished file was removed or replaced."""
+    if isinstance(exc, FileNotFoundError):
+        return DatasetError(src.path, "no longer exists: removed or replaced after the dataset was opened")
+    return DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}")
+
+
 def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.ndarray) -> None:
     """Read the rows of ``ranges`` back to back into the contiguous array ``dst``."""
     row_bytes = src.row_bytes
@@ -155,7 +162,7 @@ def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.
         # O_NONBLOCK: opening a FIFO never blocks
         fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
+        raise _open_error(src, exc) from exc
     try:
         if src.identity is not None:
             _check_identity(src, file_identity(os.fstat(fd)))
@@ -228,7 +235,7 @@ def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
         # O_NONBLOCK: opening a FIFO never blocks
         fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
+        raise _open_error(src, exc) from exc
     try:
         leased = _lease(fd)  # before the checks: from here on the file cannot shrink under the mapping
         st = os.fstat(fd)
