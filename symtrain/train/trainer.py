@@ -4,7 +4,7 @@
 ``run_step`` per minibatch index; ``run_step`` executes the step through ``compute_step`` (the one place a
 step runs) and handles a non-finite loss; ``validate`` runs the validation pass and tracks the best;
 ``end_epoch`` flushes, validates, records and advances the cursor. Other loops (data-parallel training)
-subclass it and override ``compute_step``, ``reduce_metrics``, ``agree_stop`` and ``is_writer``.
+subclass it and override ``compute_step``, ``agree_stop`` and ``is_writer``.
 
 The row order of every epoch is a pure function of (seed, epoch), so the resume state is a cursor
 (epoch, step in epoch) plus every shared variable of the step; resuming restarts the epoch iterator at
@@ -119,10 +119,6 @@ class Trainer:
     def compute_step(self, index: int) -> Mapping[str, float]:
         """Execute the step on minibatch ``index`` of the installed chunk; the metrics every process sees."""
         return self.step(index)
-
-    def reduce_metrics(self, sums: Mapping[str, float], count: int) -> tuple[dict[str, float], int]:
-        """The run's metric sums and step count from this process's (identity on one process)."""
-        return dict(sums), count
 
     def agree_stop(self, flag: bool) -> bool:
         """Whether any process wants to stop now (identity on one process; collective under MPI)."""
@@ -273,8 +269,7 @@ class Trainer:
         if due and self.validation is not None and (self.last_validated != self.global_step or flushed):
             self.validate()
         self._check_interrupt()
-        sums, count = self.reduce_metrics(self.epoch_mean.sums, self.epoch_mean.rows)
-        means = EpochMean(sums, count).result()
+        means = self.epoch_mean.result()
         t0, w0 = self._epoch_clock
         seconds = time.perf_counter() - t0
         record = {"epoch": e + 1, "step": self.global_step, **means,
