@@ -145,11 +145,15 @@ def _pread_into(fd: int, buf: memoryview, offset: int, path: str) -> None:
         done += got
 
 
-def _open_error(src: FieldSource, exc: OSError) -> DatasetError:
-    """The error for a field file that cannot be reopened: a vanished file was removed or replaced."""
-    if isinstance(exc, FileNotFoundError):
-        return DatasetError(src.path, "no longer exists: removed or replaced after the dataset was opened")
-    return DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}")
+def _open_source(src: FieldSource) -> int:
+    """Reopen a field file for one fill (O_NONBLOCK: a FIFO never blocks); a vanished file was replaced."""
+    try:
+        return os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        gone = "no longer exists: removed or replaced after the dataset was opened"
+        raise DatasetError(src.path, gone) from exc
+    except OSError as exc:
+        raise DatasetError(src.path, f"cannot be opened for reading: {exc.strerror or exc}") from exc
 
 
 def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.ndarray) -> None:
@@ -158,11 +162,7 @@ def _read_ranges(src: FieldSource, ranges: tuple[tuple[int, int], ...], dst: np.
     if row_bytes == 0 or not ranges:
         return
     raw = memoryview(dst.reshape(-1).view(np.uint8))
-    try:
-        # O_NONBLOCK: opening a FIFO never blocks
-        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise _open_error(src, exc) from exc
+    fd = _open_source(src)
     try:
         if src.identity is not None:
             _check_identity(src, file_identity(os.fstat(fd)))
@@ -231,11 +231,7 @@ def _gather_file(src: FieldSource, rows: np.ndarray, dst: np.ndarray) -> None:
     if rb == 0 or len(rows) == 0:
         return
     first, last = int(rows.min()), int(rows.max()) + 1
-    try:
-        # O_NONBLOCK: opening a FIFO never blocks
-        fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise _open_error(src, exc) from exc
+    fd = _open_source(src)
     try:
         leased = _lease(fd)  # before the checks: from here on the file cannot shrink under the mapping
         st = os.fstat(fd)
